@@ -1,0 +1,215 @@
+"""Command line: run, check, demo, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from sms_monitor import __version__, logs
+from sms_monitor.config import ConfigError, Settings, load_file, load_settings, parse_listen_address
+from sms_monitor.core.classify import Status
+from sms_monitor.core.snapshot import Snapshot
+from sms_monitor.simulator.scenarios import SCENARIOS
+
+log = structlog.get_logger("sms_monitor.cli")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=os.environ.get("SMS_MONITOR_CONFIG"),
+                        help="TOML configuration file (environment variables override it)")
+    common.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    listen = argparse.ArgumentParser(add_help=False)
+    listen.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
+                        help="where to serve /metrics, /healthz, /readyz and / "
+                             "(default $SMS_MONITOR_LISTEN_ADDRESS or 0.0.0.0:9839)")
+
+    parser = argparse.ArgumentParser(
+        prog="sms-monitor",
+        description="Health monitoring and Prometheus exporter for Twilio SMS.")
+    parser.add_argument("--version", action="version", version=f"sms-monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common, listen], help="poll on a schedule and serve /metrics")
+    check = sub.add_parser("check", parents=[common],
+                           help="poll once, print the checks, exit 0/1/2/3 (Nagios convention)")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    demo = sub.add_parser("demo", parents=[common, listen],
+                          help="the daemon against a built-in simulator: no account needed")
+    demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
+    sim = sub.add_parser("simulate", parents=[common],
+                         help="serve the Twilio API simulator on its own")
+    sim.add_argument("--listen", default="127.0.0.1:8099", metavar="HOST:PORT")
+    sim.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
+    sim.add_argument("--rate", type=float, default=60.0, help="messages per minute")
+    sim.add_argument("--history", type=float, default=3600.0,
+                     help="seconds of message history to create at start")
+    return parser
+
+
+def _settings(args: argparse.Namespace, env: Mapping[str, str], **kwargs: Any) -> Settings:
+    data = load_file(args.config) if args.config else None
+    return load_settings(env, data, listen_address=getattr(args, "listen_address", None), **kwargs)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = dict(os.environ if env is None else env)
+    try:
+        if args.command == "simulate":
+            logs.configure(args.log_level)
+            return _simulate(args)
+        if args.command == "demo":
+            return _demo(args, env)
+        settings = _settings(args, env)
+    except ConfigError as exc:
+        print(f"sms-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(args.log_level, secrets=settings.secrets())
+    if args.command == "check":
+        return _check(settings, as_json=args.json)
+    return _run(settings)
+
+
+def _run(settings: Settings, extra_html: str = "") -> int:
+    from sms_monitor.daemon import Daemon
+    from sms_monitor.export.http import ExporterServer
+    from sms_monitor.monitor import Monitor
+
+    stopping = threading.Event()
+
+    def pause(seconds: float) -> None:  # a retry's backoff that SIGTERM cuts short
+        stopping.wait(seconds)
+
+    monitor = Monitor(settings, sleep=pause)
+    try:
+        server = ExporterServer((settings.listen_host, settings.listen_port), monitor.holder,
+                                extra_html=extra_html)
+    except OSError as exc:
+        print(f"sms-monitor: configuration error: listen address "
+              f"{settings.listen_host}:{settings.listen_port}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"sms-monitor {__version__} serving {server.url}/ (metrics at {server.url}/metrics)",
+          file=sys.stderr, flush=True)
+    return Daemon(monitor, server, stopping).run_until_signal()
+
+
+def render_table(snapshot: Snapshot) -> str:
+    rows = [("ACCOUNT", "CHECK", "STATUS", "VALUE", "DETAIL")]
+    for c in snapshot.checks():
+        value = "" if c.value is None else f"{c.value:.4g}"
+        rows.append((c.account, c.name, c.status.value.upper(), value, c.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    lines.append(f"OVERALL: {snapshot.overall.value.upper()}")
+    return "\n".join(lines)
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {"overall": snapshot.overall.value,
+            "checks": [c.as_dict() for c in snapshot.checks()]}
+
+
+def _check(settings: Settings, as_json: bool) -> int:
+    from sms_monitor.monitor import Monitor
+
+    try:
+        snapshot = Monitor(settings).run_cycle()
+    except Exception as exc:  # could not run at all: Nagios UNKNOWN
+        print(f"sms-monitor: check could not run: {type(exc).__name__}", file=sys.stderr)
+        return Status.UNKNOWN.exit_code
+    if as_json:
+        print(json.dumps(snapshot_json(snapshot)))
+    else:
+        print(render_table(snapshot))
+    return snapshot.overall.exit_code
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from sms_monitor.simulator.server import SimulatorServer
+    from sms_monitor.simulator.state import (
+        DEMO_ACCOUNT_SID,
+        DEMO_AUTH_TOKEN,
+        DEMO_PHONE_NUMBER,
+        SimState,
+    )
+
+    host, port = parse_listen_address("--listen", args.listen)
+    state = SimState(rate_per_minute=args.rate, history_seconds=args.history,
+                     scenario=args.scenario)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    state.advance()
+    server = SimulatorServer((host, port), state)
+    print(f"Twilio simulator at {server.url} (scenario {args.scenario}).\n"
+          f"  TWILIO_ACCOUNT_SID={DEMO_ACCOUNT_SID}\n"
+          f"  TWILIO_AUTH_TOKEN=<the simulator's demo token, see sms_monitor/simulator/state.py>\n"
+          f"  TWILIO_PHONE_NUMBER={DEMO_PHONE_NUMBER}\n"
+          f"  SMS_MONITOR_TWILIO_API_URL={server.url}\n"
+          f"Switch scenarios at {server.url}/", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    server.server_close()
+    return 0
+
+
+DEMO_RATE_PER_MINUTE = 120.0
+DEMO_WINDOW = "10m"
+DEMO_POLL_INTERVAL = "5s"
+
+
+def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from sms_monitor.simulator.server import SimulatorServer
+    from sms_monitor.simulator.state import (
+        DEMO_ACCOUNT_SID,
+        DEMO_AUTH_TOKEN,
+        DEMO_PHONE_NUMBER,
+        SimState,
+    )
+
+    state = SimState(rate_per_minute=DEMO_RATE_PER_MINUTE, history_seconds=600.0,
+                     scenario=args.scenario)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    state.advance()
+    sim = SimulatorServer(("127.0.0.1", 0), state).start()
+    demo_env = {k: v for k, v in env.items()
+                if k.startswith("SMS_MONITOR_") and k != "SMS_MONITOR_TWILIO_API_URL"}
+    demo_env.update({
+        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
+        "SMS_MONITOR_TWILIO_API_URL": sim.url,
+    })
+    demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", DEMO_POLL_INTERVAL)
+    demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
+    data = load_file(args.config) if args.config else {}
+    data = {"window": DEMO_WINDOW, "request_timeout": "6s", **data}
+    data.pop("accounts", None)
+    settings = load_settings(demo_env, data, listen_address=args.listen_address)
+    logs.configure(args.log_level, secrets=settings.secrets())
+    buttons = "".join(
+        f"<form method='post' action='{sim.url}/_simulator/scenario' style='display:inline'>"
+        f"<input type='hidden' name='name' value='{name}'><button>{name}</button></form> "
+        for name in SCENARIOS)
+    extra = (f"<h2>Demo</h2><p>Built-in Twilio simulator at <a href='{sim.url}/'>{sim.url}</a>. "
+             f"Switch its scenario (the window is {DEMO_WINDOW}; probes change on the next "
+             f"poll, message statistics as new messages arrive):</p><p>{buttons}</p>")
+    print(f"sms-monitor demo: scenario {args.scenario}; simulator at {sim.url}/",
+          file=sys.stderr, flush=True)
+    try:
+        return _run(settings, extra_html=extra)
+    finally:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Settings from the environment and an optional TOML file, validated before anything starts.
+
+Environment variables override the file. Every problem is reported as one
+:class:`ConfigError` naming the offending key; the CLI turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sms_monitor.core.durations import parse_duration
+from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
+
+DEFAULT_API_URL = "https://api.twilio.com"
+DEFAULT_LISTEN = "0.0.0.0:9839"
+SID_PATTERN = re.compile(r"^AC[0-9a-fA-F]{32}$")
+E164_PATTERN = re.compile(r"^\+[1-9]\d{1,14}$")
+
+
+class ConfigError(Exception):
+    """A bad configuration value; ``str()`` is the one line shown to the operator."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"configuration error: {key}: {reason}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    account_sid: str
+    auth_token: str = field(repr=False)
+    phone_number: str | None
+    api_url: str = DEFAULT_API_URL
+
+
+@dataclass(frozen=True)
+class Settings:
+    accounts: tuple[AccountConfig, ...] = ()
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9839
+    poll_interval: float = 60.0
+    window_seconds: float = 3600.0
+    settle_seconds: float = 900.0
+    min_samples: int = 10
+    request_timeout: float = 10.0
+    max_retries: int = 3
+    max_pages: int = 200
+    page_size: int = 1000
+    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    statuspage_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+    smtp_url: str | None = field(default=None, repr=False)
+    alert_from: str | None = None
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line or any output."""
+        out = [a.auth_token for a in self.accounts if a.auth_token]
+        for url in (self.database_url, self.smtp_url):
+            pw = _url_password(url)
+            if pw:
+                out.append(pw)
+        return out
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    m = re.match(r"^[a-zA-Z][\w+.-]*://[^:/@]*:([^@]*)@", url)
+    return m.group(1) if m else None
+
+
+def parse_listen_address(key: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _duration(key: str, value: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _positive_int(key: str, value: object, low: int = 1, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(key, f"expected a whole number, got {value!r}")
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(key, f"expected a whole number, got {value!r}") from None
+    if n < low or (high is not None and n > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(key, f"must be {bound}, got {n}")
+    return n
+
+
+def _url(key: str, value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _account(key: str, raw: Mapping[str, Any], env: Mapping[str, str], api_url: str,
+             name: str | None = None) -> AccountConfig:
+    name = name or raw.get("name")
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
+        raise ConfigError(f"{key}.name", f"expected a short name of letters, digits, '-', '_' or '.', "
+                                         f"got {name!r}")
+    sid = raw.get("account_sid")
+    if not isinstance(sid, str) or not SID_PATTERN.match(sid):
+        raise ConfigError(f"{key}.account_sid", "expected 'AC' followed by 32 hex digits")
+    token = raw.get("auth_token")
+    token_env = raw.get("auth_token_env")
+    if token is None and isinstance(token_env, str):
+        token = env.get(token_env)
+        if not token:
+            raise ConfigError(f"{key}.auth_token_env", f"environment variable {token_env} is not set")
+    if not isinstance(token, str) or not token:
+        raise ConfigError(f"{key}.auth_token", "missing (set auth_token or auth_token_env)")
+    phone = raw.get("phone_number")
+    if phone is not None and (not isinstance(phone, str) or not E164_PATTERN.match(phone)):
+        raise ConfigError(f"{key}.phone_number", "expected an E.164 number such as +15005550006")
+    url = _url(f"{key}.api_url", raw["api_url"]) if "api_url" in raw else api_url
+    return AccountConfig(name=name, account_sid=sid, auth_token=token, phone_number=phone,
+                         api_url=url)
+
+
+def _thresholds(raw: object) -> dict[str, Threshold]:
+    out = dict(DEFAULT_THRESHOLDS)
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise ConfigError("thresholds", "expected a table")
+    for check, bounds in raw.items():
+        key = f"thresholds.{check}"
+        if check not in out:
+            raise ConfigError(key, f"unknown check; known: {', '.join(sorted(out))}")
+        if not isinstance(bounds, dict) or set(bounds) - {"green", "red"}:
+            raise ConfigError(key, "expected a table with 'green' and/or 'red'")
+        base = out[check]
+        values = {}
+        for k in ("green", "red"):
+            v = bounds.get(k, base.good if k == "green" else base.bad)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"{key}.{k}", f"expected a number, got {v!r}")
+            values[k] = float(v)
+        try:
+            out[check] = Threshold(values["green"], values["red"], base.higher_is_better, base.unit)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+
+
+_FILE_KEYS = {
+    "listen_address", "poll_interval", "window", "settle", "min_samples", "request_timeout",
+    "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
+    "statuspage_url", "database_url", "smtp_url", "alert_from",
+}
+
+
+def load_settings(
+    env: Mapping[str, str],
+    file_data: Mapping[str, Any] | None = None,
+    *,
+    listen_address: str | None = None,
+    require_accounts: bool = True,
+) -> Settings:
+    """Build validated Settings; ``listen_address`` is the command-line flag (it wins)."""
+    data = dict(file_data or {})
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], f"unknown key; known: {', '.join(sorted(_FILE_KEYS))}")
+
+    def pick(env_key: str, file_key: str) -> tuple[str, Any]:
+        if env.get(env_key):
+            return env_key, env[env_key]
+        return file_key, data.get(file_key)
+
+    key, api = pick("SMS_MONITOR_TWILIO_API_URL", "api_url")
+    api_url = _url(key, api) if api else DEFAULT_API_URL
+
+    accounts: list[AccountConfig] = []
+    if env.get("TWILIO_ACCOUNT_SID") or env.get("TWILIO_AUTH_TOKEN"):
+        primary = {"account_sid": env.get("TWILIO_ACCOUNT_SID"),
+                   "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
+                   "phone_number": env.get("TWILIO_PHONE_NUMBER") or None}
+        try:
+            accounts.append(_account("TWILIO", primary, env, api_url, name="primary"))
+        except ConfigError as exc:
+            field_name = exc.key.split(".")[-1].upper()
+            raise ConfigError(f"TWILIO_{field_name}", str(exc).split(": ", 2)[-1]) from None
+    raw_accounts = data.get("accounts", [])
+    if not isinstance(raw_accounts, list):
+        raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
+    for i, raw in enumerate(raw_accounts):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"accounts[{i}]", "expected a table")
+        accounts.append(_account(f"accounts[{i}]", raw, env, api_url))
+    names = [a.name for a in accounts]
+    for n in names:
+        if names.count(n) > 1:
+            raise ConfigError("accounts", f"account name {n!r} is used twice")
+    if require_accounts and not accounts:
+        raise ConfigError("TWILIO_ACCOUNT_SID",
+                          "not set, and the config file lists no [[accounts]]")
+
+    if listen_address:
+        host, port = parse_listen_address("--web.listen-address", listen_address)
+    else:
+        key, value = pick("SMS_MONITOR_LISTEN_ADDRESS", "listen_address")
+        host, port = parse_listen_address(key, str(value or DEFAULT_LISTEN))
+
+    key, value = pick("SMS_MONITOR_POLL_INTERVAL", "poll_interval")
+    poll = _duration(key, value) if value is not None else 60.0
+    window = _duration("window", data["window"]) if "window" in data else 3600.0
+    settle = _duration("settle", data["settle"]) if "settle" in data else 900.0
+    timeout = _duration("request_timeout", data["request_timeout"]) if "request_timeout" in data \
+        else 10.0
+
+    def opt_url(env_key: str, file_key: str) -> str | None:
+        k, v = pick(env_key, file_key)
+        return _url(k, v) if v else None
+
+    db_key, db = pick("SMS_MONITOR_DATABASE_URL", "database_url")
+    if db is not None and (not isinstance(db, str) or "://" not in db):
+        raise ConfigError(db_key, "expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
+    smtp_key, smtp = pick("SMS_MONITOR_SMTP_URL", "smtp_url")
+    if smtp is not None and (not isinstance(smtp, str) or not re.match(r"^smtps?://", smtp)):
+        raise ConfigError(smtp_key, "expected smtp://[user:pass@]host:port")
+    _, alert_from = pick("SMS_MONITOR_ALERT_FROM", "alert_from")
+
+    return Settings(
+        accounts=tuple(accounts),
+        listen_host=host,
+        listen_port=port,
+        poll_interval=poll,
+        window_seconds=window,
+        settle_seconds=settle,
+        min_samples=_positive_int("min_samples", data.get("min_samples", 10)),
+        request_timeout=timeout,
+        max_retries=_positive_int("max_retries", data.get("max_retries", 3), low=0, high=10),
+        max_pages=_positive_int("max_pages", data.get("max_pages", 200)),
+        page_size=_positive_int("page_size", data.get("page_size", 1000), high=1000),
+        thresholds=_thresholds(data.get("thresholds")),
+        statuspage_url=opt_url("SMS_MONITOR_STATUSPAGE_URL", "statuspage_url"),
+        database_url=db or None,
+        smtp_url=smtp or None,
+        alert_from=str(alert_from) if alert_from else None,
+    )

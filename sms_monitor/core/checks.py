@@ -1,0 +1,160 @@
+"""Turn one account's facts and window statistics into the contract's checks."""
+
+from __future__ import annotations
+
+from sms_monitor.core.classify import CheckResult, Status, grade, worst
+from sms_monitor.core.facts import AUTH, UNREACHABLE, AccountFacts
+from sms_monitor.core.stats import WindowStats
+from sms_monitor.core.thresholds import Threshold
+
+CHECK_NAMES = (
+    "api_response_time",
+    "delivery_rate",
+    "error_rate",
+    "delivery_latency",
+    "authentication",
+    "account_status",
+    "balance",
+    "phone_number",
+    "carrier_filtering",
+)
+
+
+def _window_label(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def account_checks(
+    account: str,
+    facts: AccountFacts,
+    stats: WindowStats | None,
+    thresholds: dict[str, Threshold],
+    min_samples: int,
+) -> list[CheckResult]:
+    """Every per-account check in contract order, followed by ``overall``."""
+    checks = [
+        _api_response_time(account, facts, thresholds["api_response_time"]),
+        *_message_checks(account, facts, stats, thresholds, min_samples),
+        _authentication(account, facts),
+        _account_status(account, facts),
+        _balance(account, facts, thresholds["balance"]),
+        _phone_number(account, facts),
+    ]
+    checks.sort(key=lambda c: CHECK_NAMES.index(c.name))
+    overall = worst(c.status for c in checks)
+    bad = [c.name for c in checks if c.status is overall and overall is not Status.GREEN]
+    detail = ", ".join(bad) if bad else ""
+    checks.append(CheckResult("overall", account, overall, float(overall.code), "status", detail))
+    return checks
+
+
+def _api_response_time(account: str, facts: AccountFacts, t: Threshold) -> CheckResult:
+    name = "api_response_time"
+    failure = facts.failures.get("balance")
+    if failure in UNREACHABLE:
+        return CheckResult(name, account, Status.RED, facts.balance_seconds, "seconds",
+                           f"Balance request failed: {failure}")
+    if facts.balance_seconds is None or (failure is not None and failure != AUTH):
+        return CheckResult(name, account, Status.UNKNOWN, None, "seconds",
+                           f"Balance request failed: {failure or 'not run'}")
+    s = facts.balance_seconds
+    return CheckResult(name, account, grade(s, t), s, "seconds", f"Balance answered in {s:.3f}s")
+
+
+def _message_checks(
+    account: str,
+    facts: AccountFacts,
+    stats: WindowStats | None,
+    thresholds: dict[str, Threshold],
+    min_samples: int,
+) -> list[CheckResult]:
+    names = ("delivery_rate", "error_rate", "delivery_latency", "carrier_filtering")
+    if stats is None or not facts.messages_ok:
+        why = f"message log unreadable: {facts.failures.get('messages', 'not polled')}"
+        units = ("ratio", "ratio", "seconds", "messages")
+        return [CheckResult(n, account, Status.UNKNOWN, None, u, why)
+                for n, u in zip(names, units, strict=True)]
+    w = _window_label(stats.window_seconds)
+    out = []
+
+    ratio = stats.delivery_ratio
+    detail = f"{stats.delivered} of {stats.settled} delivered in {w}"
+    if ratio is None or stats.settled < min_samples:
+        out.append(CheckResult("delivery_rate", account, Status.UNKNOWN, ratio, "ratio",
+                               f"{detail} (fewer than {min_samples} settled)"))
+    else:
+        out.append(CheckResult("delivery_rate", account, grade(ratio, thresholds["delivery_rate"]),
+                               ratio, "ratio", detail))
+
+    ratio = stats.error_ratio
+    detail = f"{stats.with_error} of {stats.outbound} outbound with an error code in {w}"
+    if ratio is None or stats.outbound < min_samples:
+        out.append(CheckResult("error_rate", account, Status.UNKNOWN, ratio, "ratio",
+                               f"{detail} (fewer than {min_samples} sent)"))
+    else:
+        out.append(CheckResult("error_rate", account, grade(ratio, thresholds["error_rate"]),
+                               ratio, "ratio", detail))
+
+    mean = stats.latency_mean
+    if mean is None:
+        out.append(CheckResult("delivery_latency", account, Status.UNKNOWN, None, "seconds",
+                               f"no message delivered in {w}"))
+    else:
+        out.append(CheckResult("delivery_latency", account,
+                               grade(mean, thresholds["delivery_latency"]), mean, "seconds",
+                               f"mean over {stats.latency_count} delivered in {w}"))
+
+    n = stats.carrier_filtered
+    out.append(CheckResult("carrier_filtering", account, Status.YELLOW if n else Status.GREEN,
+                           float(n), "messages", f"{n} failed with error 30007 in {w}"))
+    return out
+
+
+def _authentication(account: str, facts: AccountFacts) -> CheckResult:
+    if facts.auth_failed:
+        return CheckResult("authentication", account, Status.RED, 1.0, "boolean",
+                           "Twilio answered 401 (error 20003): check the auth token")
+    if not facts.any_response:
+        return CheckResult("authentication", account, Status.UNKNOWN, None, "boolean",
+                           "no answer from Twilio")
+    return CheckResult("authentication", account, Status.GREEN, 0.0, "boolean", "credentials accepted")
+
+
+def _account_status(account: str, facts: AccountFacts) -> CheckResult:
+    status = facts.account_status
+    if status is None:
+        return CheckResult("account_status", account, Status.UNKNOWN, None, "status",
+                           f"account unreadable: {facts.failures.get('account', 'not polled')}")
+    level = Status.GREEN if status == "active" else (
+        Status.RED if status in ("suspended", "closed") else Status.UNKNOWN)
+    return CheckResult("account_status", account, level, None, "status", f"account is {status}")
+
+
+def _balance(account: str, facts: AccountFacts, t: Threshold) -> CheckResult:
+    if facts.balance is None:
+        return CheckResult("balance", account, Status.UNKNOWN, None, "currency",
+                           f"balance unreadable: {facts.failures.get('balance', 'not polled')}")
+    cur = facts.currency or ""
+    return CheckResult("balance", account, grade(facts.balance, t), facts.balance, "currency",
+                       f"{facts.balance:.2f} {cur}".strip())
+
+
+def _phone_number(account: str, facts: AccountFacts) -> CheckResult:
+    name = "phone_number"
+    if not facts.phone_number:
+        return CheckResult(name, account, Status.UNKNOWN, None, "boolean",
+                           "no sending number configured")
+    if facts.phone_found is None:
+        return CheckResult(name, account, Status.UNKNOWN, None, "boolean",
+                           f"numbers unreadable: {facts.failures.get('phone_number', 'not polled')}")
+    if not facts.phone_found:
+        return CheckResult(name, account, Status.RED, 0.0, "boolean",
+                           "sending number not among the account's numbers")
+    if not facts.phone_sms_capable:
+        return CheckResult(name, account, Status.RED, 0.0, "boolean",
+                           "sending number has no SMS capability")
+    return CheckResult(name, account, Status.GREEN, 1.0, "boolean", "sending number can send SMS")

@@ -1,0 +1,33 @@
+"""Facts a Twilio poll hands to the core: plain values, no I/O objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Failure kinds a source reports for one request.
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+AUTH = "auth"
+SERVER_ERROR = "server_error"
+CLIENT_ERROR = "client_error"
+MALFORMED = "malformed"
+# Failures that mean Twilio's API did not answer at all.
+UNREACHABLE = frozenset({TIMEOUT, CONNECTION})
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What one poll of one Twilio account learned, besides message records."""
+
+    balance: float | None = None
+    currency: str | None = None
+    balance_seconds: float | None = None  # wall time of the Balance request (the API probe)
+    account_status: str | None = None
+    phone_number: str | None = None  # the configured sending number
+    phone_found: bool | None = None
+    phone_sms_capable: bool | None = None
+    messages_ok: bool = False
+    auth_failed: bool = False
+    any_response: bool = False
+    # request part ("balance", "account", "phone_number", "messages") -> failure kind
+    failures: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,81 @@
+"""The immutable Snapshot every reader (scrape, check, landing page) reads.
+
+A poll cycle builds a new Snapshot and swaps it in atomically; readers never
+call sources, so a scrape never waits for Twilio.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sms_monitor.core.classify import CheckResult, Status, worst
+from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.stats import WindowStats
+from sms_monitor.core.window import HistogramState
+
+
+@dataclass(frozen=True)
+class RequestTelemetry:
+    """Cumulative Twilio request counts and durations up to the snapshot."""
+
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # account, endpoint, code
+    durations: dict[tuple[str, str], HistogramState] = field(default_factory=dict)
+    retries: dict[tuple[str, str], int] = field(default_factory=dict)  # account, reason
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    account: str
+    checks: tuple[CheckResult, ...]
+    facts: AccountFacts
+    stats: WindowStats | None
+    latency: HistogramState
+    up: bool
+    poll_seconds: float
+    window_records: int
+    malformed_records: int = 0
+
+    @property
+    def overall(self) -> Status:
+        return self.checks[-1].status if self.checks else Status.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    accounts: tuple[AccountSnapshot, ...] = ()
+    requests: RequestTelemetry = field(default_factory=RequestTelemetry)
+    last_success: dict[str, float] = field(default_factory=dict)  # source -> POSIX seconds
+    cycles: int = 0
+    cycle_seconds: float = 0.0
+
+    def checks(self) -> list[CheckResult]:
+        return [c for a in self.accounts for c in a.checks]
+
+    @property
+    def overall(self) -> Status:
+        return worst(a.overall for a in self.accounts)
+
+
+class SnapshotHolder:
+    """Holds the latest Snapshot; replacing it is a single reference assignment."""
+
+    def __init__(self) -> None:
+        self._current: Snapshot | None = None
+        self._ready = threading.Event()
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self._current
+
+    def publish(self, snapshot: Snapshot) -> None:
+        self._current = snapshot
+        self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)

@@ -1,0 +1,91 @@
+"""Window statistics: the numbers behind the delivery, error, latency and filtering checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sms_monitor.core.records import (
+    CARRIER_FILTERED_ERROR,
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    MessageRecord,
+)
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    window_seconds: float
+    outbound: int = 0
+    delivered: int = 0
+    failed: int = 0  # undelivered + failed
+    with_error: int = 0  # outbound messages carrying an error code
+    carrier_filtered: int = 0
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    by_status: dict[tuple[str, str], int] = field(default_factory=dict)  # (direction, status)
+    by_error: dict[str, int] = field(default_factory=dict)  # error code as text
+
+    @property
+    def settled(self) -> int:
+        """Outbound messages with a final delivery outcome (the delivery rate's denominator)."""
+        return self.delivered + self.failed
+
+    @property
+    def delivery_ratio(self) -> float | None:
+        return self.delivered / self.settled if self.settled else None
+
+    @property
+    def error_ratio(self) -> float | None:
+        return self.with_error / self.outbound if self.outbound else None
+
+    @property
+    def latency_mean(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count else None
+
+
+def window_stats(
+    records: Iterable[MessageRecord],
+    now: float,
+    window_seconds: float,
+    exclude: frozenset[str] = frozenset(),
+) -> WindowStats:
+    """Summarise the messages created in ``[now - window_seconds, now]``."""
+    edge = now - window_seconds
+    outbound = delivered = failed = with_error = filtered = latency_n = 0
+    latency_sum = 0.0
+    by_status: Counter[tuple[str, str]] = Counter()
+    by_error: Counter[str] = Counter()
+    for r in records:
+        if r.created < edge or r.sid in exclude:
+            continue
+        by_status["outbound" if r.outbound else "inbound", r.status] += 1
+        if r.error_code is not None:
+            by_error[str(r.error_code)] += 1
+        if not r.outbound:
+            continue
+        outbound += 1
+        if r.error_code is not None:
+            with_error += 1
+            if r.error_code == CARRIER_FILTERED_ERROR:
+                filtered += 1
+        if r.status in DELIVERED_STATUSES:
+            delivered += 1
+            if r.updated is not None:
+                latency_sum += max(0.0, r.updated - r.created)
+                latency_n += 1
+        elif r.status in FAILED_STATUSES:
+            failed += 1
+    return WindowStats(
+        window_seconds=window_seconds,
+        outbound=outbound,
+        delivered=delivered,
+        failed=failed,
+        with_error=with_error,
+        carrier_filtered=filtered,
+        latency_sum=latency_sum,
+        latency_count=latency_n,
+        by_status=dict(by_status),
+        by_error=dict(by_error),
+    )

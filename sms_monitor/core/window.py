@@ -1,0 +1,121 @@
+"""Per-account sliding window of message records.
+
+The window keeps every message created within ``window_seconds`` of the
+current time, keyed by SID, so memory is bounded by the window and a message
+seen by several polls is counted once. It also decides how far back the next
+incremental poll must read (:meth:`MessageWindow.fetch_horizon`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+
+from sms_monitor.core.records import MessageRecord
+
+# Upper bounds of the delivery latency histogram, in seconds.
+LATENCY_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 1800)
+
+
+@dataclass(frozen=True)
+class HistogramState:
+    """A cumulative histogram frozen at one moment (counts are per bucket, not cumulative)."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]  # one per bound, plus the +Inf bucket last
+    total: float
+    count: int
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else _fmt(bound), running))
+        return out
+
+
+def _fmt(bound: float) -> str:
+    return repr(float(bound))
+
+
+class Histogram:
+    """A mutable cumulative histogram; :meth:`freeze` gives the exported view."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def freeze(self) -> HistogramState:
+        return HistogramState(self.bounds, tuple(self.counts), self.total, self.count)
+
+
+class MessageWindow:
+    """Messages created in the last ``window_seconds``, de-duplicated by SID."""
+
+    def __init__(self, window_seconds: float, settle_seconds: float = 900.0) -> None:
+        self.window_seconds = window_seconds
+        # How long an in-flight message is re-read before we stop waiting for its final status.
+        self.settle_seconds = settle_seconds
+        self.records: dict[str, MessageRecord] = {}
+        self.latency = Histogram()
+        self.backfilled = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def start(self, now: float) -> float:
+        return now - self.window_seconds
+
+    def upsert(self, record: MessageRecord) -> None:
+        """Add or update a record; a final status never moves back to an in-flight one."""
+        old = self.records.get(record.sid)
+        if old is not None:
+            if old.final and not record.final:
+                return
+            if old.delivered:
+                # Already observed in the latency histogram; keep the first delivery time.
+                if record.delivered:
+                    record.updated = old.updated
+            elif record.delivered:
+                self._observe_delivery(record)
+        elif record.delivered:
+            self._observe_delivery(record)
+        self.records[record.sid] = record
+
+    def _observe_delivery(self, record: MessageRecord) -> None:
+        if record.outbound and record.updated is not None:
+            self.latency.observe(max(0.0, record.updated - record.created))
+
+    def prune(self, now: float) -> int:
+        """Drop records created before the window's start; returns how many went."""
+        edge = self.start(now)
+        old = [sid for sid, r in self.records.items() if r.created < edge]
+        for sid in old:
+            del self.records[sid]
+        return len(old)
+
+    def fetch_horizon(self, now: float) -> float:
+        """The creation time back to which the next poll must read.
+
+        The first poll reads the whole window. Later polls read what is newer
+        than the newest record held, and back to the oldest message still in
+        flight, but never further than ``settle_seconds`` nor past the window.
+        """
+        edge = self.start(now)
+        if not self.backfilled or not self.records:
+            return edge
+        newest = max(r.created for r in self.records.values())
+        horizon = newest
+        settle_edge = now - self.settle_seconds
+        for r in self.records.values():
+            if not r.final and settle_edge <= r.created < horizon:
+                horizon = r.created
+        return max(edge, horizon)

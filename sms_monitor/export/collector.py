@@ -1,0 +1,182 @@
+"""Snapshot → Prometheus metric families. Every exported metric name is defined here.
+
+The collector is stateless: each scrape turns the current immutable Snapshot
+into fresh metric families, so a scrape never polls and never blocks on Twilio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from sms_monitor import __version__
+from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
+from sms_monitor.core.window import HistogramState
+
+CACHED = " (cached from the last poll)"
+
+
+def _buckets(h: HistogramState) -> list[tuple[str, float]]:
+    return [(le, float(n)) for le, n in h.cumulative()]
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("sms_monitor_build_info", "sms-monitor version; always 1",
+                                  labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        snap = self.holder.current
+        ready = GaugeMetricFamily("sms_monitor_ready",
+                                  "1 once the first complete poll cycle has finished")
+        ready.add_metric([], 1 if snap is not None else 0)
+        yield ready
+        if snap is None:
+            return
+        yield from health_metrics(snap)
+        yield from window_metrics(snap)
+        yield from account_metrics(snap)
+        yield from request_metrics(snap)
+        yield from self_metrics(snap)
+
+
+def health_metrics(snap: Snapshot) -> Iterator[Metric]:
+    status = GaugeMetricFamily(
+        "sms_health_status",
+        "Check state: 0 green, 1 yellow, 2 red, -1 unknown" + CACHED,
+        labels=["account", "check"],
+    )
+    for c in snap.checks():
+        status.add_metric([c.account, c.name], c.status.code)
+    yield status
+
+
+def window_metrics(snap: Snapshot) -> Iterator[Metric]:
+    delivery = GaugeMetricFamily(
+        "sms_delivery_success_ratio",
+        "Delivered / (delivered + undelivered + failed) of outbound messages created in the "
+        "window" + CACHED, labels=["account"])
+    errors = GaugeMetricFamily(
+        "sms_error_ratio",
+        "Outbound messages in the window with an error code / all outbound in the window" + CACHED,
+        labels=["account"])
+    mean = GaugeMetricFamily(
+        "sms_delivery_latency_mean_seconds",
+        "Mean creation-to-delivery time of messages delivered in the window" + CACHED,
+        labels=["account"])
+    by_status = GaugeMetricFamily(
+        "sms_window_messages", "Messages created in the window by direction and Twilio status"
+        + CACHED, labels=["account", "direction", "status"])
+    by_error = GaugeMetricFamily(
+        "sms_window_error_messages", "Messages created in the window by Twilio error code" + CACHED,
+        labels=["account", "error_code"])
+    filtered = GaugeMetricFamily(
+        "sms_window_carrier_filtered_messages",
+        "Outbound messages in the window that failed with error 30007 (carrier filtering)" + CACHED,
+        labels=["account"])
+    window = GaugeMetricFamily("sms_window_seconds", "Length of the statistics window",
+                               labels=["account"])
+    latency = HistogramMetricFamily(
+        "sms_delivery_latency_seconds",
+        "Creation-to-delivery time, each delivered message observed once" + CACHED,
+        labels=["account"])
+    for a in snap.accounts:
+        latency.add_metric([a.account], _buckets(a.latency), a.latency.total)
+        st = a.stats
+        if st is None or not a.facts.messages_ok:
+            continue
+        window.add_metric([a.account], st.window_seconds)
+        if st.delivery_ratio is not None:
+            delivery.add_metric([a.account], st.delivery_ratio)
+        if st.error_ratio is not None:
+            errors.add_metric([a.account], st.error_ratio)
+        if st.latency_mean is not None:
+            mean.add_metric([a.account], st.latency_mean)
+        filtered.add_metric([a.account], st.carrier_filtered)
+        for (direction, status), n in sorted(st.by_status.items()):
+            by_status.add_metric([a.account, direction, status], n)
+        for code, n in sorted(st.by_error.items()):
+            by_error.add_metric([a.account, code], n)
+    yield from (delivery, errors, mean, latency, by_status, by_error, filtered, window)
+
+
+def account_metrics(snap: Snapshot) -> Iterator[Metric]:
+    balance = GaugeMetricFamily("twilio_account_balance", "Account balance in its currency"
+                                + CACHED, labels=["account", "currency"])
+    status = GaugeMetricFamily("twilio_account_status", "1 for the account's current status"
+                               + CACHED, labels=["account", "status"])
+    number = GaugeMetricFamily(
+        "twilio_phone_number_sms_capable",
+        "1 when the sending number is on the account with SMS capability, else 0" + CACHED,
+        labels=["account", "phone_number"])
+    probe = GaugeMetricFamily(
+        "twilio_api_response_time_seconds",
+        "Wall time of the cycle's Balance request, the API probe" + CACHED, labels=["account"])
+    up = GaugeMetricFamily("twilio_up", "1 when the last poll of the account succeeded" + CACHED,
+                           labels=["account"])
+    for a in snap.accounts:
+        f = a.facts
+        up.add_metric([a.account], 1 if a.up else 0)
+        if f.balance is not None:
+            balance.add_metric([a.account, f.currency or ""], f.balance)
+        if f.account_status is not None:
+            status.add_metric([a.account, f.account_status], 1)
+        if f.phone_number and f.phone_found is not None:
+            number.add_metric([a.account, f.phone_number],
+                              1 if f.phone_found and f.phone_sms_capable else 0)
+        if f.balance_seconds is not None:
+            probe.add_metric([a.account], f.balance_seconds)
+    yield from (balance, status, number, probe, up)
+
+
+def request_metrics(snap: Snapshot) -> Iterator[Metric]:
+    total = CounterMetricFamily("twilio_api_requests", "Twilio API requests by HTTP status "
+                                "('error' when no response)", labels=["account", "endpoint", "code"])
+    for (account, endpoint, code), n in sorted(snap.requests.counts.items()):
+        total.add_metric([account, endpoint, code], n)
+    duration = HistogramMetricFamily("twilio_api_request_duration_seconds",
+                                     "Duration of every Twilio API request",
+                                     labels=["account", "endpoint"])
+    for (account, endpoint), h in sorted(snap.requests.durations.items()):
+        duration.add_metric([account, endpoint], _buckets(h), h.total)
+    retries = CounterMetricFamily("twilio_api_retries", "Twilio requests retried, by reason",
+                                  labels=["account", "reason"])
+    for (account, reason), n in sorted(snap.requests.retries.items()):
+        retries.add_metric([account, reason], n)
+    yield from (total, duration, retries)
+
+
+def self_metrics(snap: Snapshot) -> Iterator[Metric]:
+    last = GaugeMetricFamily("sms_monitor_last_success_timestamp_seconds",
+                             "When each source was last polled without error",
+                             labels=["source"])
+    for source, ts in sorted(snap.last_success.items()):
+        last.add_metric([source], ts)
+    poll = GaugeMetricFamily("sms_monitor_poll_duration_seconds",
+                             "Duration of the last poll of each account", labels=["account"])
+    records = GaugeMetricFamily("sms_monitor_window_records",
+                                "Message records held in memory for the window",
+                                labels=["account"])
+    malformed = CounterMetricFamily("sms_monitor_malformed_records",
+                                    "Twilio message records skipped as unusable",
+                                    labels=["account"])
+    for a in snap.accounts:
+        poll.add_metric([a.account], a.poll_seconds)
+        records.add_metric([a.account], a.window_records)
+        malformed.add_metric([a.account], a.malformed_records)
+    cycles = CounterMetricFamily("sms_monitor_poll_cycles", "Completed poll cycles")
+    cycles.add_metric([], snap.cycles)
+    taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
+                              "When the exported snapshot was built")
+    taken.add_metric([], snap.taken_at)
+    yield from (last, poll, records, malformed, cycles, taken)

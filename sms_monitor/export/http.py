@@ -1,0 +1,126 @@
+"""The HTTP surface of ``run`` and ``demo``: /metrics, /healthz, /readyz and a landing page."""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.process_collector import ProcessCollector
+
+from sms_monitor import __version__
+from sms_monitor.core.snapshot import SnapshotHolder
+from sms_monitor.export.collector import SnapshotCollector
+
+_COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
+
+
+def build_registry(holder: SnapshotHolder) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(holder))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+class ExporterHandler(BaseHTTPRequestHandler):
+    server: ExporterServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if ctype.startswith("text/html"):
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("X-Frame-Options", "DENY")
+            self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        holder = self.server.holder
+        if path == "/metrics":
+            encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+            self._send(200, encoder(self.server.registry), ctype)
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            if holder.ready:
+                self._send(200, b"ready\n", "text/plain; charset=utf-8")
+            else:
+                self._send(503, b"waiting for the first poll cycle\n", "text/plain; charset=utf-8")
+        elif path == "/":
+            self._send(200, landing_page(holder, self.server.extra_html).encode(),
+                       "text/html; charset=utf-8")
+        else:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+
+def landing_page(holder: SnapshotHolder, extra_html: str = "") -> str:
+    snap = holder.current
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>sms-monitor</title>",
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
+        "td.s{color:#fff;font-weight:bold}</style></head><body>",
+        f"<h1>sms-monitor {html.escape(__version__)}</h1>",
+        "<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
+        "<a href='/readyz'>/readyz</a></p>",
+    ]
+    if snap is None:
+        parts.append("<p>Waiting for the first poll cycle.</p>")
+    else:
+        age = max(0.0, time.time() - snap.taken_at)
+        parts.append(f"<p>Overall: <b>{snap.overall.value}</b>; last poll {age:.0f}s ago.</p>")
+        parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
+                     "<th>detail</th></tr>")
+        for c in snap.checks():
+            value = "" if c.value is None else f"{c.value:.4g} {c.unit}"
+            colour = _COLOURS[c.status.value]
+            parts.append(
+                f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
+                f"<td class='s' style='background:{colour}'>{c.status.value}</td>"
+                f"<td>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
+        parts.append("</table>")
+    parts.append(extra_html)
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+class ExporterServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
+                 extra_html: str = "") -> None:
+        super().__init__(address, ExporterHandler)
+        self.holder = holder
+        self.registry = build_registry(holder)
+        self.extra_html = extra_html
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ExporterServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="exporter", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

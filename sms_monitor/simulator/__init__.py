@@ -1,0 +1,1 @@
+"""A stateful Twilio API simulator: the subset sms-monitor reads, with switchable scenarios."""

@@ -1,0 +1,391 @@
+"""HTTP front of the simulator: Twilio's URL layout, basic auth and error bodies.
+
+Control endpoints live under ``/_simulator/`` (unauthenticated, for local use):
+``GET /_simulator/state``, ``POST /_simulator/scenario`` (``name=...``),
+``POST /_simulator/faults`` (JSON of :class:`~sms_monitor.simulator.state.Faults` fields).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from sms_monitor.simulator.scenarios import SCENARIOS
+from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
+
+_BASE = r"^/2010-04-01/Accounts/(?P<acc>AC[0-9a-fA-F]{32})"
+_ROUTES = [
+    (re.compile(_BASE + r"\.json$"), "account"),
+    (re.compile(_BASE + r"/Balance\.json$"), "balance"),
+    (re.compile(_BASE + r"/Messages\.json$"), "messages"),
+    (re.compile(_BASE + r"/Messages/(?P<sid>(SM|MM)[0-9a-fA-F]{32})\.json$"), "message"),
+    (re.compile(_BASE + r"/IncomingPhoneNumbers\.json$"), "numbers"),
+]
+
+
+def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+
+
+def _parse_date_filter(value: str) -> tuple[float, bool]:
+    """(timestamp, whole_day) from 'YYYY-MM-DD' or 'YYYY-MM-DDThh:mm:ssZ'."""
+    if re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC).timestamp(), True
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp(), False
+
+
+class SimulatorHandler(BaseHTTPRequestHandler):
+    server: SimulatorServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # request lines may carry phone numbers in filters: keep them out of stderr
+
+    # -- plumbing ---------------------------------------------------------
+    def _send(self, status: int, body: bytes, ctype: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), headers=headers)
+
+    def _authorised(self, acc: SimAccount | None) -> bool:
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        account = self.server.state.accounts.get(user)
+        if account is None or account.auth_token != password:
+            return False
+        return acc is None or acc.sid == user
+
+    # -- dispatch ---------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        if url.path.startswith("/_simulator") or url.path == "/":
+            self._control_get(url.path)
+            return
+        self._api(url.path, parse_qs(url.query))
+
+    def do_POST(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(min(length, 1 << 20)) if length else b""
+        if url.path == "/_simulator/scenario":
+            fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
+            name = str(fields.get("name", ""))
+            if name not in SCENARIOS:
+                self._json(400, {"error": f"unknown scenario {name!r}",
+                                 "scenarios": sorted(SCENARIOS)})
+                return
+            self.server.state.set_scenario(name)
+            if "application/x-www-form-urlencoded" in self.headers.get("Content-Type", "") \
+                    and self.headers.get("Accept", "").startswith("text/html"):
+                self._send(303, b"", "text/plain", {"Location": "/"})
+                return
+            self._json(200, {"scenario": name})
+            return
+        if url.path == "/_simulator/faults":
+            fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
+            faults = self.server.state.faults
+            for key, value in fields.items():
+                if not hasattr(faults, key):
+                    self._json(400, {"error": f"unknown fault {key!r}"})
+                    return
+                setattr(faults, key, type(getattr(faults, key))(value))
+            self._json(200, vars(faults))
+            return
+        self._api(url.path, parse_qs(raw.decode(errors="replace")), method="POST")
+
+    def _control_get(self, path: str) -> None:
+        state = self.server.state
+        if path == "/_simulator/state":
+            with state.lock:
+                self._json(200, {
+                    "scenario": state.scenario.name,
+                    "scenarios": sorted(SCENARIOS),
+                    "faults": vars(state.faults),
+                    "accounts": {sid: len(a.messages) for sid, a in state.accounts.items()},
+                    "requests": state.requests,
+                })
+            return
+        if path == "/":
+            self._send(200, _control_page(state).encode(), "text/html; charset=utf-8")
+            return
+        self._json(404, {"error": "not found"})
+
+    def _api(self, path: str, query: dict[str, list[str]], method: str = "GET") -> None:
+        state = self.server.state
+        with state.lock:
+            state.requests += 1
+            n = state.requests
+            sc = state.scenario
+            faults = state.faults
+        if sc.outage:
+            self.close_connection = True
+            self.connection.shutdown(2)  # socket.SHUT_RDWR: no answer at all
+            return
+        if sc.api_delay:
+            time.sleep(sc.api_delay)
+        if faults.server_error_every and n % faults.server_error_every == 0:
+            self._json(503, twilio_error(503, 20503, "Service Unavailable"))
+            return
+        if sc.rate_limit_every and n % sc.rate_limit_every == 0:
+            self._json(429, twilio_error(429, 20429, "Too Many Requests"),
+                       headers={"Retry-After": "1"})
+            return
+        route = next(((m, kind) for pattern, kind in _ROUTES if (m := pattern.match(path))), None)
+        if route is None:
+            self._json(404, twilio_error(404, 20404, "The requested resource was not found"))
+            return
+        m, kind = route
+        acc = state.accounts.get(m.group("acc"))
+        if sc.auth_failure or not self._authorised(acc):
+            self._json(401, twilio_error(401, 20003, "Authenticate"),
+                       headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+            return
+        assert acc is not None
+        state.advance()
+        if kind == "messages" and method == "POST":
+            self._create_message(acc, query)
+        elif kind == "messages":
+            self._list_messages(acc, path, query)
+        elif kind == "message":
+            self._fetch_message(acc, m.group("sid"))
+        elif kind == "balance":
+            self._json(200, {"account_sid": acc.sid, "balance": f"{sc.balance:.2f}",
+                             "currency": acc.currency})
+        elif kind == "account":
+            self._json(200, _account_json(acc, sc.account_status))
+        else:
+            self._list_numbers(acc, path, query)
+
+    # -- resources --------------------------------------------------------
+    def _list_messages(self, acc: SimAccount, path: str, query: dict[str, list[str]]) -> None:
+        state = self.server.state
+        if state.faults.malformed_messages:
+            self._send(200, b'{"messages": [{"sid": "SM', "application/json")
+            return
+        q = {k: v[-1] for k, v in query.items()}
+        try:
+            size = int(q.get("PageSize", "50"))
+            page = int(q.get("Page", "0"))
+            filters = _message_filters(q)
+        except ValueError:
+            self._json(400, twilio_error(400, 20001, "Invalid parameter"))
+            return
+        if not 1 <= size <= 1000:
+            self._json(400, twilio_error(400, 20001, "PageSize must be between 1 and 1000"))
+            return
+        now = state.clock()
+        with state.lock:
+            msgs = acc.messages
+            # newest first; PageToken names the last SID of the previous page
+            start = len(msgs) - 1
+            token = q.get("PageToken")
+            if token and token.startswith("PA"):
+                pos = acc.index.get(token[2:])
+                if pos is None:
+                    self._json(400, twilio_error(400, 20001, "Invalid PageToken"))
+                    return
+                start = pos - 1
+            if state.faults.endless_paging:
+                start = len(msgs) - 1
+            items: list[SimMessage] = []
+            i = start
+            while i >= 0 and len(items) < size:
+                msg = msgs[i]
+                if all(f(msg) for f in filters):
+                    items.append(msg)
+                i -= 1
+            more = i >= 0 or state.faults.endless_paging
+            body = [msg.as_json(now) for msg in items]
+        params = {k: v for k, v in q.items() if k not in ("Page", "PageToken", "PageSize")}
+        first = _page_uri(path, params, size, 0, None)
+        next_uri = (_page_uri(path, params, size, page + 1, "PA" + items[-1].sid)
+                    if more and items else None)
+        self._json(200, {
+            "messages": body,
+            "end": page * size + max(0, len(items) - 1),
+            "first_page_uri": first,
+            "next_page_uri": next_uri,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": None if page == 0 else first,
+            "start": page * size,
+            "uri": _page_uri(path, params, size, page, q.get("PageToken")),
+        })
+
+    def _fetch_message(self, acc: SimAccount, sid: str) -> None:
+        state = self.server.state
+        with state.lock:
+            pos = acc.index.get(sid)
+            if pos is None:
+                self._json(404, twilio_error(404, 20404, "The requested resource was not found"))
+                return
+            self._json(200, acc.messages[pos].as_json(state.clock()))
+
+    def _create_message(self, acc: SimAccount, form: dict[str, list[str]]) -> None:
+        state = self.server.state
+        to = (form.get("To") or [""])[-1]
+        if not re.match(r"^\+[1-9]\d{1,14}$", to):
+            self._json(400, twilio_error(400, 21211, "Invalid 'To' Phone Number"))
+            return
+        with state.lock:
+            msg = state.create_message(acc, state.clock(), to=to,
+                                       body=(form.get("Body") or [""])[-1])
+            self._json(201, msg.as_json(state.clock()))
+
+    def _list_numbers(self, acc: SimAccount, path: str, query: dict[str, list[str]]) -> None:
+        sc = self.server.state.scenario
+        wanted_list = query.get("PhoneNumber")
+        wanted = wanted_list[-1] if wanted_list else None
+        numbers = []
+        if sc.number_present and (wanted is None or wanted == acc.phone_number):
+            numbers.append(_number_json(acc, sc.number_sms))
+        uri = path + ("?" + urlencode({"PhoneNumber": wanted}) if wanted else "")
+        self._json(200, {
+            "incoming_phone_numbers": numbers,
+            "end": max(0, len(numbers) - 1),
+            "first_page_uri": uri,
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": 50,
+            "previous_page_uri": None,
+            "start": 0,
+            "uri": uri,
+        })
+
+
+def _form_or_json(raw: bytes, ctype: str) -> dict[str, Any]:
+    if "json" in ctype:
+        try:
+            data = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            return {}
+        return data if isinstance(data, dict) else {}
+    return {k: v[-1] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+
+
+def _message_filters(q: dict[str, str]) -> list[Any]:
+    filters: list[Any] = []
+    if "To" in q:
+        filters.append(lambda m, v=q["To"]: m.to == v)
+    if "From" in q:
+        filters.append(lambda m, v=q["From"]: m.from_ == v)
+    for key, op in (("DateSent", "eq"), ("DateSent<", "le"), ("DateSent>", "ge")):
+        if key not in q:
+            continue
+        ts, whole_day = _parse_date_filter(q[key])
+        end = ts + 86400 if whole_day else ts
+        if op == "eq":
+            filters.append(lambda m, a=ts, b=end: a <= m.created < max(b, a + 1))
+        elif op == "le":
+            filters.append(lambda m, b=end, day=whole_day: m.created < b if day else m.created <= b)
+        else:
+            filters.append(lambda m, a=ts: m.created >= a)
+    return filters
+
+
+def _page_uri(path: str, params: dict[str, str], size: int, page: int, token: str | None) -> str:
+    q = dict(params)
+    q["PageSize"] = str(size)
+    q["Page"] = str(page)
+    if token:
+        q["PageToken"] = token
+    return f"{path}?{urlencode(q)}"
+
+
+def _account_json(acc: SimAccount, status: str) -> dict[str, Any]:
+    base = f"/2010-04-01/Accounts/{acc.sid}"
+    return {
+        "auth_token": acc.auth_token,
+        "date_created": rfc2822(1_700_000_000),
+        "date_updated": rfc2822(1_700_000_000),
+        "friendly_name": acc.friendly_name,
+        "owner_account_sid": acc.sid,
+        "sid": acc.sid,
+        "status": status,
+        "subresource_uris": {"balance": f"{base}/Balance.json",
+                             "messages": f"{base}/Messages.json",
+                             "incoming_phone_numbers": f"{base}/IncomingPhoneNumbers.json"},
+        "type": "Full",
+        "uri": f"{base}.json",
+    }
+
+
+def _number_json(acc: SimAccount, sms: bool) -> dict[str, Any]:
+    sid = "PN" + acc.sid[2:]
+    return {
+        "account_sid": acc.sid, "address_sid": None, "address_requirements": "none",
+        "api_version": "2010-04-01", "beta": False,
+        "capabilities": {"voice": True, "sms": sms, "mms": True, "fax": False},
+        "date_created": rfc2822(1_700_000_000), "date_updated": rfc2822(1_700_000_000),
+        "friendly_name": "Practice reminders", "identity_sid": None,
+        "phone_number": acc.phone_number, "origin": "twilio", "sid": sid,
+        "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": "",
+        "sms_method": "POST", "sms_url": "", "status_callback": "",
+        "status_callback_method": "POST", "trunk_sid": None,
+        "uri": f"/2010-04-01/Accounts/{acc.sid}/IncomingPhoneNumbers/{sid}.json",
+        "voice_receive_mode": "voice", "voice_application_sid": None,
+        "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
+        "voice_fallback_url": None, "voice_method": "POST", "voice_url": None,
+        "emergency_status": "Inactive", "emergency_address_sid": None,
+        "emergency_address_status": "unregistered", "bundle_sid": None, "status": "in-use",
+        "type": "local",
+    }
+
+
+def _control_page(state: SimState) -> str:
+    rows = "".join(
+        f"<li><form method='post' action='/_simulator/scenario'>"
+        f"<input type='hidden' name='name' value='{html.escape(s.name)}'>"
+        f"<button>{html.escape(s.name)}</button> {html.escape(s.description)}"
+        f"{' <b>(active)</b>' if s.name == state.scenario.name else ''}</form></li>"
+        for s in SCENARIOS.values()
+    )
+    return (f"<!doctype html><title>Twilio simulator</title><h1>Twilio API simulator</h1>"
+            f"<p>Scenario: <b>{html.escape(state.scenario.name)}</b></p><ul>{rows}</ul>")
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+        super().__init__(address, SimulatorHandler)
+        self.state = state
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> SimulatorServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="simulator",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

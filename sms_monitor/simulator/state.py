@@ -1,0 +1,215 @@
+"""The simulator's state: accounts, numbers and messages whose status follows the clock.
+
+A message's life is decided when it is created (final status, error code and
+delivery delay, from the scenario in force); its status at any moment is then
+computed from the clock, so no background thread is needed and an injected
+clock can fast-forward the story.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from sms_monitor.simulator.scenarios import SCENARIOS, Scenario
+
+DEMO_ACCOUNT_SID = "AC" + "de" * 16
+DEMO_AUTH_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
+DEMO_PHONE_NUMBER = "+15005550006"
+
+_TEMPLATES = (
+    "Riverside Family Practice: reminder of your appointment on {d}. Reply STOP to opt out.",
+    "Riverside Family Practice: your test results are ready in the portal. Reply STOP to opt out.",
+    "Riverside Family Practice: please confirm your visit on {d} by replying YES.",
+)
+
+
+def rfc2822(ts: float) -> str:
+    return format_datetime(datetime.fromtimestamp(int(ts), UTC))
+
+
+@dataclass(slots=True)
+class SimMessage:
+    sid: str
+    account_sid: str
+    outbound: bool
+    created: float
+    final_status: str
+    error_code: int | None
+    settle_after: float  # seconds from creation to the final status
+    to: str
+    from_: str
+    body: str
+    segments: int = 1
+
+    def status_at(self, now: float) -> tuple[str, float, float | None]:
+        """(status, date_updated, date_sent) at ``now``."""
+        age = now - self.created
+        if not self.outbound:
+            return "received", self.created, self.created
+        if self.final_status == "failed":
+            return "failed", self.created, None
+        if age < 1.0:
+            return "queued", self.created, None
+        if age < self.settle_after:
+            return "sent", self.created + 1.0, self.created + 1.0
+        return self.final_status, self.created + self.settle_after, self.created + 1.0
+
+    def as_json(self, now: float) -> dict[str, object]:
+        status, updated, sent = self.status_at(now)
+        price = None if status in ("queued", "failed") else "-0.00790"
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{self.sid}"
+        return {
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "body": self.body,
+            "date_created": rfc2822(self.created),
+            "date_sent": rfc2822(sent) if sent is not None else None,
+            "date_updated": rfc2822(updated),
+            "direction": "outbound-api" if self.outbound else "inbound",
+            "error_code": self.error_code if status in ("undelivered", "failed") else None,
+            "error_message": _ERROR_TEXT.get(self.error_code) if self.error_code is not None
+            and status in ("undelivered", "failed") else None,
+            "from": self.from_,
+            "messaging_service_sid": None,
+            "num_media": "0",
+            "num_segments": str(self.segments),
+            "price": price,
+            "price_unit": "USD",
+            "sid": self.sid,
+            "status": status,
+            "subresource_uris": {"media": f"{uri}/Media.json", "feedback": f"{uri}/Feedback.json"},
+            "to": self.to,
+            "uri": f"{uri}.json",
+        }
+
+
+_ERROR_TEXT = {
+    30002: "Account suspended",
+    30003: "Unreachable destination handset",
+    30005: "Unknown destination handset",
+    30007: "Message filtered",
+    21211: "Invalid 'To' Phone Number",
+}
+
+
+@dataclass
+class SimAccount:
+    sid: str
+    auth_token: str
+    phone_number: str
+    friendly_name: str = "Riverside Family Practice"
+    currency: str = "USD"
+    messages: list[SimMessage] = field(default_factory=list)  # ascending by creation
+    index: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Faults:
+    """Misbehaviour a test can switch on, beyond the scenarios."""
+
+    malformed_messages: bool = False  # Messages list answers with a body that is not JSON
+    endless_paging: bool = False  # next_page_uri always points at another page
+    server_error_every: int = 0  # answer every Nth request with 503
+
+
+class SimState:
+    """All accounts of the simulator; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        rate_per_minute: float = 60.0,
+        history_seconds: float = 3600.0,
+        scenario: str = "healthy",
+        seed: int = 7,
+        inbound_share: float = 0.03,
+    ) -> None:
+        self.clock = clock
+        self.rate_per_minute = rate_per_minute
+        self.inbound_share = inbound_share
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        self.accounts: dict[str, SimAccount] = {}
+        self.scenario: Scenario = SCENARIOS[scenario]
+        self.faults = Faults()
+        self.requests = 0
+        self._counter = 0
+        self._generated_until = self.clock() - history_seconds
+
+    def add_account(self, sid: str, auth_token: str, phone_number: str) -> SimAccount:
+        with self.lock:
+            acc = SimAccount(sid=sid, auth_token=auth_token, phone_number=phone_number)
+            self.accounts[sid] = acc
+            return acc
+
+    def set_scenario(self, name: str) -> Scenario:
+        with self.lock:
+            self.advance()  # messages created so far keep the old story
+            self.scenario = SCENARIOS[name]
+            return self.scenario
+
+    def _new_sid(self, prefix: str = "SM") -> str:
+        self._counter += 1
+        return f"{prefix}{self.rng.getrandbits(64):016x}{self._counter:016x}"
+
+    def _outcome(self) -> tuple[str, int | None, float]:
+        sc = self.scenario
+        r = self.rng.random()
+        latency = max(1.5, self.rng.gauss(sc.latency, sc.latency / 4))
+        if r < sc.delivered:
+            return "delivered", None, latency
+        codes = [c for c, _ in sc.failure_codes]
+        weights = [w for _, w in sc.failure_codes]
+        code = self.rng.choices(codes, weights)[0]
+        return "undelivered", code, latency
+
+    def create_message(self, acc: SimAccount, created: float, *, outbound: bool = True,
+                       to: str | None = None, body: str | None = None) -> SimMessage:
+        peer = to or f"+1555{self.rng.randrange(10**7):07d}"
+        if outbound:
+            status, code, settle = self._outcome()
+            text = body or self.rng.choice(_TEMPLATES).format(d="Tuesday 10:30")
+            msg = SimMessage(self._new_sid(), acc.sid, True, created, status, code, settle,
+                             to=peer, from_=acc.phone_number, body=text)
+        else:
+            msg = SimMessage(self._new_sid(), acc.sid, False, created, "received", None, 0.0,
+                             to=acc.phone_number, from_=peer, body=body or "YES")
+        acc.index[msg.sid] = len(acc.messages)
+        acc.messages.append(msg)
+        return msg
+
+    def advance(self) -> None:
+        """Create the messages due between the last call and now, at the configured rate."""
+        with self.lock:
+            now = self.clock()
+            if self.rate_per_minute <= 0 or not self.accounts:
+                self._generated_until = now
+                return
+            step = 60.0 / self.rate_per_minute
+            t = self._generated_until + step
+            while t <= now:
+                for acc in self.accounts.values():
+                    inbound = self.rng.random() < self.inbound_share
+                    self.create_message(acc, t, outbound=not inbound)
+                t += step
+            self._generated_until = t - step
+
+    def load(self, sid: str, count: int, span_seconds: float) -> None:
+        """Bulk-create ``count`` settled outbound messages spread over the last ``span_seconds``."""
+        with self.lock:
+            acc = self.accounts[sid]
+            now = self.clock()
+            start = now - span_seconds
+            step = span_seconds / max(1, count)
+            for i in range(count):
+                self.create_message(acc, start + i * step)
+            acc.messages.sort(key=lambda m: m.created)
+            acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
+            self._generated_until = max(self._generated_until, now)

@@ -1,0 +1,223 @@
+"""Poll one Twilio account with the official client: probes and the message log.
+
+Failures are classified, never raised: each part of the poll (balance,
+account, phone number, messages) either yields its facts or names why it
+could not, and the checks it feeds become ``unknown`` (or red, where the
+contract says so).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+import structlog
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+from sms_monitor.config import AccountConfig, Settings
+from sms_monitor.core import facts as kinds
+from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.records import MessageRecord
+from sms_monitor.sources.telemetry import RequestLog
+from sms_monitor.sources.twilio_http import MonitoredHttpClient
+
+log = structlog.get_logger("sms_monitor.twilio")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Name the cause of a failed Twilio call in one word."""
+    if isinstance(exc, requests.Timeout):
+        return kinds.TIMEOUT
+    if isinstance(exc, requests.ConnectionError):
+        return kinds.CONNECTION
+    status: int | None = None
+    if isinstance(exc, TwilioRestException):
+        status = exc.status
+    elif isinstance(exc, TwilioException) and len(exc.args) > 1:
+        status = getattr(exc.args[1], "status_code", None)
+    if status is not None:
+        if status == 401:
+            return kinds.AUTH
+        if status >= 500 or status == 429:
+            return kinds.SERVER_ERROR
+        return kinds.CLIENT_ERROR
+    return kinds.MALFORMED
+
+
+def _ts(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return None
+
+
+def to_record(inst: Any) -> MessageRecord | None:
+    """A compact record from a MessageInstance, or None when its fields are unusable."""
+    created = _ts(inst.date_created)
+    sid = inst.sid
+    status = inst.status
+    if created is None or not isinstance(sid, str) or not isinstance(status, str):
+        return None
+    direction = inst.direction if isinstance(inst.direction, str) else ""
+    try:
+        price = abs(float(inst.price)) if inst.price not in (None, "") else None
+    except (TypeError, ValueError):
+        price = None
+    try:
+        segments = int(inst.num_segments) if inst.num_segments not in (None, "") else 1
+    except (TypeError, ValueError):
+        segments = 1
+    return MessageRecord(
+        sid=sid,
+        outbound=direction.startswith("outbound"),
+        status=status,
+        error_code=inst.error_code if isinstance(inst.error_code, int) else None,
+        created=created,
+        updated=_ts(inst.date_updated),
+        price=price,
+        segments=segments,
+    )
+
+
+@dataclass
+class PollResult:
+    facts: AccountFacts
+    records: list[MessageRecord] = field(default_factory=list)
+    pages: int = 0
+    malformed: int = 0
+    reached_horizon: bool = False
+
+
+class TwilioPoller:
+    """Everything sms-monitor reads from one Twilio account."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        settings: Settings,
+        requests_log: RequestLog,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.account = account
+        self.settings = settings
+        self.http = MonitoredHttpClient(
+            account.name, requests_log, timeout=settings.request_timeout,
+            max_retries=settings.max_retries, sleep=sleep,
+        )
+        self.client = Client(account.account_sid, account.auth_token, http_client=self.http)
+        self.client.api.base_url = account.api_url
+        self._api = self.client.api.v2010.accounts(account.account_sid)
+
+    def _fail(self, part: str, exc: BaseException, failures: dict[str, str]) -> None:
+        kind = failure_kind(exc)
+        failures[part] = kind
+        # Only the exception type and our own label: never the response body or URL.
+        log.warning("twilio_request_failed", account=self.account.name, part=part, cause=kind,
+                    error=type(exc).__name__)
+
+    def poll(self, horizon: float) -> PollResult:
+        """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds)."""
+        self.http.saw_401 = False
+        self.http.responses = 0
+        failures: dict[str, str] = {}
+
+        balance = currency = seconds = None
+        started = time.monotonic()
+        try:
+            b = self._api.balance.fetch()
+            seconds = time.monotonic() - started
+            balance = float(b.balance) if b.balance is not None else None
+            currency = b.currency
+            if balance is None:
+                failures["balance"] = kinds.MALFORMED
+        except (TwilioException, requests.RequestException, ValueError, TypeError,
+                json.JSONDecodeError, KeyError, AttributeError) as exc:
+            seconds = time.monotonic() - started
+            self._fail("balance", exc, failures)
+
+        status = None
+        try:
+            acc = self._api.fetch()
+            status = acc.status if isinstance(acc.status, str) else None
+            if status is None:
+                failures["account"] = kinds.MALFORMED
+        except (TwilioException, requests.RequestException, ValueError, TypeError,
+                KeyError, AttributeError) as exc:
+            self._fail("account", exc, failures)
+
+        found = capable = None
+        number = self.account.phone_number
+        if number:
+            try:
+                numbers = self._api.incoming_phone_numbers.list(phone_number=number, limit=20)
+                match = [n for n in numbers if n.phone_number == number]
+                found = bool(match)
+                caps = match[0].capabilities if match else None
+                capable = bool(isinstance(caps, dict) and caps.get("sms"))
+            except (TwilioException, requests.RequestException, ValueError, TypeError,
+                    KeyError, AttributeError) as exc:
+                self._fail("phone_number", exc, failures)
+
+        result = PollResult(facts=AccountFacts())
+        messages_ok = False
+        try:
+            self._read_messages(horizon, result)
+            messages_ok = True
+        except (TwilioException, requests.RequestException, ValueError, TypeError,
+                KeyError, AttributeError) as exc:
+            self._fail("messages", exc, failures)
+
+        if self.http.saw_401:
+            for part in list(failures):
+                failures[part] = kinds.AUTH
+        result.facts = AccountFacts(
+            balance=balance,
+            currency=currency,
+            balance_seconds=seconds,
+            account_status=status,
+            phone_number=number,
+            phone_found=found,
+            phone_sms_capable=capable,
+            messages_ok=messages_ok,
+            auth_failed=self.http.saw_401,
+            any_response=self.http.responses > 0,
+            failures=failures,
+        )
+        return result
+
+    def _pages(self) -> Iterator[Any]:
+        page = self._api.messages.page(page_size=self.settings.page_size)
+        yield page
+        for _ in range(self.settings.max_pages - 1):
+            nxt = page.next_page()
+            if nxt is None:
+                return
+            page = nxt
+            yield page
+
+    def _read_messages(self, horizon: float, result: PollResult) -> None:
+        """Newest first until a message older than ``horizon``, an empty page or the page cap."""
+        for page in self._pages():
+            result.pages += 1
+            seen = 0
+            for inst in page:
+                seen += 1
+                rec = to_record(inst)
+                if rec is None:
+                    result.malformed += 1
+                    continue
+                if rec.created < horizon:
+                    result.reached_horizon = True
+                    return
+                result.records.append(rec)
+            if seen == 0:
+                result.reached_horizon = True
+                return
+        if result.pages >= self.settings.max_pages:
+            log.warning("twilio_page_cap_reached", account=self.account.name,
+                        pages=result.pages)

@@ -1,0 +1,126 @@
+"""The HTTP layer under the official twilio client: timeouts, retries, telemetry.
+
+Every request the ``twilio`` library makes goes through
+:class:`MonitoredHttpClient.request`, so retries (429 and 5xx, with backoff,
+jitter and ``Retry-After``), the per-endpoint request metrics and the
+401 flag live in one place whatever library call made the request.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+
+from sms_monitor.sources.telemetry import RequestLog
+
+_ENDPOINTS = (
+    (re.compile(r"/Balance\.json"), "balance"),
+    (re.compile(r"/IncomingPhoneNumbers"), "incoming_phone_numbers"),
+    (re.compile(r"/Messages/[^/]+\.json"), "message"),
+    (re.compile(r"/Messages\.json"), "messages"),
+    (re.compile(r"/Accounts/[^/]+\.json"), "account"),
+)
+
+
+def endpoint_of(url: str) -> str:
+    """A bounded label for a Twilio URL (never contains SIDs or numbers)."""
+    path = url.split("?", 1)[0]
+    for pattern, name in _ENDPOINTS:
+        if pattern.search(path):
+            return name
+    return "other"
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class MonitoredHttpClient(TwilioHttpClient):
+    """A TwilioHttpClient that times, counts and retries every request."""
+
+    def __init__(
+        self,
+        account: str,
+        log: RequestLog,
+        *,
+        timeout: float,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        self.account = account
+        self.requests_log = log
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._jitter = jitter
+        self.saw_401 = False
+        self.responses = 0
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff)
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        return base / 2 + base / 2 * self._jitter()  # "equal jitter"
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        endpoint = endpoint_of(url)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = super().request(method, url, params, data, headers, auth, timeout,
+                                           allow_redirects)
+            except requests.Timeout:
+                self.requests_log.record(self.account, endpoint, "error",
+                                         time.monotonic() - started)
+                raise
+            except requests.ConnectionError:
+                self.requests_log.record(self.account, endpoint, "error",
+                                         time.monotonic() - started)
+                if attempt >= self.max_retries:
+                    raise
+                self.requests_log.retry(self.account, "connection")
+                self._sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            status = response.status_code
+            self.requests_log.record(self.account, endpoint, str(status), time.monotonic() - started)
+            self.responses += 1
+            if status == 401:
+                self.saw_401 = True
+            if (status == 429 or status >= 500) and attempt < self.max_retries:
+                self.requests_log.retry(self.account, "429" if status == 429 else "5xx")
+                self._sleep(self._delay(attempt, _retry_after(response.headers)))
+                attempt += 1
+                continue
+            return response

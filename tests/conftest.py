@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sms_monitor.config import Settings, load_settings
+from sms_monitor.simulator.server import SimulatorServer
+from sms_monitor.simulator.state import (
+    DEMO_ACCOUNT_SID,
+    DEMO_AUTH_TOKEN,
+    DEMO_PHONE_NUMBER,
+    SimState,
+)
+
+T0 = 1_780_000_000.0  # a fixed "now" for simulated time
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sim_state(clock: FakeClock) -> SimState:
+    state = SimState(clock=clock, rate_per_minute=60.0, history_seconds=3600.0)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    return state
+
+
+@pytest.fixture
+def simulator(sim_state: SimState) -> Iterator[SimulatorServer]:
+    server = SimulatorServer(("127.0.0.1", 0), sim_state).start()
+    yield server
+    server.stop()
+
+
+def demo_env(url: str) -> dict[str, str]:
+    return {
+        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
+        "SMS_MONITOR_TWILIO_API_URL": url,
+    }
+
+
+def settings_for(url: str, **file: Any) -> Settings:
+    return load_settings(demo_env(url), file)
+
+
+class SleepRecorder:
+    """Stands in for time.sleep in retry loops: records the delays, waits for nothing."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)

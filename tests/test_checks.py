@@ -1,0 +1,130 @@
+"""Check construction: minimum samples, unreadable sources, red-on-timeout, overall."""
+
+from __future__ import annotations
+
+from sms_monitor.core import facts as kinds
+from sms_monitor.core.checks import CHECK_NAMES, account_checks
+from sms_monitor.core.classify import Status
+from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.stats import window_stats
+from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS
+
+HEALTHY = AccountFacts(balance=120.0, currency="USD", balance_seconds=0.2, account_status="active",
+                       phone_number="+15005550006", phone_found=True, phone_sms_capable=True,
+                       messages_ok=True, any_response=True)
+
+
+def stats_of(delivered: int, undelivered: int = 0, code: int = 30003, latency: float = 4.0):
+    recs = [MessageRecord(f"SMd{i}", True, "delivered", None, 100.0, 100.0 + latency)
+            for i in range(delivered)]
+    recs += [MessageRecord(f"SMu{i}", True, "undelivered", code, 100.0, 110.0)
+             for i in range(undelivered)]
+    return window_stats(recs, 200.0, 3600)
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def run(facts=HEALTHY, stats=None, min_samples=10):
+    return by_name(account_checks("primary", facts, stats if stats is not None else stats_of(100),
+                                  dict(DEFAULT_THRESHOLDS), min_samples))
+
+
+def test_all_green_and_contract_order() -> None:
+    checks = account_checks("primary", HEALTHY, stats_of(100), dict(DEFAULT_THRESHOLDS), 10)
+    assert [c.name for c in checks] == [*CHECK_NAMES, "overall"]
+    assert all(c.status is Status.GREEN for c in checks)
+
+
+def test_delivery_rate_95_percent_is_yellow_and_overall_follows() -> None:
+    # 190 of 200: exactly 95 % delivered and 5 % with errors: both yellow, not green
+    checks = run(stats=stats_of(190, 10))
+    assert checks["delivery_rate"].status is Status.YELLOW
+    assert checks["delivery_rate"].value == 0.95
+    assert checks["delivery_rate"].detail == "190 of 200 delivered in 1h"
+    assert checks["error_rate"].status is Status.YELLOW
+    assert checks["overall"].status is Status.YELLOW
+
+
+def test_delivery_rate_just_under_90_percent_is_red() -> None:
+    checks = run(stats=stats_of(899, 101))
+    assert checks["delivery_rate"].status is Status.RED
+
+
+def test_minimum_samples_make_ratio_checks_unknown() -> None:
+    checks = run(stats=stats_of(5, 4))  # 9 settled, default minimum 10
+    assert checks["delivery_rate"].status is Status.UNKNOWN
+    assert checks["error_rate"].status is Status.UNKNOWN
+    assert checks["delivery_latency"].status is Status.GREEN
+    checks = run(stats=stats_of(6, 4))  # 10 settled: 60 % is red
+    assert checks["delivery_rate"].status is Status.RED
+
+
+def test_empty_window_is_unknown_not_green() -> None:
+    checks = run(stats=stats_of(0))
+    assert checks["delivery_rate"].status is Status.UNKNOWN
+    assert checks["delivery_latency"].status is Status.UNKNOWN
+    assert checks["carrier_filtering"].status is Status.GREEN
+
+
+def test_carrier_filtering_any_is_yellow() -> None:
+    checks = run(stats=stats_of(999, 1, code=30007))
+    assert checks["carrier_filtering"].status is Status.YELLOW
+    assert checks["carrier_filtering"].value == 1.0
+
+
+def test_latency_boundaries() -> None:
+    assert run(stats=stats_of(20, latency=10.0))["delivery_latency"].status is Status.YELLOW
+    assert run(stats=stats_of(20, latency=31.0))["delivery_latency"].status is Status.RED
+
+
+def test_timeout_makes_api_response_time_red_and_5xx_unknown() -> None:
+    timeout = AccountFacts(balance_seconds=10.0, failures={"balance": kinds.TIMEOUT})
+    assert run(facts=timeout)["api_response_time"].status is Status.RED
+    refused = AccountFacts(balance_seconds=0.01, failures={"balance": kinds.CONNECTION})
+    assert run(facts=refused)["api_response_time"].status is Status.RED
+    server = AccountFacts(balance_seconds=0.3, any_response=True,
+                          failures={"balance": kinds.SERVER_ERROR})
+    checks = run(facts=server)
+    assert checks["api_response_time"].status is Status.UNKNOWN
+    assert checks["balance"].status is Status.UNKNOWN
+
+
+def test_unreadable_messages_make_message_checks_unknown() -> None:
+    facts = AccountFacts(**{**HEALTHY.__dict__, "messages_ok": False,
+                            "failures": {"messages": kinds.MALFORMED}})
+    checks = run(facts=facts)
+    for name in ("delivery_rate", "error_rate", "delivery_latency", "carrier_filtering"):
+        assert checks[name].status is Status.UNKNOWN
+        assert "malformed" in checks[name].detail
+    assert checks["overall"].status is Status.GREEN  # unknown is ignored by overall
+
+
+def test_auth_failure_is_red_and_overall_red() -> None:
+    facts = AccountFacts(balance_seconds=0.1, auth_failed=True, any_response=True,
+                         failures={p: kinds.AUTH for p in ("balance", "account", "messages")})
+    checks = run(facts=facts)
+    assert checks["authentication"].status is Status.RED
+    assert checks["overall"].status is Status.RED
+    assert checks["balance"].status is Status.UNKNOWN
+
+
+def test_account_and_number_checks() -> None:
+    for status, expected in (("active", Status.GREEN), ("suspended", Status.RED),
+                             ("closed", Status.RED)):
+        facts = AccountFacts(**{**HEALTHY.__dict__, "account_status": status})
+        assert run(facts=facts)["account_status"].status is expected
+    lost = AccountFacts(**{**HEALTHY.__dict__, "phone_found": False, "phone_sms_capable": False})
+    assert run(facts=lost)["phone_number"].status is Status.RED
+    no_sms = AccountFacts(**{**HEALTHY.__dict__, "phone_sms_capable": False})
+    assert run(facts=no_sms)["phone_number"].status is Status.RED
+    unset = AccountFacts(**{**HEALTHY.__dict__, "phone_number": None})
+    assert run(facts=unset)["phone_number"].status is Status.UNKNOWN
+
+
+def test_nothing_known_is_unknown_overall() -> None:
+    checks = run(facts=AccountFacts(), stats=stats_of(0))
+    # carrier_filtering needs readable messages: with messages_ok False it is unknown too
+    assert checks["overall"].status is Status.UNKNOWN
