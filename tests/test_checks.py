@@ -12,7 +12,7 @@ from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS
 
 HEALTHY = AccountFacts(balance=120.0, currency="USD", balance_seconds=0.2, account_status="active",
                        phone_number="+15005550006", phone_found=True, phone_sms_capable=True,
-                       messages_ok=True, any_response=True)
+                       messages_ok=True, credentials_accepted=True)
 
 
 def stats_of(delivered: int, undelivered: int = 0, code: int = 30003, latency: float = 4.0):
@@ -85,7 +85,7 @@ def test_timeout_makes_api_response_time_red_and_5xx_unknown() -> None:
     assert run(facts=timeout)["api_response_time"].status is Status.RED
     refused = AccountFacts(balance_seconds=0.01, failures={"balance": kinds.CONNECTION})
     assert run(facts=refused)["api_response_time"].status is Status.RED
-    server = AccountFacts(balance_seconds=0.3, any_response=True,
+    server = AccountFacts(balance_seconds=0.3, credentials_accepted=True,
                           failures={"balance": kinds.SERVER_ERROR})
     checks = run(facts=server)
     assert checks["api_response_time"].status is Status.UNKNOWN
@@ -103,7 +103,7 @@ def test_unreadable_messages_make_message_checks_unknown() -> None:
 
 
 def test_auth_failure_is_red_and_overall_red() -> None:
-    facts = AccountFacts(balance_seconds=0.1, auth_failed=True, any_response=True,
+    facts = AccountFacts(balance_seconds=0.1, auth_failed=True, credentials_accepted=True,
                          failures={p: kinds.AUTH for p in ("balance", "account", "messages")})
     checks = run(facts=facts)
     assert checks["authentication"].status is Status.RED

@@ -118,9 +118,9 @@ def _authentication(account: str, facts: AccountFacts) -> CheckResult:
     if facts.auth_failed:
         return CheckResult("authentication", account, Status.RED, 1.0, "boolean",
                            "Twilio answered 401 (error 20003): check the auth token")
-    if not facts.any_response:
+    if not facts.credentials_accepted:
         return CheckResult("authentication", account, Status.UNKNOWN, None, "boolean",
-                           "no answer from Twilio")
+                           "no successful answer from Twilio")
     return CheckResult("authentication", account, Status.GREEN, 0.0, "boolean", "credentials accepted")
 
 

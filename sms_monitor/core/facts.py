@@ -28,6 +28,6 @@ class AccountFacts:
     phone_sms_capable: bool | None = None
     messages_ok: bool = False
     auth_failed: bool = False
-    any_response: bool = False
+    credentials_accepted: bool = False  # some request was answered with 2xx
     # request part ("balance", "account", "phone_number", "messages") -> failure kind
     failures: dict[str, str] = field(default_factory=dict)

@@ -143,8 +143,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)  # socket.SHUT_RDWR: no answer at all
             return
-        if sc.api_delay:
-            time.sleep(sc.api_delay)
+        if sc.api_delay or faults.delay:
+            time.sleep(sc.api_delay + faults.delay)
         if faults.server_error_every and n % faults.server_error_every == 0:
             self._json(503, twilio_error(503, 20503, "Service Unavailable"))
             return

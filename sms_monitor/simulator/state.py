@@ -116,6 +116,7 @@ class Faults:
     malformed_messages: bool = False  # Messages list answers with a body that is not JSON
     endless_paging: bool = False  # next_page_uri always points at another page
     server_error_every: int = 0  # answer every Nth request with 503
+    delay: float = 0.0  # extra seconds before every API answer (on top of the scenario's)
 
 
 class SimState:
@@ -201,12 +202,13 @@ class SimState:
                 t += step
             self._generated_until = t - step
 
-    def load(self, sid: str, count: int, span_seconds: float) -> None:
-        """Bulk-create ``count`` settled outbound messages spread over the last ``span_seconds``."""
+    def load(self, sid: str, count: int, span_seconds: float, *, before: float = 0.0) -> None:
+        """Bulk-create ``count`` outbound messages spread over ``span_seconds`` ending ``before``
+        seconds ago (their statuses follow the clock like any other message)."""
         with self.lock:
             acc = self.accounts[sid]
             now = self.clock()
-            start = now - span_seconds
+            start = now - before - span_seconds
             step = span_seconds / max(1, count)
             for i in range(count):
                 self.create_message(acc, start + i * step)

@@ -123,7 +123,7 @@ class TwilioPoller:
     def poll(self, horizon: float) -> PollResult:
         """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds)."""
         self.http.saw_401 = False
-        self.http.responses = 0
+        self.http.successes = 0
         failures: dict[str, str] = {}
 
         balance = currency = seconds = None
@@ -185,7 +185,7 @@ class TwilioPoller:
             phone_sms_capable=capable,
             messages_ok=messages_ok,
             auth_failed=self.http.saw_401,
-            any_response=self.http.responses > 0,
+            credentials_accepted=self.http.successes > 0,
             failures=failures,
         )
         return result

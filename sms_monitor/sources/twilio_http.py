@@ -74,7 +74,7 @@ class MonitoredHttpClient(TwilioHttpClient):
         self._sleep = sleep
         self._jitter = jitter
         self.saw_401 = False
-        self.responses = 0
+        self.successes = 0  # 2xx answers: proof the credentials work
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -115,7 +115,8 @@ class MonitoredHttpClient(TwilioHttpClient):
                 continue
             status = response.status_code
             self.requests_log.record(self.account, endpoint, str(status), time.monotonic() - started)
-            self.responses += 1
+            if 200 <= status < 300:
+                self.successes += 1
             if status == 401:
                 self.saw_401 = True
             if (status == 429 or status >= 500) and attempt < self.max_retries:
