@@ -68,3 +68,18 @@ class SleepRecorder:
 
     def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+
+
+@pytest.fixture
+def live_state() -> SimState:
+    """A simulator on the real clock, for tests of commands that read the wall clock."""
+    state = SimState(rate_per_minute=60.0, history_seconds=3600.0)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    return state
+
+
+@pytest.fixture
+def live_simulator(live_state: SimState) -> Iterator[SimulatorServer]:
+    server = SimulatorServer(("127.0.0.1", 0), live_state).start()
+    yield server
+    server.stop()

@@ -1,0 +1,106 @@
+"""`sms-monitor check` and `run` end to end against the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from sms_monitor.cli import main
+from sms_monitor.simulator.server import SimulatorServer
+from sms_monitor.simulator.state import DEMO_AUTH_TOKEN, SimState
+from tests.conftest import demo_env
+
+
+@pytest.mark.parametrize(
+    ("scenario", "exit_code", "overall"),
+    [("healthy", 0, "green"), ("low_balance", 1, "yellow"), ("out_of_credit", 2, "red"),
+     ("number_lost", 2, "red")],
+)
+def test_check_json_and_nagios_exit_codes(live_simulator: SimulatorServer, live_state: SimState,
+                                          capsys: pytest.CaptureFixture[str], scenario: str,
+                                          exit_code: int, overall: str) -> None:
+    live_state.set_scenario(scenario)
+    rc = main(["check", "--json"], env=demo_env(live_simulator.url))
+    out = capsys.readouterr()
+    assert rc == exit_code
+    doc = json.loads(out.out)
+    assert doc["overall"] == overall
+    names = [c["name"] for c in doc["checks"]]
+    assert names[0] == "api_response_time" and names[-1] == "overall"
+    rate = next(c for c in doc["checks"] if c["name"] == "delivery_rate")
+    assert set(rate) == {"name", "account", "status", "value", "unit", "detail"}
+    assert rate["account"] == "primary" and rate["unit"] == "ratio"
+    assert 0.9 < rate["value"] <= 1.0
+    assert DEMO_AUTH_TOKEN not in out.out + out.err
+
+
+def test_check_exit_3_when_nothing_is_known(live_simulator: SimulatorServer, live_state: SimState,
+                                            capsys: pytest.CaptureFixture[str],
+                                            tmp_path: os.PathLike[str]) -> None:
+    live_state.faults.server_error_every = 1
+    config = os.path.join(tmp_path, "c.toml")
+    with open(config, "w") as fh:
+        fh.write("max_retries = 0\n")
+    rc = main(["check", "--config", config], env=demo_env(live_simulator.url))
+    out = capsys.readouterr().out
+    assert rc == 3
+    assert "OVERALL: UNKNOWN" in out
+    assert "balance" in out and "UNKNOWN" in out
+
+
+def test_check_table_is_readable(live_simulator: SimulatorServer,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"], env=demo_env(live_simulator.url)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["ACCOUNT", "CHECK", "STATUS", "VALUE"]
+    assert any(line.startswith("primary") and "delivery_rate" in line and "GREEN" in line
+               for line in lines)
+    assert lines[-1] == "OVERALL: GREEN"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_serves_metrics_and_stops_on_sigterm(live_simulator: SimulatorServer) -> None:
+    port = _free_port()
+    env = {**os.environ, **demo_env(live_simulator.url), "SMS_MONITOR_POLL_INTERVAL": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sms_monitor.cli", "run", "--web.listen-address",
+         f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        ready = False
+        while time.monotonic() < deadline and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    ready = r.status == 200
+            except OSError:
+                time.sleep(0.1)  # waiting for a child process to come up, not for our code's time
+        assert ready, "daemon never became ready"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert b'sms_health_status{account="primary",check="overall"} 0.0' in r.read()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        assert time.monotonic() - started < 5
+        assert rc == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, err = proc.communicate()
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    assert "started" in events and "stopped" in events and "twilio_poll_done" in events
+    assert DEMO_AUTH_TOKEN not in err
+    assert "+15005550006" not in err  # even our own number is masked in logs
