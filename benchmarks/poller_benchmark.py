@@ -83,6 +83,7 @@ class FakeClock:
 class CycleFigures:
     requests: int
     by_endpoint: dict[str, int]
+    request_s: dict[str, float]  # time inside Twilio requests, per endpoint
     wall_s: float
     cpu_process_s: float
     cpu_thread_s: float
@@ -114,18 +115,31 @@ def request_counts(snap: Snapshot | None) -> Counter[str]:
     return out
 
 
+def request_seconds(snap: Snapshot | None) -> Counter[str]:
+    """Cumulative seconds spent in Twilio requests per endpoint, as the monitor timed them."""
+    out: Counter[str] = Counter()
+    if snap is not None:
+        for (_account, endpoint), hist in snap.requests.durations.items():
+            out[endpoint] += hist.total
+    return out
+
+
 def timed_cycle(monitor: Monitor) -> CycleFigures:
     before = request_counts(monitor.holder.current)
+    seconds_before = request_seconds(monitor.holder.current)
     wall0, cpu0, thr0 = time.perf_counter(), time.process_time(), time.thread_time()
     snap = monitor.run_cycle()
     wall1, cpu1, thr1 = time.perf_counter(), time.process_time(), time.thread_time()
     delta = request_counts(snap)
     delta.subtract(before)
     by_endpoint = {k: v for k, v in sorted(delta.items()) if v}
+    seconds = request_seconds(snap)
+    seconds.subtract(seconds_before)
     acc = snap.accounts[0]
     return CycleFigures(
         requests=sum(by_endpoint.values()),
         by_endpoint=by_endpoint,
+        request_s={k: seconds[k] for k in by_endpoint},
         wall_s=wall1 - wall0,
         cpu_process_s=cpu1 - cpu0,
         cpu_thread_s=thr1 - thr0,
@@ -172,6 +186,7 @@ def verdict(ok: bool) -> str:
 
 def run(args: argparse.Namespace) -> Results:
     res = Results()
+    rss_before_load = peak_rss_mb()
     clock = FakeClock(T0)
 
     # -- 1. simulator with a full hour of settled messages ------------------------------
@@ -186,6 +201,7 @@ def run(args: argparse.Namespace) -> Results:
         "load_seconds": load_s,
         "in_flight_at_backfill": in_flight(state, clock()),
         "oldest_age_s": LOAD_SPAN + SETTLE_ADVANCE,
+        "peak_rss_mb_before_load": rss_before_load,
         "peak_rss_mb_after_load": peak_rss_mb(),
     }
 
@@ -257,6 +273,12 @@ def run(args: argparse.Namespace) -> Results:
     return res
 
 
+def print_endpoints(cycle: dict[str, Any]) -> None:
+    for endpoint, n in cycle["by_endpoint"].items():
+        spent = cycle["request_s"][endpoint]
+        print(f"  {endpoint + ':':<24} {n:>4} requests, {spent * 1000 / n:8.1f} ms mean")
+
+
 def print_text(res: Results) -> None:
     s, b, st, m, x = res.setup, res.backfill, res.steady, res.memory, res.metrics
     print("== setup")
@@ -264,11 +286,11 @@ def print_text(res: Results) -> None:
           f"({s['load_seconds']:.2f} s to build)")
     print(f"in flight at backfill:     {s['in_flight_at_backfill']} "
           f"(oldest message {s['oldest_age_s']:.0f} s old)")
-    print(f"peak RSS after load:       {s['peak_rss_mb_after_load']:.1f} MB")
+    print(f"peak RSS before/after load: {s['peak_rss_mb_before_load']:.1f} / "
+          f"{s['peak_rss_mb_after_load']:.1f} MB (interpreter + imports / + simulator data)")
     print("== backfill (first cycle)")
     print(f"twilio requests:           {b['requests']} (minimum {b['minimum_requests']})")
-    for endpoint, n in b["by_endpoint"].items():
-        print(f"  {endpoint + ':':<24} {n}")
+    print_endpoints(b)
     print(f"wall time:                 {b['wall_s']:.2f} s")
     print(f"cpu time:                  {b['cpu_process_s']:.2f} s process, "
           f"{b['cpu_thread_s']:.2f} s monitor thread")
@@ -279,8 +301,7 @@ def print_text(res: Results) -> None:
     print(f"new / changed messages:    {st['new']:,} / {st['changed']:,} "
           f"(in flight at poll: {st['in_flight_at_poll']})")
     print(f"twilio requests:           {st['requests']}")
-    for endpoint, n in st["by_endpoint"].items():
-        print(f"  {endpoint + ':':<24} {n}")
+    print_endpoints(st)
     print(f"wall time:                 {st['wall_s'] * 1000:.1f} ms")
     print(f"cpu time:                  {st['cpu_process_s'] * 1000:.1f} ms process, "
           f"{st['cpu_thread_s'] * 1000:.1f} ms monitor thread")

@@ -49,11 +49,24 @@ class Redactor:
         return event
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after setup)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", *, secrets: Iterable[str] = (), json_output: bool | None = None,
               stream: TextIO | None = None) -> Redactor:
-    stream = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     if json_output is None:
-        json_output = not stream.isatty()
+        json_output = not out.isatty()
     redactor = Redactor(secrets)
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
                      else structlog.dev.ConsoleRenderer(colors=False))
@@ -68,10 +81,10 @@ def configure(level: str = "info", *, secrets: Iterable[str] = (), json_output: 
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redactor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor,
