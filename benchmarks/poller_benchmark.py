@@ -115,12 +115,12 @@ def request_counts(snap: Snapshot | None) -> Counter[str]:
     return out
 
 
-def request_seconds(snap: Snapshot | None) -> Counter[str]:
+def request_seconds(snap: Snapshot | None) -> dict[str, float]:
     """Cumulative seconds spent in Twilio requests per endpoint, as the monitor timed them."""
-    out: Counter[str] = Counter()
+    out: dict[str, float] = {}
     if snap is not None:
         for (_account, endpoint), hist in snap.requests.durations.items():
-            out[endpoint] += hist.total
+            out[endpoint] = out.get(endpoint, 0.0) + hist.total
     return out
 
 
@@ -134,12 +134,11 @@ def timed_cycle(monitor: Monitor) -> CycleFigures:
     delta.subtract(before)
     by_endpoint = {k: v for k, v in sorted(delta.items()) if v}
     seconds = request_seconds(snap)
-    seconds.subtract(seconds_before)
     acc = snap.accounts[0]
     return CycleFigures(
         requests=sum(by_endpoint.values()),
         by_endpoint=by_endpoint,
-        request_s={k: seconds[k] for k in by_endpoint},
+        request_s={k: seconds.get(k, 0.0) - seconds_before.get(k, 0.0) for k in by_endpoint},
         wall_s=wall1 - wall0,
         cpu_process_s=cpu1 - cpu0,
         cpu_thread_s=thr1 - thr0,
@@ -286,7 +285,7 @@ def print_text(res: Results) -> None:
           f"({s['load_seconds']:.2f} s to build)")
     print(f"in flight at backfill:     {s['in_flight_at_backfill']} "
           f"(oldest message {s['oldest_age_s']:.0f} s old)")
-    print(f"peak RSS before/after load: {s['peak_rss_mb_before_load']:.1f} / "
+    print(f"peak RSS pre/post load:   {s['peak_rss_mb_before_load']:.1f} / "
           f"{s['peak_rss_mb_after_load']:.1f} MB (interpreter + imports / + simulator data)")
     print("== backfill (first cycle)")
     print(f"twilio requests:           {b['requests']} (minimum {b['minimum_requests']})")

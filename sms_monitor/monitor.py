@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import structlog
 
 from sms_monitor.config import AccountConfig, Settings
 from sms_monitor.core.checks import account_checks
+from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.snapshot import AccountSnapshot, Snapshot, SnapshotHolder
 from sms_monitor.core.stats import window_stats
 from sms_monitor.core.window import MessageWindow
@@ -32,6 +34,7 @@ class AccountState:
     window: MessageWindow
     malformed_total: int = 0
     last_success: float | None = None
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Monitor:
             state.window.backfilled = True
         state.window.prune(now)
         state.malformed_total += result.malformed
+        for part, cause in result.facts.failures.items():
+            state.errors[part, cause] += 1
         if result.malformed:
             log.warning("twilio_malformed_messages", account=state.config.name,
                         count=result.malformed)
@@ -88,16 +93,35 @@ class Monitor:
             poll_seconds=elapsed,
             window_records=len(state.window),
             malformed_records=state.malformed_total,
+            poll_errors=dict(state.errors),
         )
+
+    def _poll_account_safely(self, state: AccountState) -> AccountSnapshot:
+        """A bug while polling one account leaves its checks unknown, never the others'."""
+        try:
+            return self._poll_account(state)
+        except Exception as exc:
+            log.exception("account_poll_crashed", account=state.config.name,
+                          error=type(exc).__name__)
+            state.errors["poll", "internal"] += 1
+            facts = AccountFacts(phone_number=state.config.phone_number,
+                                 failures={"poll": "internal"})
+            checks = account_checks(state.config.name, facts, None,
+                                    dict(self.settings.thresholds), self.settings.min_samples)
+            return AccountSnapshot(
+                account=state.config.name, checks=tuple(checks), facts=facts, stats=None,
+                latency=state.window.latency.freeze(), up=False, poll_seconds=0.0,
+                window_records=len(state.window), malformed_records=state.malformed_total,
+                poll_errors=dict(state.errors))
 
     def run_cycle(self) -> Snapshot:
         """Poll every account (in parallel), classify, publish and return the Snapshot."""
         started = time.monotonic()
         if len(self.accounts) > 1:
             with ThreadPoolExecutor(max_workers=min(8, len(self.accounts))) as pool:
-                accounts = list(pool.map(self._poll_account, self.accounts))
+                accounts = list(pool.map(self._poll_account_safely, self.accounts))
         else:
-            accounts = [self._poll_account(s) for s in self.accounts]
+            accounts = [self._poll_account_safely(s) for s in self.accounts]
         self.cycles += 1
         snapshot = Snapshot(
             taken_at=self.clock(),

@@ -102,6 +102,18 @@ def test_red_scenario_changes_the_exported_status(monitor: Monitor, sim_state: S
     assert registry.get_sample_value("twilio_up", {"account": "primary"}) == 0
 
 
+def test_poll_errors_are_counted_by_part_and_cause(monitor: Monitor, sim_state: SimState) -> None:
+    registry = build_registry(monitor.holder)
+    sim_state.faults.malformed_messages = True
+    monitor.run_cycle()
+    monitor.run_cycle()
+    labels = {"account": "primary", "part": "messages", "cause": "malformed"}
+    assert registry.get_sample_value("sms_monitor_poll_errors_total", labels) == 2
+    assert registry.get_sample_value("sms_health_status",
+                                     {"account": "primary", "check": "delivery_rate"}) == -1
+    assert registry.get_sample_value("sms_delivery_success_ratio", {"account": "primary"}) is None
+
+
 def test_http_endpoints_before_and_after_the_first_cycle(monitor: Monitor,
                                                          exporter: ExporterServer) -> None:
     assert get(exporter.url + "/healthz")[0] == 200

@@ -204,3 +204,31 @@ def test_scenarios_show_their_colours(scenario_sim: SimulatorServer, clock: Fake
     st = statuses(snap)
     assert st[check] is expected
     assert st["overall"] is overall
+
+
+SUB_SID = "AC" + "5ab" * 10 + "5a"
+SUB_TOKEN = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
+
+
+def test_several_accounts_are_polled_and_one_crash_spares_the_others(
+        simulator: SimulatorServer, sim_state: SimState, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim_state.add_account(SUB_SID, SUB_TOKEN, "+15005550009")
+    sim_state.advance()
+    monitor = make_monitor(simulator.url, clock, accounts=[
+        {"name": "clinic-west", "account_sid": SUB_SID, "auth_token": SUB_TOKEN,
+         "phone_number": "+15005550009"}])
+    snap = monitor.run_cycle()
+    assert [a.account for a in snap.accounts] == ["primary", "clinic-west"]
+    assert all(a.overall is Status.GREEN for a in snap.accounts)
+    assert snap.requests.counts[("clinic-west", "balance", "200")] == 1
+
+    def boom(horizon: float) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(monitor.accounts[0].poller, "poll", boom)
+    snap = monitor.run_cycle()
+    primary, west = snap.accounts
+    assert primary.overall is Status.UNKNOWN and not primary.up
+    assert primary.poll_errors == {("poll", "internal"): 1}
+    assert west.overall is Status.GREEN and west.up

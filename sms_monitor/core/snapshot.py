@@ -35,6 +35,8 @@ class AccountSnapshot:
     poll_seconds: float
     window_records: int
     malformed_records: int = 0
+    # cumulative failed poll parts: (part, cause) -> count
+    poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def overall(self) -> Status:

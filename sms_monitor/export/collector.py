@@ -170,7 +170,12 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
     malformed = CounterMetricFamily("sms_monitor_malformed_records",
                                     "Twilio message records skipped as unusable",
                                     labels=["account"])
+    errors = CounterMetricFamily("sms_monitor_poll_errors",
+                                 "Failed parts of account polls (balance, account, phone_number, "
+                                 "messages) by cause", labels=["account", "part", "cause"])
     for a in snap.accounts:
+        for (part, cause), n in sorted(a.poll_errors.items()):
+            errors.add_metric([a.account, part, cause], n)
         poll.add_metric([a.account], a.poll_seconds)
         records.add_metric([a.account], a.window_records)
         malformed.add_metric([a.account], a.malformed_records)
@@ -179,4 +184,4 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
     taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
                               "When the exported snapshot was built")
     taken.add_metric([], snap.taken_at)
-    yield from (last, poll, records, malformed, cycles, taken)
+    yield from (last, poll, records, malformed, errors, cycles, taken)
