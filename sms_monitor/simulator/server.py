@@ -2,7 +2,9 @@
 
 Control endpoints live under ``/_simulator/`` (unauthenticated, for local use):
 ``GET /_simulator/state``, ``POST /_simulator/scenario`` (``name=...``),
-``POST /_simulator/faults`` (JSON of :class:`~sms_monitor.simulator.state.Faults` fields).
+``POST /_simulator/faults`` (JSON of :class:`~sms_monitor.simulator.state.Faults` fields),
+``POST /_simulator/clock`` (``advance=SECONDS``: fast-forward the simulated clock) and
+``POST /_simulator/load`` (``count``, ``span``, ``before`` seconds: bulk-create messages).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def _parse_date_filter(value: str) -> tuple[float, bool]:
 class SimulatorHandler(BaseHTTPRequestHandler):
     server: SimulatorServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # see ExporterHandler: no 40 ms delayed-ACK stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # request lines may carry phone numbers in filters: keep them out of stderr
@@ -103,6 +106,28 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 return
             self._json(200, {"scenario": name})
             return
+        if url.path == "/_simulator/clock":
+            fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
+            try:
+                now = self.server.state.fast_forward(float(fields.get("advance", 0)))
+            except (TypeError, ValueError):
+                self._json(400, {"error": "advance must be a number of seconds"})
+                return
+            self._json(200, {"now": now})
+            return
+        if url.path == "/_simulator/load":
+            fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
+            state = self.server.state
+            try:
+                count, span = int(fields.get("count", 0)), float(fields.get("span", 3600))
+                before = float(fields.get("before", 0))
+                sid = str(fields.get("account") or next(iter(state.accounts)))
+                state.load(sid, count, span, before=before)
+            except (TypeError, ValueError, KeyError, StopIteration):
+                self._json(400, {"error": "expected count, span, before and an existing account"})
+                return
+            self._json(200, {"account": sid, "messages": len(state.accounts[sid].messages)})
+            return
         if url.path == "/_simulator/faults":
             fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
             faults = self.server.state.faults
@@ -125,6 +150,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                     "faults": vars(state.faults),
                     "accounts": {sid: len(a.messages) for sid, a in state.accounts.items()},
                     "requests": state.requests,
+                    "now": state.clock(),
                 })
             return
         if path == "/":

@@ -132,7 +132,8 @@ class SimState:
         seed: int = 7,
         inbound_share: float = 0.03,
     ) -> None:
-        self.clock = clock
+        self._base_clock = clock
+        self.offset = 0.0  # seconds the simulated clock runs ahead of ``clock``
         self.rate_per_minute = rate_per_minute
         self.inbound_share = inbound_share
         self.lock = threading.RLock()
@@ -143,6 +144,16 @@ class SimState:
         self.requests = 0
         self._counter = 0
         self._generated_until = self.clock() - history_seconds
+
+    def clock(self) -> float:
+        return self._base_clock() + self.offset
+
+    def fast_forward(self, seconds: float) -> float:
+        """Move the simulated clock ahead (messages due meanwhile are created); returns now."""
+        with self.lock:
+            self.offset += max(0.0, seconds)
+            self.advance()
+            return self.clock()
 
     def add_account(self, sid: str, auth_token: str, phone_number: str) -> SimAccount:
         with self.lock:

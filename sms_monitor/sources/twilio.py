@@ -9,6 +9,7 @@ contract says so).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def to_record(inst: Any) -> MessageRecord | None:
     return MessageRecord(
         sid=sid,
         outbound=direction.startswith("outbound"),
-        status=status,
+        status=sys.intern(status),  # a handful of distinct values across the window
         error_code=inst.error_code if isinstance(inst.error_code, int) else None,
         created=created,
         updated=_ts(inst.date_updated),
