@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -105,7 +105,7 @@ def _rfc2822_gmt(value: object) -> bool:
     if not isinstance(value, str):
         return True
     # Twilio's form exactly: "Fri, 24 May 2019 17:44:50 +0000" (GMT, weekday matching the date)
-    return format_datetime(parsedate_to_datetime(value)) == value
+    return value.endswith(" +0000") and format_datetime(parsedate_to_datetime(value)) == value
 
 
 def _phone_number(value: object) -> bool:
@@ -169,6 +169,14 @@ class ResponseSchemas:
                                                registry=self.registry,
                                                format_checker=TWILIO_FORMATS)
         return self._cache[path]
+
+    def properties(self, component: str) -> set[str]:
+        return set(self.doc["components"]["schemas"][component]["properties"])
+
+    def assert_complete(self, component: str, body: dict[str, Any]) -> None:
+        """The schema has no ``required``; Twilio sends every documented property (maybe null)."""
+        missing = self.properties(component) - set(body)
+        assert not missing, f"{component}: documented properties missing: {sorted(missing)}"
 
     def errors(self, path: str, body: Any) -> list[str]:
         return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
@@ -236,17 +244,31 @@ def describe(msgs: Iterable[dict[str, Any]]) -> str:
                        f"created={m['date_created']} sent={m['date_sent']}" for m in msgs)
 
 
-def assert_same_messages(got: list[dict[str, Any]], expected: list[dict[str, Any]],
-                         what: str) -> None:
+def mismatch(got: list[dict[str, Any]], expected: list[dict[str, Any]], what: str) -> str | None:
+    """None if ``got`` holds exactly the ``expected`` messages, once each; else what differs."""
     got_sids = [m["sid"] for m in got]
-    assert len(got_sids) == len(set(got_sids)), f"{what}: duplicated messages"
-    want = {m["sid"] for m in expected}
+    have, want = set(got_sids), {m["sid"] for m in expected}
     unexpected = [m for m in got if m["sid"] not in want]
-    missing = [m for m in expected if m["sid"] not in set(got_sids)]
-    assert not unexpected and not missing, (
-        f"{what}: {len(got)} returned, {len(expected)} expected.\n"
-        f" returned but not matching the filter ({len(unexpected)}):\n  {describe(unexpected[:10])}\n"
-        f" matching but not returned ({len(missing)}):\n  {describe(missing[:10])}")
+    missing = [m for m in expected if m["sid"] not in have]
+    if not unexpected and not missing and len(got_sids) == len(set(got_sids)):
+        return None
+    return (f"{what}: {len(got)} returned ({len(got_sids) - len(set(got_sids))} duplicated), "
+            f"{len(expected)} expected.\n"
+            f" returned but not matching ({len(unexpected)}):\n  {describe(unexpected[:10])}\n"
+            f" matching but not returned ({len(missing)}):\n  {describe(missing[:10])}")
+
+
+def assert_filters(simulator: SimulatorServer, full: list[dict[str, Any]],
+                   cases: dict[str, tuple[dict[str, str], Callable[[dict[str, Any]], bool]]],
+                   ) -> None:
+    """Each case's filtered list equals the full list narrowed by its predicate."""
+    problems = []
+    for what, (params, keep) in cases.items():
+        expected = [m for m in full if keep(m)]
+        assert 0 < len(expected) < len(full), f"{what}: the case does not discriminate"
+        problems.append(mismatch(fetch_all(simulator, **params), expected, what))
+    errors = [p for p in problems if p]
+    assert not errors, "\n".join(errors)
 
 
 def assert_twilio_error(resp: requests.Response, status: int, code: int | None = None) -> None:
@@ -301,7 +323,7 @@ def test_validator_is_not_vacuous(simulator: SimulatorServer, schemas: ResponseS
         "date_created": "2026-05-28T20:26:40Z",  # RFC 2822, not ISO 8601
         "date_sent": "Fri, 28 May 2026 20:26:40 +0000",  # 28 May 2026 is a Thursday
         "date_updated": "Thu, 28 May 2026 22:26:40 +0200",  # GMT only
-        "to": "5559720987",  # not E.164
+        "from": "5005550006",  # not E.164 (format phone-number)
         "price_unit": "US Dollar",
         "subresource_uris": {"media": "Media.json"},
         "body": 42,
@@ -336,6 +358,7 @@ def test_every_message_of_the_history_matches_the_schema(
         assert fetched == m
     # what the schema describes in prose
     for m in messages:
+        schemas.assert_complete("api.v2010.account.message", m)
         assert m["account_sid"] == DEMO_ACCOUNT_SID
         assert m["uri"] == f"{ACCOUNT}/Messages/{m['sid']}.json"
         if m["status"] == "undelivered":
@@ -355,17 +378,21 @@ def test_balance_account_and_numbers_match_the_schema(simulator: SimulatorServer
     balance = ok_json(api_get(simulator, f"{ACCOUNT}/Balance.json"))
     schemas.assert_valid(P_BALANCE, balance)
     assert balance == {"account_sid": DEMO_ACCOUNT_SID, "balance": "120.00", "currency": "USD"}
+    schemas.assert_complete("api.v2010.account.balance", balance)
 
     account = ok_json(api_get(simulator, f"{ACCOUNT}.json"))
     schemas.assert_valid(P_ACCOUNT, account)
     assert account["sid"] == DEMO_ACCOUNT_SID and account["status"] == "active"
     assert account["uri"] == f"{ACCOUNT}.json"
+    schemas.assert_complete("api.v2010.account", account)
 
     numbers = ok_json(api_get(simulator, f"{ACCOUNT}/IncomingPhoneNumbers.json"))
     schemas.assert_valid(P_NUMBERS, numbers)
     assert [n["phone_number"] for n in numbers["incoming_phone_numbers"]] == [DEMO_PHONE_NUMBER]
     assert numbers["incoming_phone_numbers"][0]["capabilities"]["sms"] is True
     assert numbers["next_page_uri"] is None
+    schemas.assert_complete("api.v2010.account.incoming_phone_number",
+                            numbers["incoming_phone_numbers"][0])
 
     filtered = ok_json(api_get(simulator, f"{ACCOUNT}/IncomingPhoneNumbers.json",
                                {"PhoneNumber": DEMO_PHONE_NUMBER}))
@@ -453,6 +480,7 @@ def test_paging_returns_each_message_once_newest_first(
 
 def test_paging_is_stable_while_new_messages_arrive(
         simulator: SimulatorServer, sim_state: SimState, clock: FakeClock) -> None:
+    sim_state.advance()
     before = {m.sid for m in sim_state.accounts[DEMO_ACCOUNT_SID].messages}
     page = ok_json(api_get(simulator, f"{ACCOUNT}/Messages.json", {"PageSize": 100}))
     seen = [m["sid"] for m in page["messages"]]
@@ -481,10 +509,7 @@ def test_to_and_from_filters(simulator: SimulatorServer) -> None:
         "To+From": ({"To": outbound[3]["to"], "From": DEMO_PHONE_NUMBER},
                     lambda m: m["to"] == outbound[3]["to"] and m["from"] == DEMO_PHONE_NUMBER),
     }
-    for what, (params, keep) in cases.items():
-        expected = [m for m in full if keep(m)]
-        assert 0 < len(expected) < len(full), what
-        assert_same_messages(fetch_all(simulator, PageSize=100, **params), expected, what)
+    assert_filters(simulator, full, cases)
     nobody = fetch_pages(simulator, {"To": "+15005550009"})
     assert nobody[0]["messages"] == [] and nobody[0]["next_page_uri"] is None
 
@@ -502,17 +527,32 @@ def test_date_sent_filters_in_twilio_python_datetime_format(
         "both": ({"DateSent>": iso_z(lo), "DateSent<": iso_z(hi)},
                  lambda m: lo <= (sent_ts(m) or float("nan")) <= hi),
     }
-    for what, (params, keep) in cases.items():
-        expected = [m for m in full if keep(m)]
-        assert 0 < len(expected) < len(full), what
-        assert_same_messages(fetch_all(simulator, **params), expected, what)
+    problems = [
+        mismatch(fetch_all(simulator, **params), [m for m in full if keep(m)], what)
+        for what, (params, keep) in cases.items()
+    ]
+    # the same window through twilio-python, which serialises datetimes this way itself
+    account = twilio_client(simulator).api.v2010.accounts(DEMO_ACCOUNT_SID)
+    listed = account.messages.list(date_sent_after=datetime.fromtimestamp(lo, UTC),
+                                   date_sent_before=datetime.fromtimestamp(hi, UTC),
+                                   page_size=1000)
+    by_sid = {m["sid"]: m for m in full}
+    problems.append(mismatch([by_sid[m.sid] for m in listed],
+                             [m for m in full if cases["both"][1](m)], "twilio-python window"))
+    errors = [p for p in problems if p]
+    assert not errors, "\n".join(errors)
 
 
 def test_date_sent_filters_in_day_format(
         simulator: SimulatorServer, sim_state: SimState, clock: FakeClock) -> None:
     """``YYYY-MM-DD``: messages sent on / on or before / on or after that (GMT) day."""
     midnight = (int(clock()) // 86400 + 1) * 86400
-    clock.advance(midnight + 600 - clock())  # the history now spans two days
+    # no traffic until 20 minutes before midnight, then 30 minutes at 60/min: two days of history
+    rate, sim_state.rate_per_minute = sim_state.rate_per_minute, 0.0
+    clock.advance(midnight - 1200 - clock())
+    sim_state.advance()
+    sim_state.rate_per_minute = rate
+    clock.advance(1800)
     sim_state.advance()
     full = fetch_all(simulator)
     day1, day2 = day_of(midnight - 1), day_of(midnight)
@@ -526,11 +566,9 @@ def test_date_sent_filters_in_day_format(
         f"DateSent<={day1}": ({"DateSent<": day1}, lambda m: (sent_day(m) or "~") <= day1),
         f"DateSent>={day2}": ({"DateSent>": day2}, lambda m: (sent_day(m) or "") >= day2),
         f"DateSent>={day1}": ({"DateSent>": day1}, lambda m: sent_day(m) is not None),
+        f"DateSent<={day2}": ({"DateSent<": day2}, lambda m: sent_day(m) is not None),
     }
-    for what, (params, keep) in cases.items():
-        expected = [m for m in full if keep(m)]
-        assert expected, what
-        assert_same_messages(fetch_all(simulator, **params), expected, what)
+    assert_filters(simulator, full, cases)
     earlier = day_of(midnight - 2 * 86400)
     assert fetch_all(simulator, **{"DateSent<": earlier}) == []
 
@@ -570,10 +608,9 @@ def test_twilio_python_client_reads_the_simulator(simulator: SimulatorServer) ->
     assert [n.phone_number for n in numbers] == [DEMO_PHONE_NUMBER]
     assert numbers[0].capabilities["sms"] is True
 
-    since = messages[-1].date_sent or messages[-1].date_created
-    recent = account.messages.list(date_sent_after=since, page_size=100, limit=1000)
-    assert 0 < len(recent) < 1000
-    assert all(m.date_sent is not None and m.date_sent >= since for m in recent)
+    outbound = [m for m in messages if m.direction == "outbound-api"]
+    assert [m.from_ for m in outbound] == [DEMO_PHONE_NUMBER] * len(outbound)
+    assert {m.to for m in account.messages.list(to=outbound[5].to)} == {outbound[5].to}
 
 
 def test_twilio_python_client_sees_errors(simulator: SimulatorServer) -> None:

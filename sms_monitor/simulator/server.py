@@ -184,11 +184,10 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             return
         m, kind = route
         acc = state.accounts.get(m.group("acc"))
-        if sc.auth_failure or not self._authorised(acc):
+        if sc.auth_failure or acc is None or not self._authorised(acc):
             self._json(401, twilio_error(401, 20003, "Authenticate"),
                        headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
             return
-        assert acc is not None
         state.advance()
         if kind == "messages" and method == "POST":
             self._create_message(acc, query)
@@ -214,7 +213,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         try:
             size = int(q.get("PageSize", "50"))
             page = int(q.get("Page", "0"))
-            filters = _message_filters(q)
+            filters = _message_filters(q, state.clock())
         except ValueError:
             self._json(400, twilio_error(400, 20001, "Invalid parameter"))
             return
@@ -311,23 +310,31 @@ def _form_or_json(raw: bytes, ctype: str) -> dict[str, Any]:
     return {k: v[-1] for k, v in parse_qs(raw.decode(errors="replace")).items()}
 
 
-def _message_filters(q: dict[str, str]) -> list[Any]:
+def _message_filters(q: dict[str, str], now: float) -> list[Any]:
+    """Filters of the Messages list. ``DateSent`` filters compare the message's sent time
+    (whole seconds, as Twilio reports it); a message not sent yet never matches them."""
     filters: list[Any] = []
     if "To" in q:
         filters.append(lambda m, v=q["To"]: m.to == v)
     if "From" in q:
         filters.append(lambda m, v=q["From"]: m.from_ == v)
+
+    def sent(m: SimMessage) -> float | None:
+        at = m.status_at(now)[2]
+        return None if at is None else float(int(at))
+
     for key, op in (("DateSent", "eq"), ("DateSent<", "le"), ("DateSent>", "ge")):
         if key not in q:
             continue
         ts, whole_day = _parse_date_filter(q[key])
-        end = ts + 86400 if whole_day else ts
         if op == "eq":
-            filters.append(lambda m, a=ts, b=end: a <= m.created < max(b, a + 1))
+            end = ts + 86400 if whole_day else ts + 1
+            filters.append(lambda m, a=ts, b=end: (t := sent(m)) is not None and a <= t < b)
         elif op == "le":
-            filters.append(lambda m, b=end, day=whole_day: m.created < b if day else m.created <= b)
+            end = ts + 86400 if whole_day else ts + 1
+            filters.append(lambda m, b=end: (t := sent(m)) is not None and t < b)
         else:
-            filters.append(lambda m, a=ts: m.created >= a)
+            filters.append(lambda m, a=ts: (t := sent(m)) is not None and t >= a)
     return filters
 
 
