@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -156,6 +157,10 @@ def _simulate(args: argparse.Namespace) -> int:
           f"  TWILIO_PHONE_NUMBER={DEMO_PHONE_NUMBER}\n"
           f"  SMS_MONITOR_TWILIO_API_URL={server.url}\n"
           f"Switch scenarios at {server.url}/", file=sys.stderr, flush=True)
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     server.server_close()

@@ -120,6 +120,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             state = self.server.state
             try:
                 count, span = int(fields.get("count", 0)), float(fields.get("span", 3600))
+                if not 0 <= count <= 1_000_000:
+                    raise ValueError(count)
                 before = float(fields.get("before", 0))
                 sid = str(fields.get("account") or next(iter(state.accounts)))
                 state.load(sid, count, span, before=before)
