@@ -167,53 +167,18 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_RATE_PER_MINUTE = 120.0
-DEMO_WINDOW = "10m"
-DEMO_POLL_INTERVAL = "5s"
-
-
 def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from sms_monitor.simulator.server import SimulatorServer
-    from sms_monitor.simulator.state import (
-        DEMO_ACCOUNT_SID,
-        DEMO_AUTH_TOKEN,
-        DEMO_PHONE_NUMBER,
-        SimState,
-    )
+    from sms_monitor.demo import start_demo
 
-    state = SimState(rate_per_minute=DEMO_RATE_PER_MINUTE, history_seconds=600.0,
-                     scenario=args.scenario)
-    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
-    state.advance()
-    sim = SimulatorServer(("127.0.0.1", 0), state).start()
-    demo_env = {k: v for k, v in env.items()
-                if k.startswith("SMS_MONITOR_") and k != "SMS_MONITOR_TWILIO_API_URL"}
-    demo_env.update({
-        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
-        "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
-        "SMS_MONITOR_TWILIO_API_URL": sim.url,
-    })
-    demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", DEMO_POLL_INTERVAL)
-    demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
-    data = load_file(args.config) if args.config else {}
-    data = {"window": DEMO_WINDOW, "request_timeout": "6s", **data}
-    data.pop("accounts", None)
-    settings = load_settings(demo_env, data, listen_address=args.listen_address)
-    logs.configure(args.log_level, secrets=settings.secrets())
-    buttons = "".join(
-        f"<form method='post' action='{sim.url}/_simulator/scenario' style='display:inline'>"
-        f"<input type='hidden' name='name' value='{name}'><button>{name}</button></form> "
-        for name in SCENARIOS)
-    extra = (f"<h2>Demo</h2><p>Built-in Twilio simulator at <a href='{sim.url}/'>{sim.url}</a>. "
-             f"Switch its scenario (the window is {DEMO_WINDOW}; probes change on the next "
-             f"poll, message statistics as new messages arrive):</p><p>{buttons}</p>")
-    print(f"sms-monitor demo: scenario {args.scenario}; simulator at {sim.url}/",
-          file=sys.stderr, flush=True)
+    data = load_file(args.config) if args.config else None
+    demo = start_demo(args.scenario, env, data, args.listen_address)
+    logs.configure(args.log_level, secrets=demo.settings.secrets())
+    print(f"sms-monitor demo: scenario {args.scenario}; simulator at {demo.simulator.url}/; "
+          f"practice database {demo.database_path}", file=sys.stderr, flush=True)
     try:
-        return _run(settings, extra_html=extra)
+        return _run(demo.settings, extra_html=demo.extra_html)
     finally:
-        sim.stop()
+        demo.stop()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from sms_monitor.core.durations import parse_duration
+from sms_monitor.core.keywords import DEFAULT_OPTOUT
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
+from sms_monitor.db.names import SchemaNames
 
 DEFAULT_API_URL = "https://api.twilio.com"
 DEFAULT_LISTEN = "0.0.0.0:9839"
@@ -30,6 +32,11 @@ class ConfigError(Exception):
         self.key = key
 
 
+# Messages per second a sending number can take, by number type (the runbook's table).
+NUMBER_TYPE_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
+NUMBER_TYPES = (*NUMBER_TYPE_LIMITS, "10dlc")
+
+
 @dataclass(frozen=True)
 class AccountConfig:
     name: str
@@ -37,6 +44,23 @@ class AccountConfig:
     auth_token: str = field(repr=False)
     phone_number: str | None
     api_url: str = DEFAULT_API_URL
+    number_type: str = "long_code"
+    throughput_limit: float = 1.0  # messages per second
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """The application database source (``SMS_MONITOR_DATABASE_URL`` and ``[database]``)."""
+
+    url: str = field(repr=False)
+    names: SchemaNames = field(default_factory=SchemaNames)
+    statement_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    optout_grace: float = 300.0
+    optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT
+    default_region: str = "US"
+    reconcile_lag: float = 120.0
+    fallback_share: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,7 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     smtp_url: str | None = field(default=None, repr=False)
     alert_from: str | None = None
+    database: DatabaseConfig | None = None
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or any output."""
@@ -108,8 +133,24 @@ def _url(key: str, value: object) -> str:
     return value.rstrip("/")
 
 
+def _throughput(key: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
+                ) -> tuple[str, float]:
+    kind = raw.get("number_type", defaults.get("number_type", "long_code"))
+    if kind not in NUMBER_TYPES:
+        raise ConfigError(f"{key}number_type", f"expected one of {', '.join(NUMBER_TYPES)}, got {kind!r}")
+    limit = raw.get("throughput_limit", defaults.get("throughput_limit"))
+    if limit is None:
+        if kind == "10dlc":
+            raise ConfigError(f"{key}throughput_limit",
+                              "a 10DLC number's rate depends on its brand registration: set it")
+        return kind, NUMBER_TYPE_LIMITS[kind]
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
+        raise ConfigError(f"{key}throughput_limit", f"expected messages per second, got {limit!r}")
+    return kind, float(limit)
+
+
 def _account(key: str, raw: Mapping[str, Any], env: Mapping[str, str], api_url: str,
-             name: str | None = None) -> AccountConfig:
+             name: str | None = None, defaults: Mapping[str, Any] | None = None) -> AccountConfig:
     name = name or raw.get("name")
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
         raise ConfigError(f"{key}.name", f"expected a short name of letters, digits, '-', '_' or '.', "
@@ -129,8 +170,10 @@ def _account(key: str, raw: Mapping[str, Any], env: Mapping[str, str], api_url: 
     if phone is not None and (not isinstance(phone, str) or not E164_PATTERN.match(phone)):
         raise ConfigError(f"{key}.phone_number", "expected an E.164 number such as +15005550006")
     url = _url(f"{key}.api_url", raw["api_url"]) if "api_url" in raw else api_url
+    kind, limit = _throughput("" if name == "primary" and key == "TWILIO" else f"{key}.", raw,
+                              defaults or {})
     return AccountConfig(name=name, account_sid=sid, auth_token=token, phone_number=phone,
-                         api_url=url)
+                         api_url=url, number_type=kind, throughput_limit=limit)
 
 
 def _thresholds(raw: object) -> dict[str, Threshold]:
@@ -172,8 +215,68 @@ def load_file(path: str | Path) -> dict[str, Any]:
 _FILE_KEYS = {
     "listen_address", "poll_interval", "window", "settle", "min_samples", "request_timeout",
     "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
-    "statuspage_url", "database_url", "smtp_url", "alert_from",
+    "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
+    "throughput_limit",
 }
+_DATABASE_KEYS = {
+    "url", "statement_timeout", "connect_timeout", "optout_grace", "optout_keywords",
+    "default_region", "reconcile_lag", "fallback_share", "tables", "columns",
+}
+
+
+def _database(url: str | None, raw: object) -> DatabaseConfig | None:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("database", "expected a table ([database])")
+    unknown = set(raw) - _DATABASE_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"database.{key}", f"unknown key; known: {', '.join(sorted(_DATABASE_KEYS))}")
+    url = url or raw.get("url")
+    if not url:
+        return None
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("SMS_MONITOR_DATABASE_URL",
+                          "expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
+    for key in ("tables", "columns"):
+        value = raw.get(key, {})
+        if not isinstance(value, dict) or (key == "columns" and not all(
+                isinstance(v, dict) for v in value.values())):
+            raise ConfigError(f"database.{key}", "expected a table of names")
+        flat = value.values() if key == "tables" else [x for v in value.values() for x in v.values()]
+        for name in flat:
+            if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]{0,126}$", name):
+                raise ConfigError(f"database.{key}", f"not a usable SQL name: {name!r}")
+    try:
+        names = SchemaNames.from_config(raw.get("tables"), raw.get("columns"))
+    except KeyError as exc:
+        raise ConfigError(f"database.{exc.args[0]}", "unknown table or column of the runbook schema"
+                          ) from None
+    keywords = raw.get("optout_keywords", list(DEFAULT_OPTOUT))
+    if not isinstance(keywords, list) or not keywords or not all(
+            isinstance(k, str) and k.strip() for k in keywords):
+        raise ConfigError("database.optout_keywords", "expected a list of words")
+    region = raw.get("default_region", "US")
+    if not isinstance(region, str) or not re.match(r"^[A-Z]{2}$", region):
+        raise ConfigError("database.default_region", f"expected a region code like 'US', got {region!r}")
+    share = raw.get("fallback_share", 0.9)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ConfigError("database.fallback_share", f"expected a ratio in (0, 1], got {share!r}")
+
+    def dur(key: str, default: float) -> float:
+        return _duration(f"database.{key}", raw[key]) if key in raw else default
+
+    return DatabaseConfig(
+        url=url, names=names,
+        statement_timeout=dur("statement_timeout", 5.0),
+        connect_timeout=dur("connect_timeout", 5.0),
+        optout_grace=dur("optout_grace", 300.0),
+        optout_keywords=tuple(k.strip().upper() for k in keywords),
+        default_region=region,
+        reconcile_lag=dur("reconcile_lag", 120.0),
+        fallback_share=float(share),
+    )
 
 
 def load_settings(
@@ -203,8 +306,11 @@ def load_settings(
                    "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
                    "phone_number": env.get("TWILIO_PHONE_NUMBER") or None}
         try:
-            accounts.append(_account("TWILIO", primary, env, api_url, name="primary"))
+            accounts.append(_account("TWILIO", primary, env, api_url, name="primary",
+                                     defaults=data))
         except ConfigError as exc:
+            if exc.key in ("number_type", "throughput_limit"):
+                raise
             field_name = exc.key.split(".")[-1].upper()
             raise ConfigError(f"TWILIO_{field_name}", str(exc).split(": ", 2)[-1]) from None
     raw_accounts = data.get("accounts", [])
@@ -213,7 +319,7 @@ def load_settings(
     for i, raw in enumerate(raw_accounts):
         if not isinstance(raw, dict):
             raise ConfigError(f"accounts[{i}]", "expected a table")
-        accounts.append(_account(f"accounts[{i}]", raw, env, api_url))
+        accounts.append(_account(f"accounts[{i}]", raw, env, api_url, defaults=data))
     names = [a.name for a in accounts]
     for n in names:
         if names.count(n) > 1:
@@ -262,6 +368,7 @@ def load_settings(
         thresholds=_thresholds(data.get("thresholds")),
         statuspage_url=opt_url("SMS_MONITOR_STATUSPAGE_URL", "statuspage_url"),
         database_url=db or None,
+        database=_database(db or None, data.get("database")),
         smtp_url=smtp or None,
         alert_from=str(alert_from) if alert_from else None,
     )

@@ -10,15 +10,26 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import structlog
 
 from sms_monitor.config import AccountConfig, Settings
 from sms_monitor.core.checks import account_checks
+from sms_monitor.core.classify import Status
+from sms_monitor.core.dbchecks import (
+    DatabaseView,
+    KeywordEvent,
+    database_checks,
+    latest_optouts,
+    optout_candidates,
+)
 from sms_monitor.core.facts import AccountFacts
-from sms_monitor.core.snapshot import AccountSnapshot, Snapshot, SnapshotHolder
+from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.snapshot import AccountSnapshot, DatabaseSnapshot, Snapshot, SnapshotHolder
 from sms_monitor.core.stats import window_stats
 from sms_monitor.core.window import MessageWindow
+from sms_monitor.sources.database import DatabaseSource
 from sms_monitor.sources.telemetry import RequestLog
 from sms_monitor.sources.twilio import TwilioPoller
 
@@ -55,6 +66,65 @@ class Monitor:
             for a in self.settings.accounts
         ]
         self.cycles = 0
+        self.database = DatabaseSource(self.settings.database) if self.settings.database else None
+        self.database_errors: Counter[tuple[str, str]] = Counter()
+        self.database_last_success: float | None = None
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
+
+    def _poll_database(self, source: DatabaseSource, accounts: list[AccountSnapshot]
+                       ) -> DatabaseSnapshot:
+        """The database checks, joined with what this cycle's Twilio windows hold."""
+        cfg = source.config
+        started = time.monotonic()
+        now = self.clock()
+        edge = now - self.settings.window_seconds
+        events: list[KeywordEvent] = []
+        outbound: list[MessageRecord] = []
+        for state in self.accounts:
+            records = state.window.records
+            for sid, number in state.window.keyword_numbers.items():
+                rec = records.get(sid)
+                if rec is not None and rec.keyword and rec.created >= edge:
+                    events.append(KeywordEvent(number, rec.created, rec.keyword))
+            outbound.extend(r for r in records.values() if r.outbound and r.created >= edge)
+        candidates = optout_candidates(events, now, cfg.optout_grace)
+        span_end = now - cfg.reconcile_lag
+        view = DatabaseView(
+            candidates=candidates,
+            outbound=tuple(outbound),
+            optout_times=latest_optouts(events),
+            refused_21610=sum(a.stats.by_error.get("21610", 0) for a in accounts if a.stats),
+            twilio_in_span=sum(1 for r in outbound if r.created < span_end),
+            messages_ok=all(a.facts.messages_ok for a in accounts),
+        )
+        facts = source.poll(datetime.fromtimestamp(now, UTC), candidates.keys(),
+                            (datetime.fromtimestamp(edge, UTC),
+                             datetime.fromtimestamp(span_end, UTC)))
+        for query, cause in facts.causes.items():
+            self.database_errors[query, cause] += 1
+        if facts.up:
+            self.database_last_success = self.clock()
+        checks = database_checks(facts, view, self.settings.thresholds, self.settings.min_samples,
+                                 cfg.fallback_share, cfg.optout_grace)
+        by_name = {c.name: c for c in checks}
+        log.info("database_poll_done", up=facts.up, overall=checks[-1].status.value,
+                 failed=sorted(facts.failures), seconds=round(time.monotonic() - started, 3))
+
+        def count(name: str) -> int | None:
+            v = by_name[name].value
+            return int(v) if v is not None and by_name[name].status is not Status.UNKNOWN else None
+
+        return DatabaseSnapshot(
+            checks=tuple(checks), facts=facts,
+            sent_to_opted_out=count("sent_to_opted_out"),
+            optout_unprocessed=count("optout_unprocessed"),
+            twilio_in_span=view.twilio_in_span,
+            poll_seconds=time.monotonic() - started,
+            query_errors=dict(self.database_errors),
+        )
 
     def _poll_account(self, state: AccountState) -> AccountSnapshot:
         started = time.monotonic()
@@ -63,7 +133,7 @@ class Monitor:
         result = state.poller.poll(horizon)
         now = self.clock()
         for rec in result.records:
-            state.window.upsert(rec)
+            state.window.upsert(rec, result.keyword_numbers.get(rec.sid))
         if result.facts.messages_ok:
             state.window.backfilled = True
         state.window.prune(now)
@@ -78,7 +148,8 @@ class Monitor:
             state.last_success = now
         stats = window_stats(state.window.records.values(), now, self.settings.window_seconds)
         checks = account_checks(state.config.name, result.facts, stats,
-                                dict(self.settings.thresholds), self.settings.min_samples)
+                                dict(self.settings.thresholds), self.settings.min_samples,
+                                state.config.throughput_limit)
         elapsed = time.monotonic() - started
         log.info("twilio_poll_done", account=state.config.name, pages=result.pages,
                  fetched=len(result.records), window=len(state.window), up=up,
@@ -122,15 +193,26 @@ class Monitor:
                 accounts = list(pool.map(self._poll_account_safely, self.accounts))
         else:
             accounts = [self._poll_account_safely(s) for s in self.accounts]
+        database = None
+        if self.database is not None:
+            try:
+                database = self._poll_database(self.database, accounts)
+            except Exception as exc:  # a bug here must not cost the Twilio checks
+                log.exception("database_poll_crashed", error=type(exc).__name__)
+                self.database_errors["poll", "internal"] += 1
         self.cycles += 1
+        last_success = {f"twilio:{s.config.name}": s.last_success
+                        for s in self.accounts if s.last_success is not None}
+        if self.database_last_success is not None:
+            last_success["database"] = self.database_last_success
         snapshot = Snapshot(
             taken_at=self.clock(),
             accounts=tuple(accounts),
             requests=self.requests_log.freeze(),
-            last_success={f"twilio:{s.config.name}": s.last_success
-                          for s in self.accounts if s.last_success is not None},
+            last_success=last_success,
             cycles=self.cycles,
             cycle_seconds=time.monotonic() - started,
+            database=database,
         )
         self.holder.publish(snapshot)
         return snapshot

@@ -15,11 +15,14 @@ HEALTHY = AccountFacts(balance=120.0, currency="USD", balance_seconds=0.2, accou
                        messages_ok=True, credentials_accepted=True)
 
 
-def stats_of(delivered: int, undelivered: int = 0, code: int = 30003, latency: float = 4.0):
-    recs = [MessageRecord(f"SMd{i}", True, "delivered", None, 100.0, 100.0 + latency)
+def stats_of(delivered: int, undelivered: int = 0, code: int = 30003, latency: float = 4.0,
+             spread: float = 3600.0):
+    n = delivered + undelivered
+    times = [200.0 - spread + spread * i / max(1, n) for i in range(n)]
+    recs = [MessageRecord(f"SMd{i}", True, "delivered", None, times[i], times[i] + latency)
             for i in range(delivered)]
-    recs += [MessageRecord(f"SMu{i}", True, "undelivered", code, 100.0, 110.0)
-             for i in range(undelivered)]
+    recs += [MessageRecord(f"SMu{i}", True, "undelivered", code, times[delivered + i],
+                           times[delivered + i] + 10) for i in range(undelivered)]
     return window_stats(recs, 200.0, 3600)
 
 
@@ -122,6 +125,24 @@ def test_account_and_number_checks() -> None:
     assert run(facts=no_sms)["phone_number"].status is Status.RED
     unset = AccountFacts(**{**HEALTHY.__dict__, "phone_number": None})
     assert run(facts=unset)["phone_number"].status is Status.UNKNOWN
+
+
+def test_throughput_against_the_number_limit() -> None:
+    # 48 messages in one minute: 0.8/s against a long code's 1/s is the yellow boundary
+    stats = stats_of(48, spread=19.0)
+    assert stats.peak_minute == 48
+    checks = by_name(account_checks("primary", HEALTHY, stats, dict(DEFAULT_THRESHOLDS), 10, 1.0))
+    assert checks["throughput"].status is Status.YELLOW
+    assert checks["throughput"].value == 0.8
+    checks = by_name(account_checks("primary", HEALTHY, stats_of(47, spread=19.0),
+                                    dict(DEFAULT_THRESHOLDS), 10, 1.0))
+    assert checks["throughput"].status is Status.GREEN
+    checks = by_name(account_checks("primary", HEALTHY, stats_of(61, spread=19.0),
+                                    dict(DEFAULT_THRESHOLDS), 10, 1.0))
+    assert checks["throughput"].status is Status.RED
+    checks = by_name(account_checks("primary", HEALTHY, stats_of(61, spread=19.0),
+                                    dict(DEFAULT_THRESHOLDS), 10, 3.0))
+    assert checks["throughput"].status is Status.GREEN
 
 
 def test_nothing_known_is_unknown_overall() -> None:

@@ -17,6 +17,7 @@ CHECK_NAMES = (
     "balance",
     "phone_number",
     "carrier_filtering",
+    "throughput",
 )
 
 
@@ -34,11 +35,16 @@ def account_checks(
     stats: WindowStats | None,
     thresholds: dict[str, Threshold],
     min_samples: int,
+    throughput_limit: float = 1.0,
 ) -> list[CheckResult]:
-    """Every per-account check in contract order, followed by ``overall``."""
+    """Every per-account check in contract order, followed by ``overall``.
+
+    ``throughput_limit`` is the sending number's rate in messages per second.
+    """
     checks = [
         _api_response_time(account, facts, thresholds["api_response_time"]),
         *_message_checks(account, facts, stats, thresholds, min_samples),
+        _throughput(account, facts, stats, thresholds["throughput"], throughput_limit),
         _authentication(account, facts),
         _account_status(account, facts),
         _balance(account, facts, thresholds["balance"]),
@@ -112,6 +118,17 @@ def _message_checks(
     out.append(CheckResult("carrier_filtering", account, Status.YELLOW if n else Status.GREEN,
                            float(n), "messages", f"{n} failed with error 30007 in {w}"))
     return out
+
+
+def _throughput(account: str, facts: AccountFacts, stats: WindowStats | None, t: Threshold,
+                limit: float) -> CheckResult:
+    if stats is None or not facts.messages_ok:
+        return CheckResult("throughput", account, Status.UNKNOWN, None, "ratio",
+                           "message log unreadable")
+    rate = stats.peak_minute / 60.0
+    util = rate / limit
+    return CheckResult("throughput", account, grade(util, t), util, "ratio",
+                       f"busiest minute {rate:.2f}/s against a limit of {limit:g}/s")
 
 
 def _authentication(account: str, facts: AccountFacts) -> CheckResult:

@@ -31,3 +31,24 @@ class AccountFacts:
     credentials_accepted: bool = False  # some request was answered with 2xx
     # request part ("balance", "account", "phone_number", "messages") -> failure kind
     failures: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What one poll of the application database learned; None where a query failed."""
+
+    invalid_phones: dict[str, int] | None = None  # logical column -> count
+    queue_delay: float | None = None  # mean seconds, SMS rows created in the last hour
+    queue_sent: int | None = None  # SMS rows created in the last hour and sent
+    queue_unsent: int | None = None  # ... not sent yet
+    sms_disabled: int | None = None  # settings rows with SMS off
+    settings_rows: int | None = None
+    opted_out: frozenset[int] | None = None  # peer hashes of opted-out clients' numbers
+    client_optout: dict[str, bool] | None = None  # candidate number -> any client not opted out
+    logged_recipients: int | None = None  # SMS recipients logged in the reconciliation span
+    failures: dict[str, str] = field(default_factory=dict)  # query -> one-line reason
+    causes: dict[str, str] = field(default_factory=dict)  # query -> bounded cause label
+
+    @property
+    def up(self) -> bool:
+        return not self.failures

@@ -20,7 +20,8 @@ CARRIER_FILTERED_ERROR = 30007
 class MessageRecord:
     """What sms-monitor remembers of one Twilio message.
 
-    Times are POSIX seconds (UTC). ``updated`` is Twilio's ``date_updated``;
+    Times are POSIX seconds (UTC). The other party's number is kept only as a keyed
+    hash (``peer``), which cannot be turned back into the number. ``updated`` is Twilio's ``date_updated``;
     for a delivered message it is taken as the delivery time.
     """
 
@@ -32,6 +33,9 @@ class MessageRecord:
     updated: float | None
     price: float | None = None
     segments: int = 1
+    peer: int | None = None  # keyed hash of the other party's number (see core.peers)
+    country: str | None = None  # calling code of an outbound message's destination
+    keyword: str | None = None  # "optout", "optin" or "help" for an inbound keyword message
 
     @property
     def final(self) -> bool:

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sms_monitor.core.classify import CheckResult, Status, worst
-from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.facts import AccountFacts, DatabaseFacts
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.window import HistogramState
 
@@ -44,6 +44,21 @@ class AccountSnapshot:
 
 
 @dataclass(frozen=True)
+class DatabaseSnapshot:
+    checks: tuple[CheckResult, ...]
+    facts: DatabaseFacts
+    sent_to_opted_out: int | None
+    optout_unprocessed: int | None
+    twilio_in_span: int | None
+    poll_seconds: float
+    query_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (query, cause)
+
+    @property
+    def overall(self) -> Status:
+        return self.checks[-1].status if self.checks else Status.UNKNOWN
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     accounts: tuple[AccountSnapshot, ...] = ()
@@ -51,13 +66,20 @@ class Snapshot:
     last_success: dict[str, float] = field(default_factory=dict)  # source -> POSIX seconds
     cycles: int = 0
     cycle_seconds: float = 0.0
+    database: DatabaseSnapshot | None = None
 
     def checks(self) -> list[CheckResult]:
-        return [c for a in self.accounts for c in a.checks]
+        out = [c for a in self.accounts for c in a.checks]
+        if self.database is not None:
+            out.extend(self.database.checks)
+        return out
 
     @property
     def overall(self) -> Status:
-        return worst(a.overall for a in self.accounts)
+        groups = [a.overall for a in self.accounts]
+        if self.database is not None:
+            groups.append(self.database.overall)
+        return worst(groups)
 
 
 class SnapshotHolder:

@@ -24,6 +24,7 @@ class WindowStats:
     carrier_filtered: int = 0
     latency_sum: float = 0.0
     latency_count: int = 0
+    peak_minute: int = 0  # outbound messages created in the busiest wall-clock minute
     by_status: dict[tuple[str, str], int] = field(default_factory=dict)  # (direction, status)
     by_error: dict[str, int] = field(default_factory=dict)  # error code as text
 
@@ -57,6 +58,7 @@ def window_stats(
     latency_sum = 0.0
     by_status: Counter[tuple[str, str]] = Counter()
     by_error: Counter[str] = Counter()
+    per_minute: Counter[int] = Counter()
     for r in records:
         if r.created < edge or r.sid in exclude:
             continue
@@ -66,6 +68,7 @@ def window_stats(
         if not r.outbound:
             continue
         outbound += 1
+        per_minute[int(r.created // 60)] += 1
         if r.error_code is not None:
             with_error += 1
             if r.error_code == CARRIER_FILTERED_ERROR:
@@ -88,4 +91,5 @@ def window_stats(
         latency_count=latency_n,
         by_status=dict(by_status),
         by_error=dict(by_error),
+        peak_minute=max(per_minute.values(), default=0),
     )

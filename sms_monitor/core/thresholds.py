@@ -31,4 +31,7 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "error_rate": Threshold(good=0.02, bad=0.05, higher_is_better=False, unit="ratio"),
     "delivery_latency": Threshold(good=10.0, bad=30.0, higher_is_better=False, unit="seconds"),
     "balance": Threshold(good=50.0, bad=20.0, higher_is_better=True, unit="currency"),
+    "queue_delay": Threshold(good=60.0, bad=300.0, higher_is_better=False, unit="seconds"),
+    "reconciliation": Threshold(good=0.98, bad=0.90, higher_is_better=True, unit="ratio"),
+    "throughput": Threshold(good=0.8, bad=1.0, higher_is_better=False, unit="ratio"),
 }

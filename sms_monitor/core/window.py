@@ -65,6 +65,9 @@ class MessageWindow:
         # How long an in-flight message is re-read before we stop waiting for its final status.
         self.settle_seconds = settle_seconds
         self.records: dict[str, MessageRecord] = {}
+        # Sender numbers of inbound keyword messages (STOP, START, HELP), needed to look the
+        # client up in the application database; pruned with the records.
+        self.keyword_numbers: dict[str, str] = {}
         self.latency = Histogram()
         self.backfilled = False
 
@@ -74,8 +77,10 @@ class MessageWindow:
     def start(self, now: float) -> float:
         return now - self.window_seconds
 
-    def upsert(self, record: MessageRecord) -> None:
+    def upsert(self, record: MessageRecord, keyword_number: str | None = None) -> None:
         """Add or update a record; a final status never moves back to an in-flight one."""
+        if keyword_number and record.keyword:
+            self.keyword_numbers[record.sid] = keyword_number
         old = self.records.get(record.sid)
         if old is not None:
             if old.final and not record.final:
@@ -100,6 +105,7 @@ class MessageWindow:
         old = [sid for sid, r in self.records.items() if r.created < edge]
         for sid in old:
             del self.records[sid]
+            self.keyword_numbers.pop(sid, None)
         return len(old)
 
     def fetch_horizon(self, now: float) -> float:

@@ -47,6 +47,7 @@ class SnapshotCollector(Collector):
         yield from window_metrics(snap)
         yield from account_metrics(snap)
         yield from request_metrics(snap)
+        yield from database_metrics(snap)
         yield from self_metrics(snap)
 
 
@@ -156,6 +157,73 @@ def request_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield from (total, duration, retries)
 
 
+def database_metrics(snap: Snapshot) -> Iterator[Metric]:
+    db = snap.database
+    if db is None:
+        return
+    f = db.facts
+    invalid = GaugeMetricFamily(
+        "sms_clients_invalid_phone_numbers",
+        "Non-null client phone numbers that are not E.164, by column" + CACHED, labels=["column"])
+    for column, n in sorted((f.invalid_phones or {}).items()):
+        invalid.add_metric([column], n)
+    unprocessed = GaugeMetricFamily(
+        "sms_optout_unprocessed_messages",
+        "Opt-out keywords older than the grace period from clients still opted in" + CACHED)
+    if db.optout_unprocessed is not None:
+        unprocessed.add_metric([], db.optout_unprocessed)
+    opted = GaugeMetricFamily(
+        "sms_sent_to_opted_out_messages",
+        "Outbound messages in the window to clients who have opted out" + CACHED)
+    if db.sent_to_opted_out is not None:
+        opted.add_metric([], db.sent_to_opted_out)
+    delay = GaugeMetricFamily(
+        "sms_notification_queue_delay_seconds",
+        "Mean sent_at - created_at of SMS notifications created in the last hour" + CACHED)
+    if f.queue_delay is not None:
+        delay.add_metric([], f.queue_delay)
+    volume = GaugeMetricFamily(
+        "sms_notifications_last_hour",
+        "SMS notifications the application created in the last hour, by state" + CACHED,
+        labels=["state"])
+    if f.queue_sent is not None and f.queue_unsent is not None:
+        volume.add_metric(["sent"], f.queue_sent)
+        volume.add_metric(["unsent"], f.queue_unsent)
+    logged = GaugeMetricFamily(
+        "sms_reconciliation_logged_recipients",
+        "SMS recipients the application logged in the reconciliation span" + CACHED)
+    received = GaugeMetricFamily(
+        "sms_reconciliation_twilio_messages",
+        "Outbound messages Twilio received in the same span, all accounts" + CACHED)
+    ratio = GaugeMetricFamily(
+        "sms_reconciliation_ratio",
+        "Twilio outbound messages / SMS recipients logged by the application, same span" + CACHED)
+    if f.logged_recipients is not None:
+        logged.add_metric([], f.logged_recipients)
+        if db.twilio_in_span is not None:
+            received.add_metric([], db.twilio_in_span)
+            if f.logged_recipients:
+                ratio.add_metric([], db.twilio_in_span / f.logged_recipients)
+    disabled = GaugeMetricFamily(
+        "sms_notification_settings_sms_disabled",
+        "Notification settings rows with SMS switched off (a rollback left in place?)" + CACHED)
+    rows = GaugeMetricFamily("sms_notification_settings_rows",
+                             "Notification settings rows" + CACHED)
+    if f.sms_disabled is not None and f.settings_rows is not None:
+        disabled.add_metric([], f.sms_disabled)
+        rows.add_metric([], f.settings_rows)
+    errors = CounterMetricFamily("sms_monitor_database_query_errors",
+                                 "Failed database queries by query and cause",
+                                 labels=["query", "cause"])
+    for (query, cause), n in sorted(db.query_errors.items()):
+        errors.add_metric([query, cause], n)
+    duration = GaugeMetricFamily("sms_monitor_database_poll_duration_seconds",
+                                 "Duration of the last database poll")
+    duration.add_metric([], db.poll_seconds)
+    yield from (invalid, unprocessed, opted, delay, volume, logged, received, ratio, disabled,
+                rows, errors, duration)
+
+
 def self_metrics(snap: Snapshot) -> Iterator[Metric]:
     last = GaugeMetricFamily("sms_monitor_last_success_timestamp_seconds",
                              "When each source was last polled without error",
@@ -179,9 +247,15 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
         poll.add_metric([a.account], a.poll_seconds)
         records.add_metric([a.account], a.window_records)
         malformed.add_metric([a.account], a.malformed_records)
+    up = GaugeMetricFamily("sms_monitor_up", "1 when the source's last poll fully succeeded",
+                           labels=["source"])
+    for a in snap.accounts:
+        up.add_metric([f"twilio:{a.account}"], 1 if a.up else 0)
+    if snap.database is not None:
+        up.add_metric(["database"], 1 if snap.database.facts.up else 0)
     cycles = CounterMetricFamily("sms_monitor_poll_cycles", "Completed poll cycles")
     cycles.add_metric([], snap.cycles)
     taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
                               "When the exported snapshot was built")
     taken.add_metric([], snap.taken_at)
-    yield from (last, poll, records, malformed, errors, cycles, taken)
+    yield from (last, up, poll, records, malformed, errors, cycles, taken)

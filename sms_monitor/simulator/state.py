@@ -142,6 +142,9 @@ class SimState:
         self.scenario: Scenario = SCENARIOS[scenario]
         self.faults = Faults()
         self.requests = 0
+        # Called with the creation times of outbound messages as the clock creates them
+        # (the demo uses it to play the application that logs each SMS it sends).
+        self.on_outbound: Callable[[list[float]], None] | None = None
         self._counter = 0
         self._generated_until = self.clock() - history_seconds
 
@@ -206,12 +209,27 @@ class SimState:
                 return
             step = 60.0 / self.rate_per_minute
             t = self._generated_until + step
+            sent: list[float] = []
             while t <= now:
                 for acc in self.accounts.values():
                     inbound = self.rng.random() < self.inbound_share
                     self.create_message(acc, t, outbound=not inbound)
+                    if not inbound:
+                        sent.append(t)
                 t += step
             self._generated_until = t - step
+        if sent and self.on_outbound is not None:
+            self.on_outbound(sent)
+
+    def insert_message(self, sid: str, created: float, *, outbound: bool, peer: str,
+                       body: str) -> SimMessage:
+        """A message at any time in the past (a scripted part of a story), kept in order."""
+        with self.lock:
+            acc = self.accounts[sid]
+            msg = self.create_message(acc, created, outbound=outbound, to=peer, body=body)
+            acc.messages.sort(key=lambda m: m.created)
+            acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
+            return msg
 
     def load(self, sid: str, count: int, span_seconds: float, *, before: float = 0.0) -> None:
         """Bulk-create ``count`` outbound messages spread over ``span_seconds`` ending ``before``

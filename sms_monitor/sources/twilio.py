@@ -24,11 +24,14 @@ from twilio.rest import Client
 from sms_monitor.config import AccountConfig, Settings
 from sms_monitor.core import facts as kinds
 from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.keywords import KeywordMatcher
+from sms_monitor.core.peers import calling_code, peer_hash
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.sources.telemetry import RequestLog
 from sms_monitor.sources.twilio_http import MonitoredHttpClient
 
 log = structlog.get_logger("sms_monitor.twilio")
+_KEYWORDS = KeywordMatcher()
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -57,14 +60,21 @@ def _ts(value: Any) -> float | None:
     return None
 
 
-def to_record(inst: Any) -> MessageRecord | None:
-    """A compact record from a MessageInstance, or None when its fields are unusable."""
+def to_record(inst: Any, keywords: KeywordMatcher = _KEYWORDS) -> MessageRecord | None:
+    """A compact record from a MessageInstance, or None when its fields are unusable.
+
+    The body is read only to recognise a bare keyword (STOP, START, HELP) on an inbound
+    message; the other party's number only to hash it. Neither is kept.
+    """
     created = _ts(inst.date_created)
     sid = inst.sid
     status = inst.status
     if created is None or not isinstance(sid, str) or not isinstance(status, str):
         return None
     direction = inst.direction if isinstance(inst.direction, str) else ""
+    outbound = direction.startswith("outbound")
+    other = inst.to if outbound else inst.from_
+    other = other if isinstance(other, str) else None
     try:
         price = abs(float(inst.price)) if inst.price not in (None, "") else None
     except (TypeError, ValueError):
@@ -75,13 +85,16 @@ def to_record(inst: Any) -> MessageRecord | None:
         segments = 1
     return MessageRecord(
         sid=sid,
-        outbound=direction.startswith("outbound"),
+        outbound=outbound,
         status=sys.intern(status),  # a handful of distinct values across the window
         error_code=inst.error_code if isinstance(inst.error_code, int) else None,
         created=created,
         updated=_ts(inst.date_updated),
         price=price,
         segments=segments,
+        peer=peer_hash(other),
+        country=calling_code(other) if outbound else None,
+        keyword=None if outbound else keywords.kind(inst.body),
     )
 
 
@@ -89,6 +102,7 @@ def to_record(inst: Any) -> MessageRecord | None:
 class PollResult:
     facts: AccountFacts
     records: list[MessageRecord] = field(default_factory=list)
+    keyword_numbers: dict[str, str] = field(default_factory=dict)  # sid -> sender (E.164)
     pages: int = 0
     malformed: int = 0
     reached_horizon: bool = False
@@ -113,6 +127,8 @@ class TwilioPoller:
         self.client = Client(account.account_sid, account.auth_token, http_client=self.http)
         self.client.api.base_url = account.api_url
         self._api = self.client.api.v2010.accounts(account.account_sid)
+        db = settings.database
+        self.keywords = KeywordMatcher(optout=db.optout_keywords) if db else _KEYWORDS
 
     def _fail(self, part: str, exc: BaseException, failures: dict[str, str]) -> None:
         kind = failure_kind(exc)
@@ -208,7 +224,7 @@ class TwilioPoller:
             seen = 0
             for inst in page:
                 seen += 1
-                rec = to_record(inst)
+                rec = to_record(inst, self.keywords)
                 if rec is None:
                     result.malformed += 1
                     continue
@@ -216,6 +232,8 @@ class TwilioPoller:
                     result.reached_horizon = True
                     return
                 result.records.append(rec)
+                if rec.keyword and isinstance(inst.from_, str):
+                    result.keyword_numbers[rec.sid] = inst.from_
             if seen == 0:
                 result.reached_horizon = True
                 return

@@ -1,0 +1,163 @@
+"""The database checks: the runbook's diagnosis queries joined with Twilio's message log.
+
+Pure: takes the database facts and what the Twilio windows hold, returns checks.
+They are reported under the pseudo-account ``database``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sms_monitor.core.classify import CheckResult, Status, grade, worst
+from sms_monitor.core.facts import DatabaseFacts
+from sms_monitor.core.keywords import OPTIN, OPTOUT
+from sms_monitor.core.peers import peer_hash
+from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.thresholds import Threshold
+
+GROUP = "database"
+DB_CHECK_NAMES = ("invalid_phone_numbers", "optout_unprocessed", "sent_to_opted_out",
+                  "queue_delay", "reconciliation", "sms_fallback")
+
+
+@dataclass(frozen=True)
+class KeywordEvent:
+    number: str  # E.164 sender, in memory only
+    created: float
+    kind: str
+
+
+def optout_candidates(events: Iterable[KeywordEvent], now: float, grace: float
+                      ) -> dict[str, float]:
+    """Numbers whose latest keyword is an opt-out older than the grace period -> its time."""
+    latest: dict[str, KeywordEvent] = {}
+    for e in events:
+        if e.kind not in (OPTOUT, OPTIN):
+            continue
+        if e.number not in latest or e.created > latest[e.number].created:
+            latest[e.number] = e
+    return {n: e.created for n, e in latest.items() if e.kind == OPTOUT and e.created <= now - grace}
+
+
+def latest_optouts(events: Iterable[KeywordEvent]) -> dict[int, float]:
+    """Peer hash -> time of the latest opt-out keyword, for any age."""
+    out: dict[int, float] = {}
+    for e in events:
+        h = peer_hash(e.number)
+        if e.kind == OPTOUT and h is not None and e.created > out.get(h, float("-inf")):
+            out[h] = e.created
+    return out
+
+
+@dataclass(frozen=True)
+class DatabaseView:
+    """Everything the database checks need from the Twilio side, computed by the monitor."""
+
+    candidates: Mapping[str, float] = field(default_factory=dict)  # number -> STOP time
+    outbound: tuple[MessageRecord, ...] = ()  # outbound records in the window, all accounts
+    optout_times: Mapping[int, float] = field(default_factory=dict)  # peer -> STOP time
+    refused_21610: int = 0
+    twilio_in_span: int | None = None  # outbound Twilio messages in the reconciliation span
+    messages_ok: bool = True
+
+
+def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mapping[str, Threshold],
+                    min_samples: int, fallback_share: float, grace: float) -> list[CheckResult]:
+    def failed(name: str, query: str, unit: str) -> CheckResult:
+        return CheckResult(name, GROUP, Status.UNKNOWN, None, unit,
+                           f"query failed: {facts.failures.get(query, 'not run')}")
+
+    checks: list[CheckResult] = []
+
+    if facts.invalid_phones is None:
+        checks.append(failed("invalid_phone_numbers", "invalid_phone_numbers", "rows"))
+    else:
+        total = sum(facts.invalid_phones.values())
+        detail = ", ".join(f"{k}: {v}" for k, v in facts.invalid_phones.items()) + " not E.164"
+        checks.append(CheckResult("invalid_phone_numbers", GROUP,
+                                  Status.YELLOW if total else Status.GREEN, float(total), "rows",
+                                  detail))
+
+    if facts.client_optout is None:
+        checks.append(failed("optout_unprocessed", "optout_lookup", "messages"))
+    elif not view.messages_ok:
+        checks.append(CheckResult("optout_unprocessed", GROUP, Status.UNKNOWN, None, "messages",
+                                  "Twilio message log unreadable"))
+    else:
+        pending = [n for n in view.candidates if facts.client_optout.get(n) is False]
+        checks.append(CheckResult(
+            "optout_unprocessed", GROUP, Status.RED if pending else Status.GREEN,
+            float(len(pending)), "messages",
+            f"{len(pending)} opt-out keyword(s) older than {grace:g}s from clients still opted in"))
+
+    if facts.opted_out is None:
+        checks.append(failed("sent_to_opted_out", "opted_out_clients", "messages"))
+    elif not view.messages_ok:
+        checks.append(CheckResult("sent_to_opted_out", GROUP, Status.UNKNOWN, None, "messages",
+                                  "Twilio message log unreadable"))
+    else:
+        n = sent_to_opted_out(view.outbound, facts.opted_out, view.optout_times)
+        checks.append(CheckResult(
+            "sent_to_opted_out", GROUP, Status.RED if n else Status.GREEN, float(n), "messages",
+            f"{n} sent to opted-out clients in the window; "
+            f"{view.refused_21610} refused by Twilio (21610)"))
+
+    if facts.queue_delay is None:
+        why = "no SMS notification sent in the last hour" if "queue_delay" not in facts.failures \
+            else f"query failed: {facts.failures['queue_delay']}"
+        checks.append(CheckResult("queue_delay", GROUP, Status.UNKNOWN, None, "seconds", why))
+    else:
+        checks.append(CheckResult(
+            "queue_delay", GROUP, grade(facts.queue_delay, thresholds["queue_delay"]),
+            facts.queue_delay, "seconds",
+            f"mean over {facts.queue_sent} SMS notifications of the last hour "
+            f"({facts.queue_unsent} not sent yet)"))
+
+    logged, sent = facts.logged_recipients, view.twilio_in_span
+    if logged is None:
+        checks.append(failed("reconciliation", "reconciliation", "ratio"))
+    elif sent is None or not view.messages_ok:
+        checks.append(CheckResult("reconciliation", GROUP, Status.UNKNOWN, None, "ratio",
+                                  "Twilio message log unreadable"))
+    elif logged < min_samples:
+        checks.append(CheckResult("reconciliation", GROUP, Status.UNKNOWN,
+                                  sent / logged if logged else None, "ratio",
+                                  f"{logged} SMS logged (fewer than {min_samples})"))
+    else:
+        ratio = sent / logged
+        checks.append(CheckResult(
+            "reconciliation", GROUP, grade(ratio, thresholds["reconciliation"]), ratio, "ratio",
+            f"Twilio received {sent} of {logged} SMS the application logged"))
+
+    if facts.sms_disabled is None or facts.settings_rows is None:
+        checks.append(failed("sms_fallback", "sms_fallback", "ratio"))
+    elif facts.settings_rows == 0:
+        checks.append(CheckResult("sms_fallback", GROUP, Status.UNKNOWN, None, "ratio",
+                                  "no notification settings rows"))
+    else:
+        share = facts.sms_disabled / facts.settings_rows
+        checks.append(CheckResult(
+            "sms_fallback", GROUP, Status.YELLOW if share >= fallback_share else Status.GREEN,
+            share, "ratio",
+            f"SMS switched off in {facts.sms_disabled} of {facts.settings_rows} settings rows"))
+
+    overall = worst(c.status for c in checks)
+    bad = [c.name for c in checks if c.status is overall and overall is not Status.GREEN]
+    checks.append(CheckResult("overall", GROUP, overall, float(overall.code), "status",
+                              ", ".join(bad)))
+    return checks
+
+
+def sent_to_opted_out(outbound: Iterable[MessageRecord], opted_out: frozenset[int],
+                      optout_times: Mapping[int, float]) -> int:
+    """Outbound messages to opted-out clients, not counting those sent before a STOP we saw."""
+    n = 0
+    for r in outbound:
+        if r.peer is None or r.peer not in opted_out:
+            continue
+        stop = optout_times.get(r.peer)
+        if stop is not None and r.created < stop:
+            continue
+        n += 1
+    return n

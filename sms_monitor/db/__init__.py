@@ -1,0 +1,1 @@
+"""The application's database as sms-monitor sees it: remappable names, runbook fixture."""

@@ -1,0 +1,101 @@
+"""`sms-monitor demo`: the simulator, an embedded practice database and the daemon together."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+
+from sms_monitor.config import Settings, load_settings
+from sms_monitor.db.fixture import DEMO_OPTED_OUT, DEMO_UNPROCESSED_STOP, log_sends, seed_demo
+from sms_monitor.simulator.scenarios import SCENARIOS
+from sms_monitor.simulator.server import SimulatorServer
+from sms_monitor.simulator.state import (
+    DEMO_ACCOUNT_SID,
+    DEMO_AUTH_TOKEN,
+    DEMO_PHONE_NUMBER,
+    SimState,
+)
+
+RATE_PER_MINUTE = 120.0
+WINDOW = "10m"
+WINDOW_SECONDS = 600.0
+POLL_INTERVAL = "5s"
+# Share of Twilio's outbound messages the demo application logs (the rest would be other
+# senders on the same account): keeps the reconciliation ratio a little above 1.
+LOGGED_SHARE = 0.95
+
+
+@dataclass
+class Demo:
+    settings: Settings
+    simulator: SimulatorServer
+    database_path: Path
+    extra_html: str
+
+    def stop(self) -> None:
+        self.simulator.stop()
+        shutil.rmtree(self.database_path.parent, ignore_errors=True)
+
+
+def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, Any] | None,
+               listen_address: str | None) -> Demo:
+    state = SimState(rate_per_minute=RATE_PER_MINUTE, history_seconds=WINDOW_SECONDS,
+                     scenario=scenario)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    state.advance()
+    now = state.clock()
+    # The story the database checks find: a STOP the application never processed, and
+    # reminders still going to a client who opted out.
+    state.insert_message(DEMO_ACCOUNT_SID, now - 420, outbound=False, peer=DEMO_UNPROCESSED_STOP,
+                         body="Stop")
+    for ago in (480, 240, 60):
+        state.insert_message(DEMO_ACCOUNT_SID, now - ago, outbound=True, peer=DEMO_OPTED_OUT,
+                             body="Riverside Family Practice: reminder of your appointment.")
+
+    db_path = Path(tempfile.mkdtemp(prefix="sms-monitor-demo-")) / "practice.db"
+    url = f"sqlite:///{db_path}"
+    writer = create_engine(url)
+    seed_demo(writer, datetime.fromtimestamp(now, UTC),
+              logs_per_minute=RATE_PER_MINUTE * (1 - state.inbound_share) * LOGGED_SHARE,
+              log_span=WINDOW_SECONDS)
+    rng = random.Random(5)
+
+    def application_logs(sent: list[float]) -> None:
+        log_sends(writer, [t for t in sent if rng.random() < LOGGED_SHARE], rng)
+
+    state.on_outbound = application_logs
+    sim = SimulatorServer(("127.0.0.1", 0), state).start()
+
+    demo_env = {k: v for k, v in env.items()
+                if k.startswith("SMS_MONITOR_")
+                and k not in ("SMS_MONITOR_TWILIO_API_URL", "SMS_MONITOR_DATABASE_URL")}
+    demo_env.update({
+        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
+        "SMS_MONITOR_TWILIO_API_URL": sim.url,
+        "SMS_MONITOR_DATABASE_URL": url,
+    })
+    demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", POLL_INTERVAL)
+    demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
+    data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
+            **(file_data or {})}
+    data.pop("accounts", None)
+    settings = load_settings(demo_env, data, listen_address=listen_address)
+    buttons = "".join(
+        f"<form method='post' action='{sim.url}/_simulator/scenario' style='display:inline'>"
+        f"<input type='hidden' name='name' value='{name}'><button>{name}</button></form> "
+        for name in SCENARIOS)
+    extra = (f"<h2>Demo</h2><p>Built-in Twilio simulator at <a href='{sim.url}/'>{sim.url}</a>; "
+             f"practice database (SQLite) at <code>{db_path}</code>. Switch the simulator's "
+             f"scenario (the window is {WINDOW}; probes change on the next poll, message "
+             f"statistics as new messages arrive):</p><p>{buttons}</p>")
+    return Demo(settings, sim, db_path, extra)

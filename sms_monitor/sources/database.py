@@ -1,0 +1,248 @@
+"""Read the application's database: the runbook's diagnosis queries, run continuously.
+
+Only SELECTs, each in its own short read-only transaction (PostgreSQL:
+``default_transaction_read_only`` and ``statement_timeout`` on the session;
+SQLite: ``PRAGMA query_only``). Each query fails alone: its checks become
+unknown with a one-line reason naming the table or column, the others carry on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    any_,
+    case,
+    create_engine,
+    event,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from sms_monitor.config import DatabaseConfig
+from sms_monitor.core.facts import DatabaseFacts
+from sms_monitor.core.peers import normalise, peer_hash
+
+log = structlog.get_logger("sms_monitor.database")
+
+E164 = r"^\+[1-9]\d{1,14}$"
+T = TypeVar("T")
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(cause label, one-line reason) for a failed query; never includes the URL."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    code = getattr(orig, "sqlstate", None) or ""
+    lowered = text.lower()
+    if code in ("42P01", "42703", "3F000") or "no such table" in lowered \
+            or "no such column" in lowered or "does not exist" in lowered:
+        cause = "schema"
+    elif code == "42501" or "permission denied" in lowered:
+        cause = "permission"
+    elif code == "57014" or "statement timeout" in lowered:
+        cause = "timeout"
+    elif code == "25006" or "read-only" in lowered or "readonly" in lowered:
+        cause = "read_only"
+    elif isinstance(exc, DBAPIError) and exc.connection_invalidated or code.startswith("08") \
+            or "connection" in lowered or "could not connect" in lowered:
+        cause = "unreachable"
+    else:
+        cause = "error"
+    # a connection error may echo host and port, never the password; strip user:pass@ anyway
+    return cause, re.sub(r"//[^/@\s]*@", "//", text)[:300]
+
+
+def _sqlite_digits(value: object) -> str | None:
+    return None if value is None else re.sub(r"\D", "", str(value))
+
+
+class DatabaseSource:
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self.names = config.names
+        url = config.url
+        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
+        connect_args: dict[str, Any] = {}
+        if self.dialect == "postgresql":
+            timeout_ms = int(config.statement_timeout * 1000)
+            connect_args = {
+                "options": f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+                "connect_timeout": max(1, int(config.connect_timeout)),
+                "application_name": "sms-monitor",
+            }
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=2,
+                                            connect_args=connect_args)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", self._sqlite_setup)
+        self._normalised: dict[str, str | None] = {}
+
+    @staticmethod
+    def _sqlite_setup(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.create_function("sms_digits", 1, _sqlite_digits, deterministic=True)
+        dbapi_conn.execute("PRAGMA query_only = ON")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- dialect helpers --------------------------------------------------
+    def _is_sms(self, col: Any) -> ColumnElement[bool]:
+        if self.dialect == "postgresql":
+            return literal("sms") == any_(col)
+        return col.like('%"sms"%')
+
+    def _seconds_between(self, later: Any, earlier: Any) -> Any:
+        if self.dialect == "postgresql":
+            return func.extract("epoch", later - earlier)
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+    def _recipients(self, col: Any) -> Any:
+        if self.dialect == "postgresql":
+            return func.coalesce(func.cardinality(col), 1)
+        return func.coalesce(func.json_array_length(col), 1)
+
+    def _digit_suffix(self, col: Any) -> Any:
+        if self.dialect == "postgresql":
+            return func.right(func.regexp_replace(col, "[^0-9]", "", "g"), 10)
+        return func.substr(func.sms_digits(col), -10)
+
+    def _norm(self, raw: object) -> str | None:
+        if not isinstance(raw, str):
+            return None
+        if raw not in self._normalised:
+            if len(self._normalised) > 500_000:
+                self._normalised.clear()
+            self._normalised[raw] = normalise(raw, self.config.default_region)
+        return self._normalised[raw]
+
+    # -- queries ----------------------------------------------------------
+    def _run(self, conn: Connection, name: str, query: Callable[[Connection], T],
+             failures: dict[str, str], causes: dict[str, str]) -> T | None:
+        try:
+            with conn.begin():
+                return query(conn)
+        except SQLAlchemyError as exc:
+            cause, reason = describe_error(exc)
+            failures[name] = reason
+            causes[name] = cause
+            log.warning("database_query_failed", query=name, cause=cause, reason=reason)
+            return None
+
+    def invalid_phones(self, conn: Connection) -> dict[str, int]:
+        t = self.names.table("clients")
+        cols = [k for k in ("phone", "cell_phone") if t.columns[k].name]
+        sums = [func.coalesce(func.sum(case(
+            (and_(t.c(k).is_not(None), not_(t.c(k).regexp_match(E164))), 1), else_=0)), 0).label(k)
+            for k in cols]
+        row = conn.execute(select(*sums).select_from(t.clause)).one()
+        return {k: int(row._mapping[k]) for k in cols}
+
+    def queue(self, conn: Connection, now: datetime) -> tuple[float | None, int, int]:
+        t = self.names.table("notification_logs")
+        created, sent = t.c("created_at"), t.c("sent_at")
+        start = now.timestamp() - 3600
+        stmt = select(
+            func.avg(case((sent.is_not(None), self._seconds_between(sent, created)))),
+            func.count(sent),
+            func.count(),
+        ).where(self._is_sms(t.c("sent_via")),
+                created >= datetime.fromtimestamp(start, now.tzinfo), created <= now)
+        mean, n_sent, total = conn.execute(stmt).one()
+        return (float(mean) if mean is not None else None), int(n_sent), int(total) - int(n_sent)
+
+    def fallback(self, conn: Connection) -> tuple[int, int]:
+        t = self.names.table("appointment_notification_settings")
+        col = t.c("send_via_sms")
+        off, total = conn.execute(select(
+            func.coalesce(func.sum(case((col.is_(False), 1), else_=0)), 0), func.count()
+        ).select_from(t.clause)).one()
+        return int(off), int(total)
+
+    def opted_out(self, conn: Connection) -> frozenset[int]:
+        t = self.names.table("clients")
+        rows = conn.execute(select(t.c("phone"), t.c("cell_phone"))
+                            .where(t.c("has_opted_out").is_(True)))
+        hashes = set()
+        for phone, cell in rows:
+            for raw in (phone, cell):
+                h = peer_hash(self._norm(raw))
+                if h is not None:
+                    hashes.add(h)
+        return frozenset(hashes)
+
+    def client_optout(self, conn: Connection, numbers: Iterable[str]) -> dict[str, bool]:
+        """For each number (E.164) that belongs to a client: True when every such client has
+        opted out. Numbers of no client are left out."""
+        wanted = {n for n in numbers if n}
+        if not wanted:
+            return {}
+        suffixes = sorted({re.sub(r"\D", "", n)[-10:] for n in wanted})
+        t = self.names.table("clients")
+        phone, cell = t.c("phone"), t.c("cell_phone")
+        stmt = select(phone, cell, t.c("has_opted_out")).where(or_(
+            self._digit_suffix(phone).in_(suffixes), self._digit_suffix(cell).in_(suffixes)))
+        out: dict[str, bool] = {}
+        for p, c, opted in conn.execute(stmt):
+            for raw in (p, c):
+                n = self._norm(raw)
+                if n in wanted:
+                    out[n] = out.get(n, True) and bool(opted)
+        return out
+
+    def logged_recipients(self, conn: Connection, start: datetime, end: datetime) -> int:
+        t = self.names.table("notification_logs")
+        created = t.c("created_at")
+        total = conn.execute(select(func.coalesce(func.sum(self._recipients(
+            t.c("recipient_user_ids"))), 0)).where(
+            self._is_sms(t.c("sent_via")), created >= start, created < end)).scalar_one()
+        return int(total)
+
+    def poll(self, now: datetime, optout_candidates: Iterable[str],
+             reconcile: tuple[datetime, datetime]) -> DatabaseFacts:
+        failures: dict[str, str] = {}
+        causes: dict[str, str] = {}
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as exc:
+            cause, reason = describe_error(exc)
+            log.warning("database_unreachable", cause=cause, reason=reason)
+            names = ("invalid_phone_numbers", "queue_delay", "sms_fallback", "opted_out_clients",
+                     "optout_lookup", "reconciliation")
+            return DatabaseFacts(failures=dict.fromkeys(names, reason),
+                                 causes=dict.fromkeys(names, cause))
+        with conn:
+            invalid = self._run(conn, "invalid_phone_numbers", self.invalid_phones,
+                                failures, causes)
+            queue = self._run(conn, "queue_delay", lambda c: self.queue(c, now), failures, causes)
+            fallback = self._run(conn, "sms_fallback", self.fallback, failures, causes)
+            opted = self._run(conn, "opted_out_clients", self.opted_out, failures, causes)
+            candidates = list(optout_candidates)
+            lookup = self._run(conn, "optout_lookup", lambda c: self.client_optout(c, candidates),
+                               failures, causes)
+            logged = self._run(conn, "reconciliation",
+                               lambda c: self.logged_recipients(c, *reconcile), failures, causes)
+        return DatabaseFacts(
+            invalid_phones=invalid,
+            queue_delay=queue[0] if queue else None,
+            queue_sent=queue[1] if queue else None,
+            queue_unsent=queue[2] if queue else None,
+            sms_disabled=fallback[0] if fallback else None,
+            settings_rows=fallback[1] if fallback else None,
+            opted_out=opted,
+            client_optout=lookup,
+            logged_recipients=logged,
+            failures=failures,
+            causes=causes,
+        )
