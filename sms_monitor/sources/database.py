@@ -25,6 +25,7 @@ from sqlalchemy import (
     event,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -114,9 +115,18 @@ class DatabaseSource:
         return func.coalesce(func.json_array_length(col), 1)
 
     def _digit_suffix(self, col: Any) -> Any:
+        # Constants are rendered inline on PostgreSQL so the expression matches the
+        # recommended expression index (a bound parameter would not).
         if self.dialect == "postgresql":
-            return func.right(func.regexp_replace(col, "[^0-9]", "", "g"), 10)
+            return func.right(func.regexp_replace(col, literal_column("'[^0-9]'"),
+                                                  literal_column("''"), literal_column("'g'")),
+                              literal_column("10"))
         return func.substr(func.sms_digits(col), -10)
+
+    def _not_e164(self, col: Any) -> ColumnElement[bool]:
+        if self.dialect == "postgresql":  # inline, to match the recommended partial index
+            return and_(col.is_not(None), col.op("!~")(literal_column(f"'{E164}'")))
+        return and_(col.is_not(None), not_(col.regexp_match(E164)))
 
     def _norm(self, raw: object) -> str | None:
         if not isinstance(raw, str):
@@ -142,12 +152,9 @@ class DatabaseSource:
 
     def invalid_phones(self, conn: Connection) -> dict[str, int]:
         t = self.names.table("clients")
-        cols = [k for k in ("phone", "cell_phone") if t.columns[k].name]
-        sums = [func.coalesce(func.sum(case(
-            (and_(t.c(k).is_not(None), not_(t.c(k).regexp_match(E164))), 1), else_=0)), 0).label(k)
-            for k in cols]
-        row = conn.execute(select(*sums).select_from(t.clause)).one()
-        return {k: int(row._mapping[k]) for k in cols}
+        return {k: int(conn.execute(select(func.count()).select_from(t.clause)
+                                    .where(self._not_e164(t.c(k)))).scalar_one())
+                for k in ("phone", "cell_phone") if t.columns[k].name}
 
     def queue(self, conn: Connection, now: datetime) -> tuple[float | None, int, int]:
         t = self.names.table("notification_logs")
@@ -173,7 +180,7 @@ class DatabaseSource:
     def opted_out(self, conn: Connection) -> frozenset[int]:
         t = self.names.table("clients")
         rows = conn.execute(select(t.c("phone"), t.c("cell_phone"))
-                            .where(t.c("has_opted_out").is_(True)))
+                            .where(t.c("has_opted_out") == True))  # noqa: E712 (SQL, not Python)
         hashes = set()
         for phone, cell in rows:
             for raw in (phone, cell):
