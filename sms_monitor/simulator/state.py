@@ -225,6 +225,7 @@ class SimState:
                        body: str) -> SimMessage:
         """A message at any time in the past (a scripted part of a story), kept in order."""
         with self.lock:
+            self.advance()  # messages already due come first, so the list stays in order
             acc = self.accounts[sid]
             msg = self.create_message(acc, created, outbound=outbound, to=peer, body=body)
             acc.messages.sort(key=lambda m: m.created)
