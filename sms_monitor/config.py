@@ -46,6 +46,7 @@ class AccountConfig:
     api_url: str = DEFAULT_API_URL
     number_type: str = "long_code"
     throughput_limit: float = 1.0  # messages per second
+    monthly_budget: float | None = None  # in the account's currency; None: no budget check
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)
     alert_from: str | None = None
     database: DatabaseConfig | None = None
+    home_country_code: str = "1"  # calling code that is not "international"
+    usage_interval: float = 600.0  # seconds between Usage Records reads (spend)
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or any output."""
@@ -127,6 +130,13 @@ def _positive_int(key: str, value: object, low: int = 1, high: int | None = None
     return n
 
 
+def _calling_code(value: object) -> str:
+    text = str(value).lstrip("+") if isinstance(value, str | int) else ""
+    if not re.match(r"^[1-9]\d{0,2}$", text):
+        raise ConfigError("home_country_code", f"expected a calling code like 1 or 44, got {value!r}")
+    return text
+
+
 def _url(key: str, value: object) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
         raise ConfigError(key, f"expected an http:// or https:// URL, got {value!r}")
@@ -170,10 +180,15 @@ def _account(key: str, raw: Mapping[str, Any], env: Mapping[str, str], api_url: 
     if phone is not None and (not isinstance(phone, str) or not E164_PATTERN.match(phone)):
         raise ConfigError(f"{key}.phone_number", "expected an E.164 number such as +15005550006")
     url = _url(f"{key}.api_url", raw["api_url"]) if "api_url" in raw else api_url
-    kind, limit = _throughput("" if name == "primary" and key == "TWILIO" else f"{key}.", raw,
-                              defaults or {})
+    prefix = "" if name == "primary" and key == "TWILIO" else f"{key}."
+    kind, limit = _throughput(prefix, raw, defaults or {})
+    budget = raw.get("monthly_budget", (defaults or {}).get("monthly_budget"))
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
+                               or budget <= 0):
+        raise ConfigError(f"{prefix}monthly_budget", f"expected a positive amount, got {budget!r}")
     return AccountConfig(name=name, account_sid=sid, auth_token=token, phone_number=phone,
-                         api_url=url, number_type=kind, throughput_limit=limit)
+                         api_url=url, number_type=kind, throughput_limit=limit,
+                         monthly_budget=float(budget) if budget is not None else None)
 
 
 def _thresholds(raw: object) -> dict[str, Threshold]:
@@ -216,7 +231,7 @@ _FILE_KEYS = {
     "listen_address", "poll_interval", "window", "settle", "min_samples", "request_timeout",
     "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
     "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
-    "throughput_limit",
+    "throughput_limit", "monthly_budget", "home_country_code", "usage_interval",
 }
 _DATABASE_KEYS = {
     "url", "statement_timeout", "connect_timeout", "optout_grace", "optout_keywords",
@@ -309,7 +324,7 @@ def load_settings(
             accounts.append(_account("TWILIO", primary, env, api_url, name="primary",
                                      defaults=data))
         except ConfigError as exc:
-            if exc.key in ("number_type", "throughput_limit"):
+            if exc.key in ("number_type", "throughput_limit", "monthly_budget"):
                 raise
             field_name = exc.key.split(".")[-1].upper()
             raise ConfigError(f"TWILIO_{field_name}", str(exc).split(": ", 2)[-1]) from None
@@ -369,6 +384,9 @@ def load_settings(
         statuspage_url=opt_url("SMS_MONITOR_STATUSPAGE_URL", "statuspage_url"),
         database_url=db or None,
         database=_database(db or None, data.get("database")),
+        home_country_code=_calling_code(data.get("home_country_code", "1")),
+        usage_interval=_duration("usage_interval", data["usage_interval"])
+        if "usage_interval" in data else 600.0,
         smtp_url=smtp or None,
         alert_from=str(alert_from) if alert_from else None,
     )

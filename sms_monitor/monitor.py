@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -38,6 +38,15 @@ log = structlog.get_logger("sms_monitor.monitor")
 Clock = Callable[[], float]
 
 
+def month_fraction(now: float) -> float:
+    """Share of the current calendar month (UTC) that has passed at ``now``."""
+    t = datetime.fromtimestamp(now, UTC)
+    start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start.replace(year=start.year + 1, month=1) if start.month == 12
+           else start.replace(month=start.month + 1))
+    return (t - start) / (end - start)
+
+
 @dataclass
 class AccountState:
     config: AccountConfig
@@ -46,6 +55,7 @@ class AccountState:
     malformed_total: int = 0
     last_success: float | None = None
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    usage: tuple[float, float, str | None, float] | None = None  # today, month, currency, at
 
 
 @dataclass
@@ -130,8 +140,15 @@ class Monitor:
         started = time.monotonic()
         now = self.clock()
         horizon = state.window.fetch_horizon(now)
-        result = state.poller.poll(horizon)
+        usage_due = state.usage is None or now - state.usage[3] >= self.settings.usage_interval
+        result = state.poller.poll(horizon, read_usage=usage_due)
         now = self.clock()
+        f = result.facts
+        if f.spend_month is not None and f.spend_today is not None:
+            state.usage = (f.spend_today, f.spend_month, f.spend_currency, now)
+        if state.usage is not None:
+            result.facts = replace(f, spend_today=state.usage[0], spend_month=state.usage[1],
+                                   spend_currency=state.usage[2], spend_as_of=state.usage[3])
         for rec in result.records:
             state.window.upsert(rec, result.keyword_numbers.get(rec.sid))
         if result.facts.messages_ok:
@@ -146,10 +163,13 @@ class Monitor:
         up = not result.facts.failures
         if up:
             state.last_success = now
-        stats = window_stats(state.window.records.values(), now, self.settings.window_seconds)
+        stats = window_stats(state.window.records.values(), now, self.settings.window_seconds,
+                             home_code=self.settings.home_country_code)
         checks = account_checks(state.config.name, result.facts, stats,
                                 dict(self.settings.thresholds), self.settings.min_samples,
-                                state.config.throughput_limit)
+                                state.config.throughput_limit,
+                                budget=state.config.monthly_budget,
+                                month_elapsed=month_fraction(now))
         elapsed = time.monotonic() - started
         log.info("twilio_poll_done", account=state.config.name, pages=result.pages,
                  fetched=len(result.records), window=len(state.window), up=up,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sms_monitor.core import facts as kinds
 from sms_monitor.core.checks import CHECK_NAMES, account_checks
 from sms_monitor.core.classify import Status
@@ -37,7 +39,7 @@ def run(facts=HEALTHY, stats=None, min_samples=10):
 
 def test_all_green_and_contract_order() -> None:
     checks = account_checks("primary", HEALTHY, stats_of(100), dict(DEFAULT_THRESHOLDS), 10)
-    assert [c.name for c in checks] == [*CHECK_NAMES, "overall"]
+    assert [c.name for c in checks] == [n for n in CHECK_NAMES if n != "budget"] + ["overall"]
     assert all(c.status is Status.GREEN for c in checks)
 
 
@@ -143,6 +145,26 @@ def test_throughput_against_the_number_limit() -> None:
     checks = by_name(account_checks("primary", HEALTHY, stats_of(61, spread=19.0),
                                     dict(DEFAULT_THRESHOLDS), 10, 3.0))
     assert checks["throughput"].status is Status.GREEN
+
+
+@pytest.mark.parametrize(("month_to_date", "elapsed", "expected"), [
+    (39.9, 0.5, Status.GREEN),  # projected 79.8 of 100
+    (40.0, 0.5, Status.YELLOW),  # projected 80 %: yellow
+    (50.0, 0.5, Status.YELLOW),  # projected 100 %: still yellow (red is above the budget)
+    (50.1, 0.5, Status.RED),
+])
+def test_budget_projection(month_to_date: float, elapsed: float, expected: Status) -> None:
+    facts = AccountFacts(**{**HEALTHY.__dict__, "spend_month": month_to_date, "spend_today": 1.0})
+    checks = by_name(account_checks("primary", facts, stats_of(100), dict(DEFAULT_THRESHOLDS), 10,
+                                    budget=100.0, month_elapsed=elapsed))
+    assert checks["budget"].status is expected
+    assert checks["budget"].value == pytest.approx(month_to_date / elapsed / 100.0)
+
+
+def test_budget_unknown_without_usage() -> None:
+    checks = by_name(account_checks("primary", HEALTHY, stats_of(100), dict(DEFAULT_THRESHOLDS), 10,
+                                    budget=100.0))
+    assert checks["budget"].status is Status.UNKNOWN
 
 
 def test_nothing_known_is_unknown_overall() -> None:

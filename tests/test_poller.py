@@ -110,9 +110,9 @@ def test_persistent_server_errors_give_up_and_leave_checks_unknown(
     assert st["api_response_time"] is Status.UNKNOWN  # 5xx: unknown, not red (contract)
     assert st["overall"] is Status.UNKNOWN
     assert not snap.accounts[0].up
-    # 4 parts x (1 try + 2 retries), backoff grows between tries
+    # 5 parts (balance, account, number, usage, messages) x (1 try + 2 retries)
     assert requests_to(snap, "balance", "503") == 3
-    assert len(sleep.delays) == 8
+    assert len(sleep.delays) == 10
     assert sleep.delays[1] > sleep.delays[0] * 0.99 or sleep.delays[1] >= 0.5
 
 
@@ -170,7 +170,7 @@ def test_outage_connection_errors_are_red_and_retried(
     st = statuses(snap)
     assert st["api_response_time"] is Status.RED
     assert st["authentication"] is Status.UNKNOWN
-    assert snap.requests.retries[("primary", "connection")] == 4
+    assert snap.requests.retries[("primary", "connection")] == 5
     assert requests_to(snap, "balance", "error") == 2
 
 
@@ -232,3 +232,26 @@ def test_several_accounts_are_polled_and_one_crash_spares_the_others(
     assert primary.overall is Status.UNKNOWN and not primary.up
     assert primary.poll_errors == {("poll", "internal"): 1}
     assert west.overall is Status.GREEN and west.up
+
+
+def test_spend_is_read_every_usage_interval_and_checked_against_the_budget(
+        simulator: SimulatorServer, sim_state: SimState, clock: FakeClock) -> None:
+    monitor = make_monitor(simulator.url, clock, monthly_budget=0.01, usage_interval="10m")
+    snap = monitor.run_cycle()
+    f = snap.accounts[0].facts
+    assert f.spend_month is not None and f.spend_today is not None
+    assert f.spend_month >= f.spend_today > 0
+    st = statuses(snap)
+    assert st["budget"] is Status.RED  # a cent a month is soon spent
+    assert requests_to(snap, "usage_records") == 2  # today and this month
+    clock.advance(60)
+    snap = monitor.run_cycle()
+    assert requests_to(snap, "usage_records") == 2  # not due again yet: figures carried over
+    assert snap.accounts[0].facts.spend_month == f.spend_month
+    clock.advance(600)
+    snap = monitor.run_cycle()
+    assert requests_to(snap, "usage_records") == 4
+    stats = snap.accounts[0].stats
+    assert stats is not None
+    assert stats.spend_by_country["1"] == pytest.approx(0.0079 * stats.settled, rel=0.05)
+    assert stats.segments_per_message == 1.0 and stats.international_ratio == 0.0

@@ -723,3 +723,34 @@ def test_a_message_moves_from_queued_to_sent_to_final(
 
     clock.advance(3600)
     assert fetch()["status"] == final["status"], "a final status must not change again"
+
+
+# -- usage records (spend), from the full description ------------------------------------------
+
+@pytest.fixture(scope="session")
+def full_schemas() -> ResponseSchemas:
+    path = next((p.parent / "twilio_api_v2010.json" for p in oai_candidates()
+                 if (p.parent / "twilio_api_v2010.json").is_file()), None)
+    assert path is not None, "twilio_api_v2010.json not found next to the subset"
+    return ResponseSchemas(json.loads(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("period", ["ThisMonth", "Today"])
+def test_usage_records_match_the_schema_and_add_up(simulator: SimulatorServer, sim_state: SimState,
+                                                   full_schemas: ResponseSchemas,
+                                                   period: str) -> None:
+    path = f"/2010-04-01/Accounts/{{AccountSid}}/Usage/Records/{period}.json"
+    body = ok_json(api_get(simulator, f"{ACCOUNT}/Usage/Records/{period}.json",
+                           {"Category": "sms"}))
+    full_schemas.assert_valid(path, body)
+    (record,) = body["usage_records"]
+    assert record["category"] == "sms" and record["price"] > 0
+    assert int(record["count"]) > 0
+    client = twilio_client(simulator)
+    records = client.api.v2010.accounts(DEMO_ACCOUNT_SID).usage.records
+    listed = (records.this_month if period == "ThisMonth" else records.today).list(category="sms")
+    assert float(listed[0].price) == record["price"]
+    # a category the simulator does not bill is an empty list, not an error
+    other = ok_json(api_get(simulator, f"{ACCOUNT}/Usage/Records/{period}.json",
+                            {"Category": "calls"}))
+    assert other["usage_records"] == []

@@ -18,6 +18,7 @@ CHECK_NAMES = (
     "phone_number",
     "carrier_filtering",
     "throughput",
+    "budget",
 )
 
 
@@ -36,6 +37,8 @@ def account_checks(
     thresholds: dict[str, Threshold],
     min_samples: int,
     throughput_limit: float = 1.0,
+    budget: float | None = None,
+    month_elapsed: float = 1.0,
 ) -> list[CheckResult]:
     """Every per-account check in contract order, followed by ``overall``.
 
@@ -50,6 +53,8 @@ def account_checks(
         _balance(account, facts, thresholds["balance"]),
         _phone_number(account, facts),
     ]
+    if budget is not None:
+        checks.append(_budget(account, facts, thresholds["budget"], budget, month_elapsed))
     checks.sort(key=lambda c: CHECK_NAMES.index(c.name))
     overall = worst(c.status for c in checks)
     bad = [c.name for c in checks if c.status is overall and overall is not Status.GREEN]
@@ -129,6 +134,24 @@ def _throughput(account: str, facts: AccountFacts, stats: WindowStats | None, t:
     util = rate / limit
     return CheckResult("throughput", account, grade(util, t), util, "ratio",
                        f"busiest minute {rate:.2f}/s against a limit of {limit:g}/s")
+
+
+def projected_spend(month_to_date: float, month_elapsed: float) -> float:
+    """Straight-line projection of the month's spend from what it cost so far."""
+    return month_to_date / max(month_elapsed, 1 / 744)  # at least one hour into the month
+
+
+def _budget(account: str, facts: AccountFacts, t: Threshold, budget: float,
+            month_elapsed: float) -> CheckResult:
+    if facts.spend_month is None:
+        return CheckResult("budget", account, Status.UNKNOWN, None, "ratio",
+                           f"usage unreadable: {facts.failures.get('usage', 'not polled')}")
+    projected = projected_spend(facts.spend_month, month_elapsed)
+    ratio = projected / budget
+    cur = facts.spend_currency or ""
+    return CheckResult("budget", account, grade(ratio, t), ratio, "ratio",
+                       f"{facts.spend_month:.2f} {cur} so far, projected {projected:.2f} of "
+                       f"{budget:.2f} this month")
 
 
 def _authentication(account: str, facts: AccountFacts) -> CheckResult:

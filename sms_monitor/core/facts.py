@@ -29,6 +29,10 @@ class AccountFacts:
     messages_ok: bool = False
     auth_failed: bool = False
     credentials_accepted: bool = False  # some request was answered with 2xx
+    spend_today: float | None = None  # Usage Records, category sms
+    spend_month: float | None = None
+    spend_currency: str | None = None
+    spend_as_of: float | None = None  # when the usage figures were read (POSIX seconds)
     # request part ("balance", "account", "phone_number", "messages") -> failure kind
     failures: dict[str, str] = field(default_factory=dict)
 

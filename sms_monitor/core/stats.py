@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -25,6 +25,9 @@ class WindowStats:
     latency_sum: float = 0.0
     latency_count: int = 0
     peak_minute: int = 0  # outbound messages created in the busiest wall-clock minute
+    segments: int = 0  # segments of outbound messages
+    international: int = 0  # outbound messages to another calling code than home
+    spend_by_country: dict[str, float] = field(default_factory=dict)  # calling code -> price
     by_status: dict[tuple[str, str], int] = field(default_factory=dict)  # (direction, status)
     by_error: dict[str, int] = field(default_factory=dict)  # error code as text
 
@@ -42,6 +45,14 @@ class WindowStats:
         return self.with_error / self.outbound if self.outbound else None
 
     @property
+    def segments_per_message(self) -> float | None:
+        return self.segments / self.outbound if self.outbound else None
+
+    @property
+    def international_ratio(self) -> float | None:
+        return self.international / self.outbound if self.outbound else None
+
+    @property
     def latency_mean(self) -> float | None:
         return self.latency_sum / self.latency_count if self.latency_count else None
 
@@ -51,6 +62,7 @@ def window_stats(
     now: float,
     window_seconds: float,
     exclude: frozenset[str] = frozenset(),
+    home_code: str = "1",
 ) -> WindowStats:
     """Summarise the messages created in ``[now - window_seconds, now]``."""
     edge = now - window_seconds
@@ -59,6 +71,8 @@ def window_stats(
     by_status: Counter[tuple[str, str]] = Counter()
     by_error: Counter[str] = Counter()
     per_minute: Counter[int] = Counter()
+    spend: defaultdict[str, float] = defaultdict(float)
+    segments = international = 0
     for r in records:
         if r.created < edge or r.sid in exclude:
             continue
@@ -69,6 +83,11 @@ def window_stats(
             continue
         outbound += 1
         per_minute[int(r.created // 60)] += 1
+        segments += r.segments
+        if r.country is not None and r.country != home_code:
+            international += 1
+        if r.price is not None:
+            spend[r.country or "unknown"] += r.price
         if r.error_code is not None:
             with_error += 1
             if r.error_code == CARRIER_FILTERED_ERROR:
@@ -92,4 +111,7 @@ def window_stats(
         by_status=dict(by_status),
         by_error=dict(by_error),
         peak_minute=max(per_minute.values(), default=0),
+        segments=segments,
+        international=international,
+        spend_by_country=dict(spend),
     )

@@ -34,4 +34,5 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "queue_delay": Threshold(good=60.0, bad=300.0, higher_is_better=False, unit="seconds"),
     "reconciliation": Threshold(good=0.98, bad=0.90, higher_is_better=True, unit="ratio"),
     "throughput": Threshold(good=0.8, bad=1.0, higher_is_better=False, unit="ratio"),
+    "budget": Threshold(good=0.8, bad=1.0, higher_is_better=False, unit="ratio"),
 }

@@ -109,6 +109,45 @@ def window_metrics(snap: Snapshot) -> Iterator[Metric]:
         for code, n in sorted(st.by_error.items()):
             by_error.add_metric([a.account, code], n)
     yield from (delivery, errors, mean, latency, by_status, by_error, filtered, window)
+    yield from cost_metrics(snap)
+
+
+def cost_metrics(snap: Snapshot) -> Iterator[Metric]:
+    spend = GaugeMetricFamily(
+        "twilio_sms_spend", "SMS spend from Twilio's Usage Records, today and this month so far "
+        "(UTC)" + CACHED, labels=["account", "period", "currency"])
+    budget = GaugeMetricFamily(
+        "sms_budget_projected_ratio",
+        "This month's SMS spend projected to the month's end / the configured monthly budget"
+        + CACHED, labels=["account"])
+    window_spend = GaugeMetricFamily(
+        "sms_window_spend", "Price of outbound messages created in the window, by destination "
+        "country calling code" + CACHED, labels=["account", "country_code"])
+    segments = GaugeMetricFamily(
+        "sms_window_segments_per_message", "Mean segments per outbound message in the window"
+        + CACHED, labels=["account"])
+    international = GaugeMetricFamily(
+        "sms_window_international_ratio", "Outbound messages in the window to another calling "
+        "code than home_country_code / all outbound" + CACHED, labels=["account"])
+    for a in snap.accounts:
+        f = a.facts
+        cur = (f.spend_currency or "").upper()
+        if f.spend_today is not None and f.spend_month is not None:
+            spend.add_metric([a.account, "today", cur], f.spend_today)
+            spend.add_metric([a.account, "month", cur], f.spend_month)
+        check = next((c for c in a.checks if c.name == "budget"), None)
+        if check is not None and check.value is not None:
+            budget.add_metric([a.account], check.value)
+        st = a.stats
+        if st is None or not f.messages_ok:
+            continue
+        for code, price in sorted(st.spend_by_country.items()):
+            window_spend.add_metric([a.account, code], price)
+        if st.segments_per_message is not None:
+            segments.add_metric([a.account], st.segments_per_message)
+        if st.international_ratio is not None:
+            international.add_metric([a.account], st.international_ratio)
+    yield from (spend, budget, window_spend, segments, international)
 
 
 def account_metrics(snap: Snapshot) -> Iterator[Metric]:

@@ -30,6 +30,7 @@ _ROUTES = [
     (re.compile(_BASE + r"/Messages\.json$"), "messages"),
     (re.compile(_BASE + r"/Messages/(?P<sid>(SM|MM)[0-9a-fA-F]{32})\.json$"), "message"),
     (re.compile(_BASE + r"/IncomingPhoneNumbers\.json$"), "numbers"),
+    (re.compile(_BASE + r"/Usage/Records/(?P<period>ThisMonth|Today)\.json$"), "usage"),
 ]
 
 
@@ -202,6 +203,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                              "currency": acc.currency})
         elif kind == "account":
             self._json(200, _account_json(acc, sc.account_status))
+        elif kind == "usage":
+            self._usage(acc, path, m.group("period"), query)
         else:
             self._list_numbers(acc, path, query)
 
@@ -280,6 +283,32 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             msg = state.create_message(acc, state.clock(), to=to,
                                        body=(form.get("Body") or [""])[-1])
             self._json(201, msg.as_json(state.clock()))
+
+    def _usage(self, acc: SimAccount, path: str, period: str,
+               query: dict[str, list[str]]) -> None:
+        state = self.server.state
+        category = (query.get("Category") or ["sms"])[-1]
+        now = state.clock()
+        today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = today if period == "Today" else today.replace(day=1)
+        records = []
+        if category in ("sms", "sms-outbound"):
+            count, price = state.spend(acc, start.timestamp(), now)
+            records.append({
+                "account_sid": acc.sid, "api_version": "2010-04-01", "as_of": rfc2822(now),
+                "category": category, "count": str(count), "count_unit": "messages",
+                "description": "SMS Messages", "end_date": datetime.fromtimestamp(now, UTC)
+                .strftime("%Y-%m-%d"), "price": round(price, 5), "price_unit": "usd",
+                "start_date": start.strftime("%Y-%m-%d"),
+                "subresource_uris": {"all_time": f"/2010-04-01/Accounts/{acc.sid}/Usage/Records/"
+                                                 f"AllTime.json?Category={category}"},
+                "uri": f"{path}?Category={category}", "usage": str(count),
+                "usage_unit": "messages"})
+        self._json(200, {"usage_records": records, "end": max(0, len(records) - 1),
+                         "first_page_uri": f"{path}?Category={category}&PageSize=50&Page=0",
+                         "next_page_uri": None, "page": 0, "page_size": 50,
+                         "previous_page_uri": None, "start": 0,
+                         "uri": f"{path}?Category={category}&PageSize=50&Page=0"})
 
     def _list_numbers(self, acc: SimAccount, path: str, query: dict[str, list[str]]) -> None:
         sc = self.server.state.scenario

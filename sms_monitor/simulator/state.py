@@ -21,6 +21,7 @@ from sms_monitor.simulator.scenarios import SCENARIOS, Scenario
 DEMO_ACCOUNT_SID = "AC" + "de" * 16
 DEMO_AUTH_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
 DEMO_PHONE_NUMBER = "+15005550006"
+PRICE_PER_SEGMENT = 0.0079  # USD, a US long-code SMS
 
 _TEMPLATES = (
     "Riverside Family Practice: reminder of your appointment on {d}. Reply STOP to opt out.",
@@ -62,7 +63,7 @@ class SimMessage:
 
     def as_json(self, now: float) -> dict[str, object]:
         status, updated, sent = self.status_at(now)
-        price = None if status in ("queued", "failed") else "-0.00790"
+        price = None if status in ("queued", "failed") else f"{-PRICE_PER_SEGMENT * self.segments:.5f}"
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{self.sid}"
         return {
             "account_sid": self.account_sid,
@@ -231,6 +232,24 @@ class SimState:
             acc.messages.sort(key=lambda m: m.created)
             acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
             return msg
+
+    def spend(self, acc: SimAccount, start: float, end: float) -> tuple[int, float]:
+        """(outbound messages, price) billed between ``start`` and ``end``; time before the
+        simulator's history is assumed to have cost what its rate implies."""
+        with self.lock:
+            count = 0
+            price = 0.0
+            for m in acc.messages:
+                if m.outbound and start <= m.created < end and m.status_at(end)[0] not in (
+                        "queued", "failed"):
+                    count += 1
+                    price += PRICE_PER_SEGMENT * m.segments
+            first = acc.messages[0].created if acc.messages else end
+            if start < first:
+                earlier = (first - start) / 60 * self.rate_per_minute * (1 - self.inbound_share)
+                count += int(earlier)
+                price += earlier * PRICE_PER_SEGMENT
+            return count, price
 
     def load(self, sid: str, count: int, span_seconds: float, *, before: float = 0.0) -> None:
         """Bulk-create ``count`` outbound messages spread over ``span_seconds`` ending ``before``

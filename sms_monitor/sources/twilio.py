@@ -137,8 +137,25 @@ class TwilioPoller:
         log.warning("twilio_request_failed", account=self.account.name, part=part, cause=kind,
                     error=type(exc).__name__)
 
-    def poll(self, horizon: float) -> PollResult:
-        """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds)."""
+    def read_usage(self, failures: dict[str, str]) -> tuple[float, float, str | None] | None:
+        """(today, this month, currency) of SMS spend from Usage Records, or None."""
+        try:
+            records = self._api.usage.records
+            today = records.today.list(category="sms", limit=1)
+            month = records.this_month.list(category="sms", limit=1)
+            if not today or not month:
+                failures["usage"] = kinds.MALFORMED
+                return None
+            return (abs(float(today[0].price or 0.0)), abs(float(month[0].price or 0.0)),
+                    month[0].price_unit if isinstance(month[0].price_unit, str) else None)
+        except (TwilioException, requests.RequestException, ValueError, TypeError,
+                KeyError, AttributeError) as exc:
+            self._fail("usage", exc, failures)
+            return None
+
+    def poll(self, horizon: float, read_usage: bool = False) -> PollResult:
+        """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds);
+        with ``read_usage``, also this month's and today's SMS spend."""
         self.http.saw_401 = False
         self.http.successes = 0
         failures: dict[str, str] = {}
@@ -180,6 +197,8 @@ class TwilioPoller:
                     KeyError, AttributeError) as exc:
                 self._fail("phone_number", exc, failures)
 
+        usage = self.read_usage(failures) if read_usage else None
+
         result = PollResult(facts=AccountFacts())
         messages_ok = False
         try:
@@ -204,6 +223,9 @@ class TwilioPoller:
             auth_failed=self.http.saw_401,
             credentials_accepted=self.http.successes > 0,
             failures=failures,
+            spend_today=usage[0] if usage else None,
+            spend_month=usage[1] if usage else None,
+            spend_currency=usage[2] if usage else None,
         )
         return result
 

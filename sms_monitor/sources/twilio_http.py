@@ -21,6 +21,7 @@ from twilio.http.response import Response
 from sms_monitor.sources.telemetry import RequestLog
 
 _ENDPOINTS = (
+    (re.compile(r"/Usage/Records"), "usage_records"),
     (re.compile(r"/Balance\.json"), "balance"),
     (re.compile(r"/IncomingPhoneNumbers"), "incoming_phone_numbers"),
     (re.compile(r"/Messages/[^/]+\.json"), "message"),
