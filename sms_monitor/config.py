@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.keywords import DEFAULT_OPTOUT
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
@@ -62,6 +63,9 @@ class DatabaseConfig:
     default_region: str = "US"
     reconcile_lag: float = 120.0
     fallback_share: float = 0.9
+    content_interval: float = 900.0  # seconds between reads of 7 days of message text
+    practice_name: str | None = None  # every template should name the practice
+    spam_words: tuple[str, ...] = DEFAULT_SPAM_WORDS
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,7 @@ _FILE_KEYS = {
 _DATABASE_KEYS = {
     "url", "statement_timeout", "connect_timeout", "optout_grace", "optout_keywords",
     "default_region", "reconcile_lag", "fallback_share", "tables", "columns",
+    "content_interval", "practice_name", "spam_words",
 }
 
 
@@ -282,6 +287,13 @@ def _database(url: str | None, raw: object) -> DatabaseConfig | None:
     def dur(key: str, default: float) -> float:
         return _duration(f"database.{key}", raw[key]) if key in raw else default
 
+    practice = raw.get("practice_name")
+    if practice is not None and (not isinstance(practice, str) or not practice.strip()):
+        raise ConfigError("database.practice_name", "expected the practice's name as text")
+    spam = raw.get("spam_words", list(DEFAULT_SPAM_WORDS))
+    if not isinstance(spam, list) or not all(isinstance(w, str) and w.strip() for w in spam):
+        raise ConfigError("database.spam_words", "expected a list of words or phrases")
+
     return DatabaseConfig(
         url=url, names=names,
         statement_timeout=dur("statement_timeout", 5.0),
@@ -291,6 +303,9 @@ def _database(url: str | None, raw: object) -> DatabaseConfig | None:
         default_region=region,
         reconcile_lag=dur("reconcile_lag", 120.0),
         fallback_share=float(share),
+        content_interval=dur("content_interval", 900.0),
+        practice_name=practice.strip() if practice else None,
+        spam_words=tuple(w.strip() for w in spam),
     )
 
 

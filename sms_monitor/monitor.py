@@ -17,6 +17,7 @@ import structlog
 from sms_monitor.config import AccountConfig, Settings
 from sms_monitor.core.checks import account_checks
 from sms_monitor.core.classify import Status
+from sms_monitor.core.content import ContentReport, content_report
 from sms_monitor.core.dbchecks import (
     DatabaseView,
     KeywordEvent,
@@ -79,6 +80,8 @@ class Monitor:
         self.database = DatabaseSource(self.settings.database) if self.settings.database else None
         self.database_errors: Counter[tuple[str, str]] = Counter()
         self.database_last_success: float | None = None
+        self.content: ContentReport | None = None
+        self.content_read_at: float | None = None
 
     def close(self) -> None:
         if self.database is not None:
@@ -110,9 +113,15 @@ class Monitor:
             twilio_in_span=sum(1 for r in outbound if r.created < span_end),
             messages_ok=all(a.facts.messages_ok for a in accounts),
         )
+        content_due = self.content_read_at is None or now - self.content_read_at >= \
+            cfg.content_interval
         facts = source.poll(datetime.fromtimestamp(now, UTC), candidates.keys(),
                             (datetime.fromtimestamp(edge, UTC),
-                             datetime.fromtimestamp(span_end, UTC)))
+                             datetime.fromtimestamp(span_end, UTC)), read_content=content_due)
+        if facts.content_rows is not None:
+            self.content = content_report(facts.content_rows, cfg.practice_name, cfg.spam_words)
+            self.content_read_at = now
+        view = replace(view, content=self.content)
         for query, cause in facts.causes.items():
             self.database_errors[query, cause] += 1
         if facts.up:
@@ -134,6 +143,7 @@ class Monitor:
             twilio_in_span=view.twilio_in_span,
             poll_seconds=time.monotonic() - started,
             query_errors=dict(self.database_errors),
+            content=self.content,
         )
 
     def _poll_account(self, state: AccountState) -> AccountSnapshot:

@@ -27,30 +27,6 @@ from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, SimState
 from sms_monitor.sources.database import DatabaseSource
 from tests.conftest import FakeClock, SleepRecorder, demo_env
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[Engine]:
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-    except SQLAlchemyError as exc:
-        pytest.fail(f"PostgreSQL is required on 127.0.0.1:5432 (.ci/run starts it): {exc}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_admin: Engine) -> Iterator[str]:
-    name = f"smsm_test_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with pg_admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:

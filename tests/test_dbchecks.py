@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sms_monitor.core.classify import Status
+from sms_monitor.core.content import ContentReport
 from sms_monitor.core.dbchecks import (
     DatabaseView,
     KeywordEvent,
@@ -19,7 +20,7 @@ from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS
 FACTS = DatabaseFacts(invalid_phones={"phone": 0, "cell_phone": 0}, queue_delay=20.0,
                       queue_sent=50, queue_unsent=0, sms_disabled=0, settings_rows=100,
                       opted_out=frozenset(), client_optout={}, logged_recipients=100)
-VIEW = DatabaseView(twilio_in_span=100)
+VIEW = DatabaseView(twilio_in_span=100, content=ContentReport())
 
 
 def run(facts: DatabaseFacts = FACTS, view: DatabaseView = VIEW) -> dict[str, Status]:
@@ -49,7 +50,8 @@ def test_invalid_numbers_any_is_yellow() -> None:
 @pytest.mark.parametrize(("sent", "expected"), [
     (99, Status.GREEN), (98, Status.YELLOW), (90, Status.YELLOW), (89, Status.RED)])
 def test_reconciliation_boundaries(sent: int, expected: Status) -> None:
-    assert run(view=DatabaseView(twilio_in_span=sent))["reconciliation"] is expected
+    assert run(view=DatabaseView(twilio_in_span=sent, content=ContentReport()))["reconciliation"] \
+        is expected
 
 
 def test_reconciliation_needs_enough_logged_messages() -> None:

@@ -7,6 +7,7 @@ from sms_monitor.core.facts import AUTH, UNREACHABLE, AccountFacts
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.thresholds import Threshold
 
+UNREGISTERED_10DLC_ERROR = "30034"
 CHECK_NAMES = (
     "api_response_time",
     "delivery_rate",
@@ -18,6 +19,7 @@ CHECK_NAMES = (
     "phone_number",
     "carrier_filtering",
     "throughput",
+    "unregistered_10dlc",
     "budget",
 )
 
@@ -48,6 +50,7 @@ def account_checks(
         _api_response_time(account, facts, thresholds["api_response_time"]),
         *_message_checks(account, facts, stats, thresholds, min_samples),
         _throughput(account, facts, stats, thresholds["throughput"], throughput_limit),
+        _unregistered(account, facts, stats),
         _authentication(account, facts),
         _account_status(account, facts),
         _balance(account, facts, thresholds["balance"]),
@@ -152,6 +155,15 @@ def _budget(account: str, facts: AccountFacts, t: Threshold, budget: float,
     return CheckResult("budget", account, grade(ratio, t), ratio, "ratio",
                        f"{facts.spend_month:.2f} {cur} so far, projected {projected:.2f} of "
                        f"{budget:.2f} this month")
+
+
+def _unregistered(account: str, facts: AccountFacts, stats: WindowStats | None) -> CheckResult:
+    if stats is None or not facts.messages_ok:
+        return CheckResult("unregistered_10dlc", account, Status.UNKNOWN, None, "messages",
+                           "message log unreadable")
+    n = stats.by_error.get(UNREGISTERED_10DLC_ERROR, 0)
+    return CheckResult("unregistered_10dlc", account, Status.RED if n else Status.GREEN, float(n),
+                       "messages", f"{n} blocked with error 30034 (unregistered 10DLC number)")
 
 
 def _authentication(account: str, facts: AccountFacts) -> CheckResult:

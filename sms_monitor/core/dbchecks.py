@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sms_monitor.core.classify import CheckResult, Status, grade, worst
+from sms_monitor.core.content import ContentReport
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.keywords import OPTIN, OPTOUT
 from sms_monitor.core.peers import peer_hash
@@ -18,7 +19,7 @@ from sms_monitor.core.thresholds import Threshold
 
 GROUP = "database"
 DB_CHECK_NAMES = ("invalid_phone_numbers", "optout_unprocessed", "sent_to_opted_out",
-                  "queue_delay", "reconciliation", "sms_fallback")
+                  "queue_delay", "reconciliation", "sms_fallback", "content")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class DatabaseView:
     refused_21610: int = 0
     twilio_in_span: int | None = None  # outbound Twilio messages in the reconciliation span
     messages_ok: bool = True
+    content: ContentReport | None = None  # the latest 7-day template report, if any yet
 
 
 def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mapping[str, Threshold],
@@ -141,6 +143,20 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
             "sms_fallback", GROUP, Status.YELLOW if share >= fallback_share else Status.GREEN,
             share, "ratio",
             f"SMS switched off in {facts.sms_disabled} of {facts.settings_rows} settings rows"))
+
+    report = view.content
+    if report is None:
+        failure = facts.failures.get("content")
+        checks.append(CheckResult("content", GROUP, Status.UNKNOWN, None, "templates",
+                                  f"query failed: {failure}" if failure else "not read yet"))
+    else:
+        threshold = thresholds["delivery_rate"].bad
+        under = report.under(threshold)
+        rules = ", ".join(f"{k}: {v}" for k, v in report.findings.items() if v)
+        checks.append(CheckResult(
+            "content", GROUP, Status.YELLOW if under else Status.GREEN, float(len(under)),
+            "templates", f"{len(under)} of {len(report.templates)} templates delivered under "
+                         f"{threshold:.0%} in 7 days" + (f"; findings {rules}" if rules else "")))
 
     overall = worst(c.status for c in checks)
     bad = [c.name for c in checks if c.status is overall and overall is not Status.GREEN]

@@ -50,6 +50,8 @@ class DatabaseFacts:
     opted_out: frozenset[int] | None = None  # peer hashes of opted-out clients' numbers
     client_optout: dict[str, bool] | None = None  # candidate number -> any client not opted out
     logged_recipients: int | None = None  # SMS recipients logged in the reconciliation span
+    # (digit-masked message text, sent, delivered) of the last 7 days; None when not read
+    content_rows: list[tuple[str, int, int]] | None = None
     failures: dict[str, str] = field(default_factory=dict)  # query -> one-line reason
     causes: dict[str, str] = field(default_factory=dict)  # query -> bounded cause label
 

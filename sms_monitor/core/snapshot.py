@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sms_monitor.core.classify import CheckResult, Status, worst
+from sms_monitor.core.content import ContentReport
 from sms_monitor.core.facts import AccountFacts, DatabaseFacts
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.window import HistogramState
@@ -52,6 +53,7 @@ class DatabaseSnapshot:
     twilio_in_span: int | None
     poll_seconds: float
     query_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (query, cause)
+    content: ContentReport | None = None
 
     @property
     def overall(self) -> Status:

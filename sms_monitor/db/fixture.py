@@ -55,8 +55,8 @@ def runbook_metadata(names: SchemaNames | None = None) -> MetaData:
     name, schema = real("notification_logs")
     Table(name, md,
           Column(col("notification_logs", "id"), Integer, primary_key=True),
-          Column("message", Text),
-          Column("status", Text),
+          Column(col("notification_logs", "message"), Text),
+          Column(col("notification_logs", "status"), Text),
           Column(col("notification_logs", "sent_via"), TEXT_ARRAY),
           Column(col("notification_logs", "recipient_user_ids"), INT_ARRAY),
           Column(col("notification_logs", "created_at"), DateTime(timezone=True), nullable=False),
@@ -140,8 +140,17 @@ def log_rows(sent_times: list[float], rng: random.Random, clients: int = 200
     for sent in sent_times:
         delay = rng.uniform(5, 40)
         sent_at = datetime.fromtimestamp(sent, UTC)
-        rows.append({"message": "Reminder: your appointment is tomorrow. Reply STOP to opt out.",
-                     "status": "sent", "sent_via": ["sms"],
+        name = rng.choice(("Ana", "Bo", "Chen", "Dmitri", "Ewa"))
+        if rng.random() < 0.9:
+            text = (f"Hi {name}, Riverside Family Practice reminds you of your appointment on "
+                    f"{rng.randrange(1, 13)}/{rng.randrange(1, 29)} at {rng.randrange(8, 18)}:30. "
+                    "Reply STOP to opt out.")
+            status = "delivered" if rng.random() < 0.97 else "undelivered"
+        else:  # a promotional template the carriers filter
+            text = (f"Hi {name}, FREE flu shots this week! CLICK HERE to book: "
+                    f"www.example.com/{rng.randrange(99)}")
+            status = "delivered" if rng.random() < 0.8 else "undelivered"
+        rows.append({"message": text, "status": status, "sent_via": ["sms"],
                      "recipient_user_ids": [1000 + rng.randrange(1, clients)],
                      "created_at": sent_at - timedelta(seconds=delay), "sent_at": sent_at})
     return rows

@@ -256,6 +256,30 @@ def database_metrics(snap: Snapshot) -> Iterator[Metric]:
                                  labels=["query", "cause"])
     for (query, cause), n in sorted(db.query_errors.items()):
         errors.add_metric([query, cause], n)
+    templates = GaugeMetricFamily(
+        "sms_content_templates", "Message templates with more than 10 SMS in the last 7 days"
+        + CACHED)
+    under = GaugeMetricFamily(
+        "sms_content_templates_under_threshold",
+        "Templates whose 7-day delivery rate is under the delivery_rate red bound" + CACHED)
+    ratio_t = GaugeMetricFamily(
+        "sms_content_template_delivery_ratio",
+        "7-day delivery rate of the 20 most sent templates, by hashed template id" + CACHED,
+        labels=["template"])
+    rules = GaugeMetricFamily("sms_content_findings",
+                              "Templates breaking each content rule (7 days)" + CACHED,
+                              labels=["rule"])
+    report = db.content
+    if report is not None:
+        templates.add_metric([], len(report.templates))
+        bound = next((c for c in db.checks if c.name == "content"), None)
+        if bound is not None and bound.value is not None:
+            under.add_metric([], bound.value)
+        for t in report.templates[:20]:
+            ratio_t.add_metric([t.id], t.delivery_ratio)
+        for rule, n in sorted(report.findings.items()):
+            rules.add_metric([rule], n)
+    yield from (templates, under, ratio_t, rules)
     duration = GaugeMetricFamily("sms_monitor_database_poll_duration_seconds",
                                  "Duration of the last database poll")
     duration.add_metric([], db.poll_seconds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -70,6 +70,14 @@ def _sqlite_digits(value: object) -> str | None:
     return None if value is None else re.sub(r"\D", "", str(value))
 
 
+def _sqlite_mask_digits(value: object) -> str | None:
+    return None if value is None else re.sub(r"\d+", "#", str(value))
+
+
+CONTENT_DAYS = 7
+CONTENT_MAX_GROUPS = 5000
+
+
 class DatabaseSource:
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
@@ -93,6 +101,7 @@ class DatabaseSource:
     @staticmethod
     def _sqlite_setup(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.create_function("sms_digits", 1, _sqlite_digits, deterministic=True)
+        dbapi_conn.create_function("sms_mask_digits", 1, _sqlite_mask_digits, deterministic=True)
         dbapi_conn.execute("PRAGMA query_only = ON")
 
     def close(self) -> None:
@@ -127,6 +136,12 @@ class DatabaseSource:
         if self.dialect == "postgresql":  # inline, to match the recommended partial index
             return and_(col.is_not(None), col.op("!~")(literal_column(f"'{E164}'")))
         return and_(col.is_not(None), not_(col.regexp_match(E164)))
+
+    def _mask_digits(self, col: Any) -> Any:
+        if self.dialect == "postgresql":
+            return func.regexp_replace(col, literal_column("'[0-9]+'"), literal_column("'#'"),
+                                       literal_column("'g'"))
+        return func.sms_mask_digits(col)
 
     def _norm(self, raw: object) -> str | None:
         if not isinstance(raw, str):
@@ -216,8 +231,20 @@ class DatabaseSource:
             self._is_sms(t.c("sent_via")), created >= start, created < end)).scalar_one()
         return int(total)
 
+    def content(self, conn: Connection, now: datetime) -> list[tuple[str, int, int]]:
+        """The runbook's Issue 2 query, grouped by digit-masked text: 7 days of SMS rows."""
+        t = self.names.table("notification_logs")
+        masked = self._mask_digits(t.c("message")).label("template")
+        delivered = func.coalesce(func.sum(case((t.c("status") == "delivered", 1), else_=0)), 0)
+        stmt = (select(masked, func.count(), delivered)
+                .where(self._is_sms(t.c("sent_via")),
+                       t.c("created_at") >= now - timedelta(days=CONTENT_DAYS),
+                       t.c("created_at") <= now, t.c("message").is_not(None))
+                .group_by(masked).order_by(func.count().desc()).limit(CONTENT_MAX_GROUPS))
+        return [(str(text), int(n), int(d)) for text, n, d in conn.execute(stmt)]
+
     def poll(self, now: datetime, optout_candidates: Iterable[str],
-             reconcile: tuple[datetime, datetime]) -> DatabaseFacts:
+             reconcile: tuple[datetime, datetime], read_content: bool = False) -> DatabaseFacts:
         failures: dict[str, str] = {}
         causes: dict[str, str] = {}
         try:
@@ -226,7 +253,7 @@ class DatabaseSource:
             cause, reason = describe_error(exc)
             log.warning("database_unreachable", cause=cause, reason=reason)
             names = ("invalid_phone_numbers", "queue_delay", "sms_fallback", "opted_out_clients",
-                     "optout_lookup", "reconciliation")
+                     "optout_lookup", "reconciliation", *(("content",) if read_content else ()))
             return DatabaseFacts(failures=dict.fromkeys(names, reason),
                                  causes=dict.fromkeys(names, cause))
         with conn:
@@ -240,6 +267,8 @@ class DatabaseSource:
                                failures, causes)
             logged = self._run(conn, "reconciliation",
                                lambda c: self.logged_recipients(c, *reconcile), failures, causes)
+            content = self._run(conn, "content", lambda c: self.content(c, now), failures,
+                                causes) if read_content else None
         return DatabaseFacts(
             invalid_phones=invalid,
             queue_delay=queue[0] if queue else None,
@@ -250,6 +279,7 @@ class DatabaseSource:
             opted_out=opted,
             client_optout=lookup,
             logged_recipients=logged,
+            content_rows=content,
             failures=failures,
             causes=causes,
         )
