@@ -264,7 +264,9 @@ def _database(url: str | None, raw: object) -> DatabaseConfig | None:
         if not isinstance(value, dict) or (key == "columns" and not all(
                 isinstance(v, dict) for v in value.values())):
             raise ConfigError(f"database.{key}", "expected a table of names")
-        flat = value.values() if key == "tables" else [x for v in value.values() for x in v.values()]
+        flat = value.values() if key == "tables" else [
+            x for t, v in value.items() for c, x in v.items()
+            if not (t == "clients" and c == "cell_phone" and x == "")]  # "": no such column
         for name in flat:
             if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]{0,126}$", name):
                 raise ConfigError(f"database.{key}", f"not a usable SQL name: {name!r}")

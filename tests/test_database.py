@@ -153,6 +153,10 @@ def test_remapped_schema(pg_url: str) -> None:
         {"clients": "app.patients", "notification_logs": "app.sms_audit"},
         {"clients": {"phone": "mobile", "has_opted_out": "unsubscribed"},
          "notification_logs": {"created_at": "queued_at"}})
+    settings = load_settings(demo_env("http://127.0.0.1:1") | {"SMS_MONITOR_DATABASE_URL": pg_url},
+                             {"database": {"tables": dict(names.tables),
+                                           "columns": {k: dict(v) for k, v in names.columns.items()}}})
+    assert settings.database is not None and settings.database.names == names
     with writer(pg_url).begin() as conn:
         conn.execute(text("CREATE SCHEMA app"))
     create_runbook_schema(writer(pg_url), names)
@@ -166,6 +170,15 @@ def test_remapped_schema(pg_url: str) -> None:
     with src.engine.connect() as conn:
         assert src.invalid_phones(conn) == {"phone": 1, "cell_phone": 0}
         assert src.queue(conn, NOW) == (pytest.approx(60.0), 1, 0)
+        assert src.client_optout(conn, ["+15551234567"]) == {"+15551234567": True}
+    # an application without a second phone column maps it to ""
+    no_cell = SchemaNames.from_config(names.tables, {**names.columns,
+                                                     "clients": {**names.columns["clients"],
+                                                                 "cell_phone": ""}})
+    src = DatabaseSource(DatabaseConfig(url=pg_url, names=no_cell))
+    with src.engine.connect() as conn:
+        assert src.invalid_phones(conn) == {"phone": 1}
+        assert len(src.opted_out(conn)) == 1
         assert src.client_optout(conn, ["+15551234567"]) == {"+15551234567": True}
 
 
@@ -384,6 +397,9 @@ def test_check_json_against_postgresql(pg_url: str, live_simulator: SimulatorSer
     assert by[("database", "optout_unprocessed")]["status"] == "red"
     assert by[("database", "optout_unprocessed")]["value"] == 1
     assert by[("database", "sent_to_opted_out")]["status"] == "green"
+    # the weak template is shown, masked, to the operator at the terminal (and only there)
+    assert doc["templates_under_threshold"][0]["template"] == "m"
+    assert by[("database", "content")]["status"] == "yellow"
     assert by[("database", "queue_delay")] == {
         "name": "queue_delay", "account": "database", "status": "green", "value": 20.0,
         "unit": "seconds", "detail": by[("database", "queue_delay")]["detail"]}

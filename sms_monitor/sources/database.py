@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sms_monitor.config import DatabaseConfig
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.peers import normalise, peer_hash
+from sms_monitor.db.names import MappedTable
 
 log = structlog.get_logger("sms_monitor.database")
 
@@ -192,13 +193,17 @@ class DatabaseSource:
         ).select_from(t.clause)).one()
         return int(off), int(total)
 
+    @staticmethod
+    def _phone_columns(t: MappedTable) -> list[Any]:
+        return [t.c(k) for k in ("phone", "cell_phone") if t.columns[k].name]
+
     def opted_out(self, conn: Connection) -> frozenset[int]:
         t = self.names.table("clients")
-        rows = conn.execute(select(t.c("phone"), t.c("cell_phone"))
+        rows = conn.execute(select(*self._phone_columns(t))
                             .where(t.c("has_opted_out") == True))  # noqa: E712 (SQL, not Python)
         hashes = set()
-        for phone, cell in rows:
-            for raw in (phone, cell):
+        for row in rows:
+            for raw in row:
                 h = peer_hash(self._norm(raw))
                 if h is not None:
                     hashes.add(h)
@@ -212,12 +217,12 @@ class DatabaseSource:
             return {}
         suffixes = sorted({re.sub(r"\D", "", n)[-10:] for n in wanted})
         t = self.names.table("clients")
-        phone, cell = t.c("phone"), t.c("cell_phone")
-        stmt = select(phone, cell, t.c("has_opted_out")).where(or_(
-            self._digit_suffix(phone).in_(suffixes), self._digit_suffix(cell).in_(suffixes)))
+        phones = self._phone_columns(t)
+        stmt = select(t.c("has_opted_out"), *phones).where(or_(
+            *(self._digit_suffix(col).in_(suffixes) for col in phones)))
         out: dict[str, bool] = {}
-        for p, c, opted in conn.execute(stmt):
-            for raw in (p, c):
+        for opted, *raws in conn.execute(stmt):
+            for raw in raws:
                 n = self._norm(raw)
                 if n in wanted:
                     out[n] = out.get(n, True) and bool(opted)
