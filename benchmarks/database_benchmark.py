@@ -41,7 +41,7 @@ the max of the runs. The script never asserts: it prints figures and PASS/FAIL l
 and exits 0. The database is dropped at the end (also on error) unless ``--keep``.
 
     python benchmarks/database_benchmark.py [--clients 500000] [--logs 10000000] [--runs 5]
-                                            [--keep] [--json]
+                                            [--polls 12] [--server URL] [--keep] [--json]
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ FROM (SELECT g, random() AS r_phone, random() AS r_cell, random() AS r_opt, rand
       FROM generate_series(1, %(n)s) AS g) AS s
 """
 
-# created_at = base + (g - first + 1 - random()) * step: one row per step, in time order.
+# created_at = base + (g - zero - random()) * step: row g in the g-th step after base, in time order.
 FILL_LOGS = """
 INSERT INTO notification_logs (id, message, status, sent_via, recipient_user_ids, created_at, sent_at)
 SELECT g,
@@ -177,7 +177,7 @@ SELECT g,
        CASE WHEN r_sent < 0.01 OR created + delay > %(upto)s THEN NULL ELSE created + delay END
 FROM (SELECT g, random() AS r_status, random() AS r_via, random() AS r_sent,
              random() * interval '120 seconds' AS delay,
-             %(base)s::timestamptz + (g - %(first)s + 1 - random()) * %(step)s::interval AS created
+             %(base)s::timestamptz + (g - %(zero)s - random()) * %(step)s::interval AS created
       FROM generate_series(%(first)s, %(last)s) AS g) AS s
 """
 
@@ -284,10 +284,12 @@ class Bench:
         conn.exec_driver_sql("SET maintenance_work_mem = '512MB'")
         conn.exec_driver_sql("SET work_mem = '64MB'")
 
-    def _insert_logs(self, conn: Connection, first: int, last: int, base: datetime,
+    def _insert_logs(self, conn: Connection, first: int, last: int, zero: int, base: datetime,
                      upto: datetime) -> None:
-        conn.exec_driver_sql(FILL_LOGS, {"first": first, "last": last, "base": base, "upto": upto,
-                                         "step": self.step, "clients": self.args.clients})
+        """Rows first..last; row g is created in the (g - zero)-th step after base."""
+        conn.exec_driver_sql(FILL_LOGS, {"first": first, "last": last, "zero": zero, "base": base,
+                                         "upto": upto, "step": self.step,
+                                         "clients": self.args.clients})
 
     def fill(self) -> None:
         assert self.admin is not None
@@ -311,7 +313,7 @@ class Bench:
             base = now - SPAN
             for first in range(1, a.logs + 1, LOG_CHUNK):
                 last = min(a.logs, first + LOG_CHUNK - 1)
-                self._insert_logs(conn, first, last, base, now)
+                self._insert_logs(conn, first, last, 0, base, now)
                 progress(f"notification_logs: {last:,} / {a.logs:,} rows "
                          f"({time.perf_counter() - t0:.1f} s)")
             self.res.fill_s["notification_logs"] = time.perf_counter() - t0
@@ -366,7 +368,7 @@ class Bench:
             if n <= 0:
                 return
             first = self.log_count + 1
-            self._insert_logs(conn, first, first + n - 1, self.log_end, now)
+            self._insert_logs(conn, first, first + n - 1, self.log_count, self.log_end, now)
             self.log_end = self.log_end + n * self.step
             self.log_count += n
             progress(f"top-up: {n:,} notification_logs rows up to now")

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common, listen],
                           help="the daemon against a built-in simulator: no account needed")
     demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
+    sub.add_parser("alerts", parents=[common],
+                   help="list notification_rules alerts with state, value and last notification")
+    rules = sub.add_parser("rules", parents=[common], help="notification_rules tools")
+    rules.add_argument("action", choices=["check"],
+                       help="check: validate every row and say what is wrong with each")
     sim = sub.add_parser("simulate", parents=[common],
                          help="serve the Twilio API simulator on its own")
     sim.add_argument("--listen", default="127.0.0.1:8099", metavar="HOST:PORT")
@@ -79,6 +85,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     logs.configure(args.log_level, secrets=settings.secrets())
     if args.command == "check":
         return _check(settings, as_json=args.json)
+    if args.command == "rules":
+        return _rules_check(settings)
+    if args.command == "alerts":
+        return _alerts(settings)
     return _run(settings)
 
 
@@ -148,8 +158,8 @@ def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
 def _check(settings: Settings, as_json: bool) -> int:
     from sms_monitor.monitor import Monitor
 
-    try:
-        snapshot = Monitor(settings).run_cycle()
+    try:  # a one-off check reports; it never pages (that is the daemon's job)
+        snapshot = Monitor(replace(settings, alerts=None)).run_cycle()
     except Exception as exc:  # could not run at all: Nagios UNKNOWN
         print(f"sms-monitor: check could not run: {type(exc).__name__}", file=sys.stderr)
         return Status.UNKNOWN.exit_code
@@ -158,6 +168,90 @@ def _check(settings: Settings, as_json: bool) -> int:
     else:
         print(render_table(snapshot))
     return snapshot.overall.exit_code
+
+
+def _read_rules(settings: Settings) -> list[dict[str, object]]:
+    from sms_monitor.sources.database import DatabaseSource, describe_error
+
+    if settings.database is None:
+        raise ConfigError("SMS_MONITOR_DATABASE_URL", "not set: notification_rules live there")
+    source = DatabaseSource(settings.database)
+    try:
+        with source.engine.connect() as conn, conn.begin():
+            return source.rules(conn)
+    except Exception as exc:
+        raise RuntimeError(describe_error(exc)[1]) from None
+    finally:
+        source.close()
+
+
+def _rules_check(settings: Settings) -> int:
+    """Validate notification_rules: one line per alert row; exit 1 when any is unusable."""
+    from sms_monitor.alerts.engine import ALL_CHECKS
+    from sms_monitor.alerts.notify import recipient_kind
+    from sms_monitor.alerts.rules import parse_rows
+    from sms_monitor.alerts.values import targets
+
+    try:
+        rows = _read_rules(settings)
+    except ConfigError as exc:
+        print(f"sms-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RuntimeError as exc:
+        print(f"sms-monitor: cannot read notification_rules: {exc}", file=sys.stderr)
+        return 3
+    accounts = [a.name for a in settings.accounts]
+    max_window = settings.alerts.max_window if settings.alerts else settings.window_seconds
+    rules, broken = parse_rows(rows, accounts=accounts, checks=ALL_CHECKS, max_window=max_window,
+                               recipient_ok=lambda r: recipient_kind(r) is not None)
+    bad = {b.name: b.reason for b in broken}
+    for rule in rules:
+        mark = "WARN" if rule.name in bad else "OK  "
+        print(f"{mark} {rule.name}: {rule.metric} {rule.operator} {rule.threshold:g} over "
+              f"{rule.window:g}s, for {rule.for_seconds:g}s, {rule.severity}, targets "
+              f"{', '.join(targets(rule, accounts))}, {len(rule.recipients)} recipient(s)"
+              + (f" ({bad[rule.name]})" if rule.name in bad else ""))
+    names = {r.name for r in rules}
+    for b in broken:
+        if b.name not in names:
+            print(f"BAD  {b.name}: {b.reason}")
+    skipped = len(rows) - len(rules) - len([b for b in broken if b.name not in names])
+    print(f"{len(rules)} usable, {len(broken)} with problems, {skipped} not alert rows")
+    return 1 if broken else 0
+
+
+def _alerts(settings: Settings) -> int:
+    """The alert store's view: every alert instance with its state and last notification."""
+    import datetime as dt
+
+    from sms_monitor.alerts.store import AlertStore
+
+    if settings.alerts is None:
+        print("sms-monitor: alerts are off (set SMS_MONITOR_DATABASE_URL; [alerts] enabled)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    store = AlertStore(settings.alerts.store_url, settings.alerts.prefix, settings.alerts.schema)
+    try:
+        store.migrate()
+        states = store.load_states()
+        last = store.last_sent()
+        pending = store.pending_count()
+    finally:
+        store.close()
+
+    def when(ts: float | None) -> str:
+        return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime(
+            "%Y-%m-%d %H:%M:%SZ")
+
+    rows = [("RULE", "TARGET", "STATE", "VALUE", "SINCE", "LEVEL", "LAST NOTIFIED")]
+    for (rule, target), st in sorted(states.items()):
+        rows.append((rule, target, st.state, "-" if st.last_value is None else f"{st.last_value:.4g}",
+                     when(st.since), str(st.level or "-"), when(last.get((rule, target)))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"{pending} notification(s) waiting in the outbox")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

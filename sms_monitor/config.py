@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sms_monitor.alerts.settings import AlertsConfig
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.keywords import DEFAULT_OPTOUT
@@ -87,6 +88,7 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)
     alert_from: str | None = None
     database: DatabaseConfig | None = None
+    alerts: AlertsConfig | None = None  # the notification_rules engine (needs the database)
     home_country_code: str = "1"  # calling code that is not "international"
     usage_interval: float = 600.0  # seconds between Usage Records reads (spend)
 
@@ -235,8 +237,57 @@ _FILE_KEYS = {
     "listen_address", "poll_interval", "window", "settle", "min_samples", "request_timeout",
     "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
     "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
-    "throughput_limit", "monthly_budget", "home_country_code", "usage_interval",
+    "throughput_limit", "monthly_budget", "home_country_code", "usage_interval", "alerts",
 }
+_ALERT_KEYS = {"enabled", "store_url", "prefix", "schema", "hysteresis", "level2_after",
+               "level3_after", "level1", "level2", "level3", "alertmanager_url", "max_window"}
+
+
+def _alerts(raw: object, database: DatabaseConfig | None, window: float,
+            env: Mapping[str, str]) -> AlertsConfig | None:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("alerts", "expected a table ([alerts])")
+    unknown = set(raw) - _ALERT_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"alerts.{key}", f"unknown key; known: {', '.join(sorted(_ALERT_KEYS))}")
+    if not raw.get("enabled", True) or database is None:
+        return None
+    state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
+    store = env.get("SMS_MONITOR_ALERT_STORE_URL") or raw.get(
+        "store_url", f"sqlite:///{Path(state_dir).absolute() / 'alerts.db'}")
+    if not isinstance(store, str) or "://" not in store:
+        raise ConfigError("alerts.store_url", "expected an SQLAlchemy URL")
+    prefix = raw.get("prefix", "sms_monitor_")
+    if not isinstance(prefix, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", prefix):
+        raise ConfigError("alerts.prefix", f"expected a table name prefix, got {prefix!r}")
+    schema = raw.get("schema")
+    if schema is not None and (not isinstance(schema, str)
+                               or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", schema)):
+        raise ConfigError("alerts.schema", f"expected a schema name, got {schema!r}")
+    hysteresis = raw.get("hysteresis", 0.02)
+    if isinstance(hysteresis, bool) or not isinstance(hysteresis, int | float) \
+            or not 0 <= hysteresis < 1:
+        raise ConfigError("alerts.hysteresis", f"expected a ratio in [0, 1), got {hysteresis!r}")
+    l2 = _duration("alerts.level2_after", raw.get("level2_after", "30m"))
+    l3 = _duration("alerts.level3_after", raw.get("level3_after", "2h"))
+    if l3 <= l2:
+        raise ConfigError("alerts.level3_after", "must be later than level2_after")
+    levels = []
+    for key in ("level1", "level2", "level3"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"alerts.{key}", "expected a list of e-mail addresses or URLs")
+        levels.append(tuple(value))
+    am = raw.get("alertmanager_url")
+    max_window = _duration("alerts.max_window", raw["max_window"]) if "max_window" in raw else window
+    return AlertsConfig(
+        store_url=store, prefix=prefix, schema=schema, hysteresis=float(hysteresis),
+        levels=(0.0, l2, l3), level_recipients=tuple(levels),
+        alertmanager_url=_url("alerts.alertmanager_url", am) if am else None,
+        max_window=max(max_window, window))
 _DATABASE_KEYS = {
     "url", "statement_timeout", "connect_timeout", "optout_grace", "optout_keywords",
     "default_region", "reconcile_lag", "fallback_share", "tables", "columns",
@@ -400,7 +451,8 @@ def load_settings(
         thresholds=_thresholds(data.get("thresholds")),
         statuspage_url=opt_url("SMS_MONITOR_STATUSPAGE_URL", "statuspage_url"),
         database_url=db or None,
-        database=_database(db or None, data.get("database")),
+        database=(database := _database(db or None, data.get("database"))),
+        alerts=_alerts(data.get("alerts"), database, window, env),
         home_country_code=_calling_code(data.get("home_country_code", "1")),
         usage_interval=_duration("usage_interval", data["usage_interval"])
         if "usage_interval" in data else 600.0,

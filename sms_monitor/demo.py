@@ -85,9 +85,10 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
         "SMS_MONITOR_DATABASE_URL": url,
     })
     demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", POLL_INTERVAL)
+    demo_env.setdefault("SMS_MONITOR_STATE_DIR", str(db_path.parent))
     demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
     data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
-            **(file_data or {})}
+            "alerts": {"max_window": "1h"}, **(file_data or {})}
     data.pop("accounts", None)
     settings = load_settings(demo_env, data, listen_address=listen_address)
     buttons = "".join(

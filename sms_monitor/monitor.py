@@ -11,10 +11,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
 from sms_monitor.config import AccountConfig, Settings
+
+if TYPE_CHECKING:
+    from sms_monitor.alerts.engine import AlertEngine
 from sms_monitor.core.checks import account_checks
 from sms_monitor.core.classify import Status
 from sms_monitor.core.content import ContentReport, content_report
@@ -37,6 +41,23 @@ from sms_monitor.sources.twilio import TwilioPoller
 log = structlog.get_logger("sms_monitor.monitor")
 
 Clock = Callable[[], float]
+
+
+def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
+    from sms_monitor.alerts.engine import AlertEngine
+    from sms_monitor.alerts.leader import Leadership
+    from sms_monitor.alerts.notify import Notifier
+    from sms_monitor.alerts.store import AlertStore
+
+    cfg = settings.alerts
+    assert cfg is not None
+    store = AlertStore(cfg.store_url, cfg.prefix, cfg.schema)
+    store.migrate()
+    return AlertEngine(
+        config=cfg, accounts=[a.name for a in settings.accounts],
+        notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
+                          timeout=settings.request_timeout),
+        store=store, leadership=Leadership(cfg.store_url), clock=clock)
 
 
 def month_fraction(now: float) -> float:
@@ -66,13 +87,19 @@ class Monitor:
     sleep: Callable[[float], None] = time.sleep
     holder: SnapshotHolder = field(default_factory=SnapshotHolder)
 
+    @property
+    def retention(self) -> float:
+        """How long message records are kept: the window, or a longer alert rule window."""
+        alerts = self.settings.alerts
+        return max(self.settings.window_seconds, alerts.max_window if alerts else 0.0)
+
     def __post_init__(self) -> None:
         self.requests_log = RequestLog()
         self.accounts = [
             AccountState(
                 config=a,
                 poller=TwilioPoller(a, self.settings, self.requests_log, sleep=self.sleep),
-                window=MessageWindow(self.settings.window_seconds, self.settings.settle_seconds),
+                window=MessageWindow(self.retention, self.settings.settle_seconds),
             )
             for a in self.settings.accounts
         ]
@@ -82,10 +109,27 @@ class Monitor:
         self.database_last_success: float | None = None
         self.content: ContentReport | None = None
         self.content_read_at: float | None = None
+        self.alerts: AlertEngine | None = None
+        if self.settings.alerts is not None:
+            self.alerts = build_alert_engine(self.settings, self.clock)
+
+    def _run_alerts(self, snapshot: Snapshot) -> Snapshot:
+        """Evaluate notification_rules against this cycle and notify; never fails the cycle."""
+        if self.alerts is None:
+            return snapshot
+        records = {s.config.name: list(s.window.records.values()) for s in self.accounts}
+        rows = snapshot.database.facts.rule_rows if snapshot.database is not None else None
+        try:
+            return replace(snapshot, alerts=self.alerts.cycle(snapshot, records, rows))
+        except Exception as exc:  # a bug in the engine must not stop monitoring
+            log.exception("alert_engine_crashed", error=type(exc).__name__)
+            return snapshot
 
     def close(self) -> None:
         if self.database is not None:
             self.database.close()
+        if self.alerts is not None:
+            self.alerts.close()
 
     def _poll_database(self, source: DatabaseSource, accounts: list[AccountSnapshot]
                        ) -> DatabaseSnapshot:
@@ -244,5 +288,6 @@ class Monitor:
             cycle_seconds=time.monotonic() - started,
             database=database,
         )
+        snapshot = self._run_alerts(snapshot)
         self.holder.publish(snapshot)
         return snapshot

@@ -20,6 +20,12 @@ from sms_monitor.simulator.state import (
 T0 = 1_780_000_000.0  # a fixed "now" for simulated time
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files a test's daemon writes (the alert store) land in its own directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 class FakeClock:
     def __init__(self, now: float = T0) -> None:
         self.now = now

@@ -189,7 +189,7 @@ def scenario_sim(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[S
     ("scenario_sim", "check", "expected", "overall"),
     [
         ("healthy", "delivery_rate", Status.GREEN, Status.GREEN),
-        ("degraded_delivery", "delivery_rate", Status.YELLOW, Status.YELLOW),
+        ("degraded_delivery", "delivery_rate", Status.RED, Status.RED),
         ("carrier_filtering", "carrier_filtering", Status.YELLOW, Status.YELLOW),
         ("low_balance", "balance", Status.YELLOW, Status.YELLOW),
         ("out_of_credit", "balance", Status.RED, Status.RED),

@@ -52,6 +52,8 @@ class DatabaseFacts:
     logged_recipients: int | None = None  # SMS recipients logged in the reconciliation span
     # (digit-masked message text, sent, delivered) of the last 7 days; None when not read
     content_rows: list[tuple[str, int, int]] | None = None
+    # notification_rules rows with the runbook's column names; None when unreadable
+    rule_rows: list[dict[str, object]] | None = None
     failures: dict[str, str] = field(default_factory=dict)  # query -> one-line reason
     causes: dict[str, str] = field(default_factory=dict)  # query -> bounded cause label
 

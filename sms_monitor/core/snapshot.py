@@ -61,6 +61,32 @@ class DatabaseSnapshot:
 
 
 @dataclass(frozen=True)
+class AlertView:
+    """One alert instance (a rule applied to a target) as readers see it."""
+
+    rule: str
+    target: str
+    state: str  # inactive, pending, firing
+    value: float | None
+    since: float | None
+    level: int
+    last_notified: float | None
+    severity: str
+    metric: str
+
+
+@dataclass(frozen=True)
+class AlertsSnapshot:
+    leader: bool
+    alerts: tuple[AlertView, ...] = ()
+    broken: tuple[tuple[str, str], ...] = ()  # (rule, reason)
+    notifications: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, outcome)
+    outbox_pending: int = 0
+    store_ok: bool = True
+    rules_ok: bool = True
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     accounts: tuple[AccountSnapshot, ...] = ()
@@ -69,6 +95,7 @@ class Snapshot:
     cycles: int = 0
     cycle_seconds: float = 0.0
     database: DatabaseSnapshot | None = None
+    alerts: AlertsSnapshot | None = None
 
     def checks(self) -> list[CheckResult]:
         out = [c for a in self.accounts for c in a.checks]

@@ -119,10 +119,7 @@ def seed_demo(engine: Engine, now: datetime | None = None, clients: int = 200,
     logs = log_rows(sent_times, rng, clients)
     settings = [{"client_id": i, "send_via_sms": i % 25 != 0, "send_via_email": True}
                 for i in range(1, clients + 1)]
-    rules = [{"rule_name": "Low SMS Delivery Rate", "rule_type": "alert",
-              "trigger_conditions": {"metric": "sms_delivery_rate", "threshold": 90,
-                                     "window": "1 hour"},
-              "recipients": ["admin@practice.example"]}]
+    rules = runbook_rules(["oncall@practice.example"])
     with engine.begin() as conn:
         conn.execute(insert(t["clients"]), client_rows)
         if logs:
@@ -161,3 +158,22 @@ def log_sends(engine: Engine, sent_times: list[float], rng: random.Random) -> No
     rows = log_rows(sent_times, rng)
     with engine.begin() as conn:
         conn.execute(insert(runbook_metadata().tables["notification_logs"]), rows)
+
+
+def runbook_rules(recipients: list[str]) -> list[dict[str, object]]:
+    """The runbook's recommended alert rules (as examples/notification_rules.sql)."""
+    def rule(name: str, cond: dict[str, object]) -> dict[str, object]:
+        return {"rule_name": name, "rule_type": "alert", "trigger_conditions": cond,
+                "recipients": recipients}
+
+    return [
+        rule("Low SMS Delivery Rate", {"metric": "sms_delivery_rate", "threshold": 90,
+                                       "window": "1 hour"}),
+        rule("Slow SMS Delivery", {"metric": "sms_delivery_time", "threshold": 30,
+                                   "window": "1 hour", "for": "10m"}),
+        rule("Slow Twilio API", {"metric": "api_response_time", "threshold": 7, "for": "5m"}),
+        rule("Low Twilio Balance", {"metric": "account_balance", "threshold": 20,
+                                    "severity": "critical"}),
+        rule("High SMS Error Rate", {"metric": "sms_error_rate", "threshold": 5,
+                                     "window": "1 hour"}),
+    ]

@@ -48,6 +48,7 @@ class SnapshotCollector(Collector):
         yield from account_metrics(snap)
         yield from request_metrics(snap)
         yield from database_metrics(snap)
+        yield from alert_metrics(snap)
         yield from self_metrics(snap)
 
 
@@ -285,6 +286,40 @@ def database_metrics(snap: Snapshot) -> Iterator[Metric]:
     duration.add_metric([], db.poll_seconds)
     yield from (invalid, unprocessed, opted, delay, volume, logged, received, ratio, disabled,
                 rows, errors, duration)
+
+
+def alert_metrics(snap: Snapshot) -> Iterator[Metric]:
+    al = snap.alerts
+    if al is None:
+        return
+    leader = GaugeMetricFamily("sms_alert_leader",
+                               "1 when this replica evaluates rules and sends notifications")
+    leader.add_metric([], 1 if al.leader else 0)
+    state = GaugeMetricFamily(
+        "sms_alert_state", "notification_rules alerts: 0 inactive, 1 pending, 2 firing",
+        labels=["rule", "target", "severity"])
+    level = GaugeMetricFamily("sms_alert_escalation_level",
+                              "Escalation level of firing alerts (1-3)", labels=["rule", "target"])
+    codes = {"inactive": 0, "pending": 1, "firing": 2}
+    for a in al.alerts:
+        state.add_metric([a.rule, a.target, a.severity], codes.get(a.state, 0))
+        if a.state == "firing":
+            level.add_metric([a.rule, a.target], a.level)
+    invalid = GaugeMetricFamily("sms_alert_rule_invalid",
+                                "1 for each alert rule row that cannot be used (see the log)",
+                                labels=["rule"])
+    for rule, _reason in al.broken:
+        invalid.add_metric([rule], 1)
+    sent = CounterMetricFamily("sms_alert_notifications",
+                               "Notification attempts by channel and outcome",
+                               labels=["channel", "outcome"])
+    for (channel, outcome), n in sorted(al.notifications.items()):
+        sent.add_metric([channel, outcome], n)
+    pending = GaugeMetricFamily("sms_alert_outbox_pending", "Notifications not delivered yet")
+    pending.add_metric([], al.outbox_pending)
+    store = GaugeMetricFamily("sms_alert_store_up", "1 when the alert store was usable")
+    store.add_metric([], 1 if al.store_ok else 0)
+    yield from (leader, state, level, invalid, sent, pending, store)
 
 
 def self_metrics(snap: Snapshot) -> Iterator[Metric]:

@@ -28,8 +28,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("healthy", "Everything within the runbook's green band."),
         Scenario(
             "degraded_delivery",
-            "About 93% delivered; half the failures carry no error code (yellow delivery rate).",
-            delivered=0.93,
+            "About 87% delivered, under the runbook's 90% alert threshold (red); half the "
+            "failures carry no error code.",
+            delivered=0.87,
             failure_codes=((30003, 0.3), (30005, 0.2), (None, 0.5)),
             latency=6.0,
         ),

@@ -24,7 +24,6 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    literal,
     literal_column,
     not_,
     or_,
@@ -110,8 +109,8 @@ class DatabaseSource:
 
     # -- dialect helpers --------------------------------------------------
     def _is_sms(self, col: Any) -> ColumnElement[bool]:
-        if self.dialect == "postgresql":
-            return literal("sms") == any_(col)
+        if self.dialect == "postgresql":  # inline, so generic plans still match the index
+            return literal_column("'sms'") == any_(col)
         return col.like('%"sms"%')
 
     def _seconds_between(self, later: Any, earlier: Any) -> Any:
@@ -197,10 +196,14 @@ class DatabaseSource:
     def _phone_columns(t: MappedTable) -> list[Any]:
         return [t.c(k) for k in ("phone", "cell_phone") if t.columns[k].name]
 
-    def opted_out(self, conn: Connection) -> frozenset[int]:
+    def opted_out_rows(self, conn: Connection) -> list[tuple[Any, ...]]:
         t = self.names.table("clients")
-        rows = conn.execute(select(*self._phone_columns(t))
-                            .where(t.c("has_opted_out") == True))  # noqa: E712 (SQL, not Python)
+        return [tuple(r) for r in conn.execute(
+            select(*self._phone_columns(t))
+            .where(t.c("has_opted_out") == True))]  # noqa: E712 (SQL, not Python)
+
+    def opted_out_hashes(self, rows: Iterable[tuple[Any, ...]]) -> frozenset[int]:
+        """Keyed hashes of opted-out clients' numbers (normalised outside any transaction)."""
         hashes = set()
         for row in rows:
             for raw in row:
@@ -208,6 +211,9 @@ class DatabaseSource:
                 if h is not None:
                     hashes.add(h)
         return frozenset(hashes)
+
+    def opted_out(self, conn: Connection) -> frozenset[int]:
+        return self.opted_out_hashes(self.opted_out_rows(conn))
 
     def client_optout(self, conn: Connection, numbers: Iterable[str]) -> dict[str, bool]:
         """For each number (E.164) that belongs to a client: True when every such client has
@@ -248,6 +254,13 @@ class DatabaseSource:
                 .group_by(masked).order_by(func.count().desc()).limit(CONTENT_MAX_GROUPS))
         return [(str(text), int(n), int(d)) for text, n, d in conn.execute(stmt)]
 
+    def rules(self, conn: Connection) -> list[dict[str, object]]:
+        """Every notification_rules row, keyed by the runbook's column names."""
+        t = self.names.table("notification_rules")
+        keys = ("rule_name", "rule_type", "trigger_conditions", "recipients")
+        rows = conn.execute(select(*(t.c(k) for k in keys)))
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
     def poll(self, now: datetime, optout_candidates: Iterable[str],
              reconcile: tuple[datetime, datetime], read_content: bool = False) -> DatabaseFacts:
         failures: dict[str, str] = {}
@@ -258,7 +271,8 @@ class DatabaseSource:
             cause, reason = describe_error(exc)
             log.warning("database_unreachable", cause=cause, reason=reason)
             names = ("invalid_phone_numbers", "queue_delay", "sms_fallback", "opted_out_clients",
-                     "optout_lookup", "reconciliation", *(("content",) if read_content else ()))
+                     "optout_lookup", "reconciliation", "notification_rules",
+                     *(("content",) if read_content else ()))
             return DatabaseFacts(failures=dict.fromkeys(names, reason),
                                  causes=dict.fromkeys(names, cause))
         with conn:
@@ -266,12 +280,14 @@ class DatabaseSource:
                                 failures, causes)
             queue = self._run(conn, "queue_delay", lambda c: self.queue(c, now), failures, causes)
             fallback = self._run(conn, "sms_fallback", self.fallback, failures, causes)
-            opted = self._run(conn, "opted_out_clients", self.opted_out, failures, causes)
+            opted_rows = self._run(conn, "opted_out_clients", self.opted_out_rows, failures,
+                                   causes)
             candidates = list(optout_candidates)
             lookup = self._run(conn, "optout_lookup", lambda c: self.client_optout(c, candidates),
                                failures, causes)
             logged = self._run(conn, "reconciliation",
                                lambda c: self.logged_recipients(c, *reconcile), failures, causes)
+            rules = self._run(conn, "notification_rules", self.rules, failures, causes)
             content = self._run(conn, "content", lambda c: self.content(c, now), failures,
                                 causes) if read_content else None
         return DatabaseFacts(
@@ -281,10 +297,11 @@ class DatabaseSource:
             queue_unsent=queue[2] if queue else None,
             sms_disabled=fallback[0] if fallback else None,
             settings_rows=fallback[1] if fallback else None,
-            opted_out=opted,
+            opted_out=None if opted_rows is None else self.opted_out_hashes(opted_rows),
             client_optout=lookup,
             logged_recipients=logged,
             content_rows=content,
+            rule_rows=rules,
             failures=failures,
             causes=causes,
         )

@@ -1,0 +1,1 @@
+"""The notification_rules alert engine: rules, lifecycle, durable outbox, notifiers."""

@@ -1,0 +1,103 @@
+"""What a rule measures, for each of its targets: pure, from the cycle's snapshot and windows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sms_monitor.alerts.rules import Rule
+from sms_monitor.core.classify import Status, worst
+from sms_monitor.core.dbchecks import DB_CHECK_NAMES, GROUP
+from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.snapshot import AccountSnapshot, Snapshot
+from sms_monitor.core.stats import window_stats
+
+ROLLUP = "*"
+DATABASE_METRICS = ("optout_violations", "queue_delay")
+
+
+@dataclass(frozen=True)
+class AlertInputs:
+    now: float
+    snapshot: Snapshot
+    records: Mapping[str, Sequence[MessageRecord]]  # account -> records held for its window
+
+
+def targets(rule: Rule, accounts: Sequence[str]) -> list[str]:
+    """Which alert instances a rule has: per account, the roll-up, one account, or the database."""
+    if rule.metric in DATABASE_METRICS or (rule.check in DB_CHECK_NAMES):
+        return [GROUP]
+    if rule.account is None:
+        return list(accounts)
+    return [rule.account]
+
+
+def _accounts(inputs: AlertInputs, target: str) -> list[AccountSnapshot]:
+    return [a for a in inputs.snapshot.accounts if target in (ROLLUP, a.account)]
+
+
+def value(rule: Rule, target: str, inputs: AlertInputs) -> float | None:
+    """The rule's value for the target in the rule's unit, or None when it is not known."""
+    snap = inputs.snapshot
+    if target == GROUP:
+        db = snap.database
+        if db is None:
+            return None
+        if rule.metric == "queue_delay":
+            return db.facts.queue_delay
+        if rule.metric == "optout_violations":
+            if db.sent_to_opted_out is None or db.optout_unprocessed is None:
+                return None
+            return float(db.sent_to_opted_out + db.optout_unprocessed)
+        return _status(db.checks, rule.check)
+
+    accounts = _accounts(inputs, target)
+    if not accounts:
+        return None
+    if rule.check is not None:
+        statuses = [next((c.status for c in a.checks if c.name == rule.check), Status.UNKNOWN)
+                    for a in accounts]
+        overall = worst(statuses)
+        return None if overall is Status.UNKNOWN else float(overall.code)
+
+    if rule.metric in ("sms_delivery_rate", "sms_error_rate", "sms_delivery_time",
+                       "sms_carrier_filtered"):
+        if not all(a.facts.messages_ok for a in accounts):
+            return None
+        records: list[MessageRecord] = []
+        for a in accounts:
+            records.extend(inputs.records.get(a.account, ()))
+        st = window_stats(records, inputs.now, rule.window)
+        if rule.metric == "sms_delivery_rate":
+            return None if st.delivery_ratio is None else st.delivery_ratio * 100
+        if rule.metric == "sms_error_rate":
+            return None if st.error_ratio is None else st.error_ratio * 100
+        if rule.metric == "sms_delivery_time":
+            return st.latency_mean
+        return float(st.carrier_filtered)
+
+    facts = [a.facts for a in accounts]
+    if rule.metric == "api_response_time":
+        return _known_max(f.balance_seconds for f in facts)
+    if rule.metric == "account_balance":
+        known = [f.balance for f in facts if f.balance is not None]
+        return min(known) if len(known) == len(facts) else None
+    if rule.metric == "sms_spend_month":
+        known = [f.spend_month for f in facts if f.spend_month is not None]
+        return sum(known) if len(known) == len(facts) else None
+    return None
+
+
+def _known_max(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values]
+    if not known or any(v is None for v in known):
+        return None
+    return max(v for v in known if v is not None)
+
+
+def _status(checks: Sequence[object], name: str | None) -> float | None:
+    for c in checks:
+        if getattr(c, "name", None) == name:
+            status = getattr(c, "status", Status.UNKNOWN)
+            return None if status is Status.UNKNOWN else float(status.code)
+    return None

@@ -1,0 +1,261 @@
+"""The alert engine end to end: rules in PostgreSQL, the simulator, a real SMTP server.
+
+Time is a FakeClock shared by the simulator and the monitor; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import email
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import Engine, create_engine, insert, text
+
+from sms_monitor.config import Settings, load_settings
+from sms_monitor.db.fixture import create_runbook_schema, runbook_metadata, runbook_rules
+from sms_monitor.monitor import Monitor
+from sms_monitor.simulator.server import SimulatorServer
+from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER, SimState
+from tests.conftest import FakeClock, SleepRecorder, demo_env
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], email.message.Message]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        return [str(m["Subject"]) for _, m in self.messages]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Smtp:
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.inbox = Inbox()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def smtp() -> Iterator[Smtp]:
+    server = Smtp()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(pg_url: str, clock: FakeClock) -> str:
+    engine = create_engine(pg_url)
+    create_runbook_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(runbook_metadata().tables["notification_rules"]),
+                     runbook_rules(["oncall@practice.example"]))
+    engine.dispose()
+    return pg_url
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[tuple[SimulatorServer, SimState]]:
+    state = SimState(clock=clock, rate_per_minute=30.0, history_seconds=3600.0)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    server = SimulatorServer(("127.0.0.1", 0), state).start()
+    yield server, state
+    server.stop()
+
+
+def settings(app: str, sim: SimulatorServer, smtp: Smtp, store: str, **alerts: Any) -> Settings:
+    env = demo_env(sim.url) | {"SMS_MONITOR_DATABASE_URL": app, "SMS_MONITOR_SMTP_URL": smtp.url,
+                               "SMS_MONITOR_ALERT_FROM": "sms-monitor@practice.example",
+                               "SMS_MONITOR_ALERT_STORE_URL": store}
+    return load_settings(env, {"alerts": {"level2": ["lead@practice.example"], **alerts}})
+
+
+def monitor(s: Settings, clock: FakeClock) -> Monitor:
+    return Monitor(s, clock=clock, sleep=SleepRecorder())
+
+
+def state_of(m: Monitor, rule: str) -> str:
+    snap = m.holder.current
+    assert snap is not None and snap.alerts is not None
+    return next(a.state for a in snap.alerts.alerts if a.rule == rule)
+
+
+DELIVERY = "Low SMS Delivery Rate"
+
+
+def test_fires_once_escalates_resolves_and_survives_a_restart(
+        app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
+        tmp_path: Any) -> None:
+    server, state = sim
+    store = f"sqlite:///{tmp_path / 'alerts.db'}"
+    s = settings(app, server, smtp, store)
+    m = monitor(s, clock)
+    m.run_cycle()
+    assert state_of(m, DELIVERY) == "inactive" and smtp.inbox.messages == []
+
+    state.set_scenario("degraded_delivery")
+    clock.advance(3600)  # an hour of degraded delivery fills the rule's window
+    m.run_cycle()
+    assert state_of(m, DELIVERY) == "firing"
+    firing = [msg for msg in smtp.inbox.subjects() if DELIVERY in msg]
+    assert len(firing) == 1 and firing[0].startswith("[FIRING]")
+    rcpts, msg = next((r, mm) for r, mm in smtp.inbox.messages if DELIVERY in str(mm["Subject"]))
+    assert rcpts == ["oncall@practice.example"]
+    body = msg.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    assert "primary" in body and "90" in body
+
+    for _ in range(5):  # more cycles while firing: nothing new
+        clock.advance(60)
+        m.run_cycle()
+    assert len([x for x in smtp.inbox.subjects() if DELIVERY in x]) == 1
+
+    # restart: a new process with the same store neither repeats nor forgets
+    m.close()
+    m = monitor(s, clock)
+    clock.advance(60)
+    m.run_cycle()
+    assert state_of(m, DELIVERY) == "firing"
+    assert len([x for x in smtp.inbox.subjects() if DELIVERY in x]) == 1
+
+    clock.advance(30 * 60)  # 30 minutes firing: level 2, the lead is added
+    m.run_cycle()
+    escalated = [(r, mm) for r, mm in smtp.inbox.messages if DELIVERY in str(mm["Subject"])][1:]
+    assert sorted(r for rcpts, _ in escalated for r in rcpts) == \
+        ["lead@practice.example", "oncall@practice.example"]  # one e-mail each
+
+    state.set_scenario("healthy")
+    clock.advance(3600)
+    m.run_cycle()
+    assert state_of(m, DELIVERY) == "inactive"
+    resolved = [x for x in smtp.inbox.subjects() if DELIVERY in x and x.startswith("[RESOLVED]")]
+    assert len(resolved) == 2  # to the on-call engineer and to the lead it was escalated to
+    m.close()
+
+
+def test_crash_between_deciding_and_sending_loses_nothing(
+        app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, state = sim
+    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
+    state.set_scenario("out_of_credit")
+    m = monitor(s, clock)
+    assert m.alerts is not None
+    monkeypatch.setattr(m.alerts, "drain", lambda now: (_ for _ in ()).throw(SystemExit("crash")))
+    with pytest.raises(SystemExit):
+        m.run_cycle()  # decided and committed; the process "dies" before sending
+    assert smtp.inbox.messages == []
+    m.close()
+    m = monitor(s, clock)  # restart
+    clock.advance(60)
+    m.run_cycle()
+    balance = [x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]
+    assert len(balance) == 1
+    m.close()
+
+
+def test_smtp_down_then_back(app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp,
+                             clock: FakeClock, tmp_path: Any) -> None:
+    server, state = sim
+    smtp.stop()
+    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
+    state.set_scenario("out_of_credit")
+    m = monitor(s, clock)
+    snap = m.run_cycle()
+    assert snap.alerts is not None
+    assert snap.alerts.notifications[("email", "failed")] == 1
+    assert snap.alerts.outbox_pending == 1
+    assert state_of(m, "Low Twilio Balance") == "firing"  # evaluation went on
+    smtp.start()
+    clock.advance(10)
+    m.run_cycle()  # still inside the backoff: not retried yet
+    assert smtp.inbox.messages == []
+    clock.advance(60)
+    snap = m.run_cycle()
+    assert snap.alerts is not None and snap.alerts.outbox_pending == 0
+    assert len([x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]) == 1
+    m.close()
+
+
+def test_broken_row_is_reported_and_the_rest_work(
+        app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
+        tmp_path: Any) -> None:
+    server, state = sim
+    engine = create_engine(app)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO notification_rules (rule_name, rule_type, "
+                          "trigger_conditions, recipients) VALUES ('Nonsense', 'alert', "
+                          "'{\"metric\": \"sms_mood\", \"threshold\": 1}', ARRAY['x@y.example'])"))
+    engine.dispose()
+    state.set_scenario("out_of_credit")
+    m = monitor(settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}"), clock)
+    snap = m.run_cycle()
+    assert snap.alerts is not None
+    assert snap.alerts.broken == (("Nonsense", "unknown metric 'sms_mood'"),)
+    assert len([x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]) == 1
+    m.close()
+
+
+def test_two_replicas_one_pager(app: str, pg_admin: Engine,
+                                sim: tuple[SimulatorServer, SimState], smtp: Smtp,
+                                clock: FakeClock) -> None:
+    server, state = sim
+    s = settings(app, server, smtp, app)  # both keep alert state in the shared PostgreSQL
+    a, b = monitor(s, clock), monitor(s, clock)
+    state.set_scenario("out_of_credit")
+    snap_a, snap_b = a.run_cycle(), b.run_cycle()
+    assert snap_a.alerts is not None and snap_b.alerts is not None
+    assert (snap_a.alerts.leader, snap_b.alerts.leader) == (True, False)
+    assert len([x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]) == 1
+
+    # the leader dies: its lock connection is gone; the other takes over within two cycles
+    db = app.rsplit("/", 1)[1]
+    with pg_admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
+                          "locktype = 'advisory' AND database = (SELECT oid FROM pg_database "
+                          "WHERE datname = :d)"), {"d": db})
+    assert a.alerts is not None
+    a.alerts.leadership._conn = None  # the dead process's handle is gone with it
+    a.alerts.leadership.check = lambda: False  # type: ignore[method-assign]
+    clock.advance(60)
+    b.run_cycle()
+    clock.advance(60)
+    snap_b = b.run_cycle()
+    assert snap_b.alerts is not None and snap_b.alerts.leader
+    state.set_scenario("healthy")
+    clock.advance(60)
+    b.run_cycle()
+    a.run_cycle()
+    subjects = [x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]
+    assert len(subjects) == 2 and subjects[1].startswith("[RESOLVED]")  # once each, not twice
+    a.close()
+    b.close()
+
+
+_ = (replace, datetime, UTC)

@@ -1,0 +1,136 @@
+"""notification_rules rows → rules, and the alert lifecycle (pure, injected time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sms_monitor.alerts.lifecycle import FIRING, INACTIVE, PENDING, AlertState, level_at, step
+from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows, parse_rule
+
+ACCOUNTS = ("primary", "clinic-west")
+CHECKS = ("delivery_rate", "balance", "overall", "optout_unprocessed")
+
+
+def row(cond: Any, name: str = "Low SMS Delivery Rate", kind: str = "alert",
+        recipients: Any = ("admin@practice.com",)) -> dict[str, Any]:
+    return {"rule_name": name, "rule_type": kind, "trigger_conditions": cond,
+            "recipients": list(recipients) if isinstance(recipients, tuple) else recipients}
+
+
+def parse(r: dict[str, Any]) -> Rule | BrokenRule | None:
+    return parse_rule(r, accounts=ACCOUNTS, checks=CHECKS, max_window=3600)
+
+
+def test_the_runbooks_row_parses_with_natural_direction() -> None:
+    rule = parse(row('{"metric": "sms_delivery_rate", "threshold": 90, "window": "1 hour"}'))
+    assert isinstance(rule, Rule)
+    assert (rule.metric, rule.operator, rule.threshold, rule.window) == \
+        ("sms_delivery_rate", "<", 90.0, 3600.0)
+    assert rule.for_seconds == 0 and rule.repeat == 4 * 3600 and rule.account is None
+    assert rule.recipients == ("admin@practice.com",)
+    assert rule.breached(89.9) and not rule.breached(90.0)
+
+
+@pytest.mark.parametrize(("window", "seconds"), [("1 hour", 3600), ("15 minutes", 900),
+                                                 ("1h", 3600), ("30m", 1800), (600, 600)])
+def test_window_strings(window: Any, seconds: float) -> None:
+    rule = parse(row({"metric": "sms_error_rate", "threshold": 5, "window": window}))
+    assert isinstance(rule, Rule) and rule.window == seconds and rule.operator == ">"
+
+
+def test_optional_keys() -> None:
+    rule = parse(row({"metric": "account_balance", "threshold": "20", "operator": "<=",
+                      "for": "10m", "severity": "warning", "account": "clinic-west",
+                      "repeat": "1h"}))
+    assert isinstance(rule, Rule)
+    assert (rule.operator, rule.for_seconds, rule.severity, rule.account, rule.repeat) == \
+        ("<=", 600, "warning", "clinic-west", 3600)
+    rollup = parse(row({"metric": "status:overall", "account": "*"}))
+    assert isinstance(rollup, Rule) and rollup.threshold == 2 and rollup.operator == ">="
+
+
+@pytest.mark.parametrize(("cond", "reason"), [
+    ("{not json", "not valid JSON"),
+    ('["a"]', "JSON object"),
+    ({"threshold": 90}, "no metric"),
+    ({"metric": "sms_happiness", "threshold": 1}, "unknown metric"),
+    ({"metric": "status:nonsense"}, "unknown metric"),
+    ({"metric": "sms_delivery_rate"}, "not a number"),
+    ({"metric": "sms_delivery_rate", "threshold": "ninety"}, "not a number"),
+    ({"metric": "sms_delivery_rate", "threshold": 190}, "0-100"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "window": "forever"}, "duration"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "window": "2 hours"}, "longer than"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "operator": "=="}, "operator"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "account": "nobody"}, "not monitored"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "severity": "meh"}, "severity"),
+])
+def test_broken_rows_say_why(cond: Any, reason: str) -> None:
+    broken = parse(row(cond))
+    assert isinstance(broken, BrokenRule) and broken.name == "Low SMS Delivery Rate"
+    assert reason in broken.reason
+
+
+def test_non_alert_rows_are_left_alone_and_bad_recipients_reported() -> None:
+    assert parse(row({"metric": "x"}, kind="digest")) is None
+    rows = [row({"metric": "sms_delivery_rate", "threshold": 90}),
+            row({"metric": "sms_error_rate", "threshold": 5}, name="Errors",
+                recipients=["+15551234567", "ops@practice.example"]),
+            row({"metric": "sms_error_rate", "threshold": 5}, name="Errors"),  # duplicate name
+            row("{oops", name="Broken")]
+    rules, broken = parse_rows(rows, accounts=ACCOUNTS, checks=CHECKS, max_window=3600,
+                               recipient_ok=lambda r: "@" in r)
+    assert [r.name for r in rules] == ["Low SMS Delivery Rate", "Errors"]
+    reasons = {b.name: b.reason for b in broken}
+    assert "neither an e-mail" in reasons["Errors"] or "same name" in reasons["Errors"]
+    assert len(broken) == 3 and "not valid JSON" in reasons["Broken"]
+
+
+RULE = Rule(name="r", metric="sms_delivery_rate", threshold=90.0, operator="<", window=3600,
+            for_seconds=0.0, severity="critical", account=None, repeat=4 * 3600,
+            recipients=("a@b.example",), runbook="x")
+
+
+def test_fire_at_once_without_for_then_resolve_with_hysteresis() -> None:
+    s = AlertState("r", "primary")
+    s, ev = step(s, RULE, 95.0, 0)
+    assert s.state == INACTIVE and ev == []
+    s, ev = step(s, RULE, 89.0, 60)
+    assert s.state == FIRING and [e.kind for e in ev] == ["firing"] and s.level == 1
+    s, ev = step(s, RULE, 90.5, 120)  # back over 90, but inside the 2 % margin: no flap
+    assert s.state == FIRING and ev == []
+    s, ev = step(s, RULE, 89.9, 180)
+    assert ev == []
+    s, ev = step(s, RULE, 91.8, 240)  # 90 + 2 % of 90 = 91.8: resolved
+    assert s.state == INACTIVE and [e.kind for e in ev] == ["resolved"]
+    assert ev[0].since == 60
+
+
+def test_pending_for_then_firing_and_unknown_changes_nothing() -> None:
+    rule = Rule(**{**RULE.__dict__, "for_seconds": 300.0})
+    s = AlertState("r", "primary")
+    s, ev = step(s, rule, 80.0, 0)
+    assert s.state == PENDING and ev == []
+    s, ev = step(s, rule, None, 200)  # unknown value: still pending, nothing sent
+    assert s.state == PENDING and ev == []
+    s, ev = step(s, rule, 80.0, 299)
+    assert s.state == PENDING
+    s, ev = step(s, rule, 80.0, 300)
+    assert s.state == FIRING and ev[0].kind == "firing" and ev[0].since == 300
+    s2, ev = step(AlertState("r", "p", PENDING, since=0.0), rule, 95.0, 100)
+    assert s2.state == INACTIVE and ev == []
+
+
+def test_escalation_and_repeat_timing() -> None:
+    rule = Rule(**{**RULE.__dict__, "repeat": 3600.0})
+    s, ev = step(AlertState("r", "primary"), rule, 50.0, 0)
+    kinds = []
+    for t in range(60, 4 * 3600, 60):
+        s, ev = step(s, rule, 50.0, t)
+        kinds += [(t, e.kind, e.level) for e in ev]
+    assert kinds[0] == (1800, "escalated", 2)  # 30 minutes
+    assert (7200, "escalated", 3) in kinds  # 120 minutes
+    repeats = [t for t, k, _ in kinds if k == "repeat"]
+    assert repeats == [5400, 10800]  # an hour after the last notification each time
+    assert [level_at(x) for x in (0, 1799, 1800, 7199, 7200)] == [1, 1, 2, 2, 3]
