@@ -259,3 +259,75 @@ def test_two_replicas_one_pager(app: str, pg_admin: Engine,
 
 
 _ = (replace, datetime, UTC)
+
+
+def test_broken_row_is_logged_once_per_change(
+        app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
+        tmp_path: Any) -> None:
+    import structlog
+
+    server, _ = sim
+    engine = create_engine(app)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO notification_rules (rule_name, rule_type, "
+                          "trigger_conditions, recipients) VALUES ('Typo', 'alert', "
+                          "'{\"metric\": \"sms_delivery_rate\", \"threshold\": \"ninety\"}', "
+                          "ARRAY['x@y.example'])"))
+    m = monitor(settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}"), clock)
+    with structlog.testing.capture_logs() as logs:
+        m.run_cycle()
+        m.run_cycle()
+        with engine.begin() as conn:  # the row changes: reported again, with the new reason
+            conn.execute(text("UPDATE notification_rules SET trigger_conditions = "
+                              "'{\"metric\": \"sms_delivery_rate\", \"threshold\": 900}' "
+                              "WHERE rule_name = 'Typo'"))
+        m.run_cycle()
+    reports = [e for e in logs if e["event"] == "alert_rule_unusable"]
+    assert [(e["rule"], "ninety" in e["reason"] or "0-100" in e["reason"]) for e in reports] == \
+        [("Typo", True), ("Typo", True)]
+    from sms_monitor.export.http import build_registry
+
+    registry = build_registry(m.holder)
+    assert registry.get_sample_value("sms_alert_rule_invalid", {"rule": "Typo"}) == 1
+    assert registry.get_sample_value("sms_alert_leader") == 1
+    assert registry.get_sample_value(
+        "sms_alert_state", {"rule": DELIVERY, "target": "primary", "severity": "critical"}) == 0
+    engine.dispose()
+    m.close()
+
+
+def test_rules_check_and_alerts_commands(app: str, sim: tuple[SimulatorServer, SimState],
+                                         smtp: Smtp, clock: FakeClock, tmp_path: Any,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from sms_monitor.cli import main
+
+    server, state = sim
+    store = f"sqlite:///{tmp_path / 'alerts.db'}"
+    env = demo_env(server.url) | {"SMS_MONITOR_DATABASE_URL": app,
+                                  "SMS_MONITOR_ALERT_STORE_URL": store}
+    assert main(["rules", "check"], env=env) == 0
+    out = capsys.readouterr().out
+    assert "OK   Low SMS Delivery Rate: sms_delivery_rate < 90 over 3600s" in out
+    assert "5 usable, 0 with problems" in out
+
+    engine = create_engine(app)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO notification_rules (rule_name, rule_type, "
+                          "trigger_conditions, recipients) VALUES ('Bad', 'alert', '{}', "
+                          "ARRAY['+15551234567']), ('Digest', 'report', '{}', ARRAY['a@b.example'])"))
+    engine.dispose()
+    assert main(["rules", "check"], env=env) == 1
+    out = capsys.readouterr().out
+    assert "BAD  Bad: trigger_conditions has no metric" in out
+    assert "5 usable, 1 with problems, 1 not alert rows" in out
+
+    state.set_scenario("out_of_credit")
+    m = monitor(settings(app, server, smtp, store), clock)
+    m.run_cycle()
+    m.close()
+    assert main(["alerts"], env=env) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["RULE", "TARGET", "STATE"]
+    balance = next(line for line in out if line.startswith("Low Twilio Balance"))
+    assert "firing" in balance and "-0.42" in balance
+    assert out[-1] == "0 notification(s) waiting in the outbox"
