@@ -148,7 +148,22 @@ def cost_metrics(snap: Snapshot) -> Iterator[Metric]:
             segments.add_metric([a.account], st.segments_per_message)
         if st.international_ratio is not None:
             international.add_metric([a.account], st.international_ratio)
-    yield from (spend, budget, window_spend, segments, international)
+    peak = GaugeMetricFamily(
+        "sms_throughput_peak_messages_per_second",
+        "Outbound messages created in the busiest minute of the window, per second" + CACHED,
+        labels=["account"])
+    util = GaugeMetricFamily(
+        "sms_throughput_utilisation_ratio",
+        "Busiest minute's rate / the sending number's limit (number_type)" + CACHED,
+        labels=["account"])
+    for a in snap.accounts:
+        if a.stats is None or not a.facts.messages_ok:
+            continue
+        peak.add_metric([a.account], a.stats.peak_minute / 60.0)
+        check = next((c for c in a.checks if c.name == "throughput"), None)
+        if check is not None and check.value is not None:
+            util.add_metric([a.account], check.value)
+    yield from (spend, budget, window_spend, segments, international, peak, util)
 
 
 def account_metrics(snap: Snapshot) -> Iterator[Metric]:
