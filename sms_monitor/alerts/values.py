@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sms_monitor.alerts.rules import Rule
 from sms_monitor.core.classify import Status, worst
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES, GROUP
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.snapshot import AccountSnapshot, Snapshot
-from sms_monitor.core.stats import window_stats
+from sms_monitor.core.stats import WindowStats, window_stats
 
 ROLLUP = "*"
 DATABASE_METRICS = ("optout_violations", "queue_delay")
@@ -21,6 +21,8 @@ class AlertInputs:
     now: float
     snapshot: Snapshot
     records: Mapping[str, Sequence[MessageRecord]]  # account -> records held for its window
+    # (target, window) -> statistics, so rules sharing a window share one pass over the records
+    stats_cache: dict[tuple[str, float], WindowStats] = field(default_factory=dict)
 
 
 def targets(rule: Rule, accounts: Sequence[str]) -> list[str]:
@@ -64,10 +66,13 @@ def value(rule: Rule, target: str, inputs: AlertInputs) -> float | None:
                        "sms_carrier_filtered"):
         if not all(a.facts.messages_ok for a in accounts):
             return None
-        records: list[MessageRecord] = []
-        for a in accounts:
-            records.extend(inputs.records.get(a.account, ()))
-        st = window_stats(records, inputs.now, rule.window)
+        st = inputs.stats_cache.get((target, rule.window))
+        if st is None:
+            records: list[MessageRecord] = []
+            for a in accounts:
+                records.extend(inputs.records.get(a.account, ()))
+            st = inputs.stats_cache[target, rule.window] = window_stats(records, inputs.now,
+                                                                         rule.window)
         if rule.metric == "sms_delivery_rate":
             return None if st.delivery_ratio is None else st.delivery_ratio * 100
         if rule.metric == "sms_error_rate":
