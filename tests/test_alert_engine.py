@@ -331,3 +331,16 @@ def test_rules_check_and_alerts_commands(app: str, sim: tuple[SimulatorServer, S
     balance = next(line for line in out if line.startswith("Low Twilio Balance"))
     assert "firing" in balance and "-0.42" in balance
     assert out[-1] == "0 notification(s) waiting in the outbox"
+
+
+def test_unusable_store_is_reported_and_monitoring_goes_on(
+        app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock) -> None:
+    server, _ = sim
+    m = monitor(settings(app, server, smtp, "sqlite:////proc/no-such-dir/alerts.db"), clock)
+    snap = m.run_cycle()
+    assert snap.alerts is not None and not snap.alerts.store_ok
+    assert snap.accounts[0].overall.value == "green"
+    from sms_monitor.export.http import build_registry
+
+    assert build_registry(m.holder).get_sample_value("sms_alert_store_up") == 0
+    m.close()

@@ -22,7 +22,7 @@ from sms_monitor.alerts.lifecycle import FIRING, AlertState, step
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind
 from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows
 from sms_monitor.alerts.settings import AlertsConfig
-from sms_monitor.alerts.store import AlertStore
+from sms_monitor.alerts.store import AlertStore, StoreError
 from sms_monitor.alerts.values import AlertInputs, targets, value
 from sms_monitor.core.checks import CHECK_NAMES
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES
@@ -65,14 +65,16 @@ class AlertEngine:
         store_ok = True
         views: list[AlertView] = []
         try:
+            if not self.store.migrated:
+                self.store.migrate()  # retried every cycle until the store is reachable
             if leader:
                 self._evaluate(rules, snapshot, records, now)
                 self.drain(now)
             states = self.store.load_states()
             pending = self.store.pending_count()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StoreError) as exc:
             log.warning("alert_store_failed", error=type(exc).__name__,
-                        reason=str(exc).splitlines()[0][:200])
+                        reason=(str(exc).splitlines() or [""])[0][:200])
             store_ok, states, pending = False, {}, 0
         by_name = {r.name: r for r in rules}
         for (rule_name, target), st in sorted(states.items()):

@@ -39,11 +39,14 @@ from sms_monitor.alerts.lifecycle import AlertState
 SCHEMA_VERSION = 1
 
 
+class StoreError(Exception):
+    """The alert store cannot be used; ``str()`` is one line."""
+
+
 class AlertStore:
     def __init__(self, url: str, prefix: str = "sms_monitor_", schema: str | None = None) -> None:
         self.url = url
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.migrated = False
         connect_args = {"timeout": 15} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         md = MetaData(schema=schema)
@@ -77,14 +80,21 @@ class AlertStore:
 
     def migrate(self) -> None:
         """Create the tables if needed and record the layout version."""
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            try:
+                Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the alert store's directory: {exc.strerror}"
+                                 ) from None
         self.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
             current = conn.execute(select(func.max(self.version.c.version))).scalar()
             if current is None:
                 conn.execute(insert(self.version).values(version=SCHEMA_VERSION))
             elif current > SCHEMA_VERSION:
-                raise RuntimeError(f"alert store has layout {current}, newer than this "
-                                   f"sms-monitor ({SCHEMA_VERSION})")
+                raise StoreError(f"alert store has layout {current}, newer than this "
+                                 f"sms-monitor ({SCHEMA_VERSION})")
+        self.migrated = True
 
     def close(self) -> None:
         self.engine.dispose()
