@@ -63,6 +63,8 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
     db_path = Path(tempfile.mkdtemp(prefix="sms-monitor-demo-")) / "practice.db"
     url = f"sqlite:///{db_path}"
     writer = create_engine(url)
+    with writer.connect() as conn:  # readers (the monitor) never block the demo's writes
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     seed_demo(writer, datetime.fromtimestamp(now, UTC),
               logs_per_minute=RATE_PER_MINUTE * (1 - state.inbound_share) * LOGGED_SHARE,
               log_span=WINDOW_SECONDS)

@@ -5,89 +5,16 @@ Time is a FakeClock shared by the simulator and the monitor; nothing sleeps.
 
 from __future__ import annotations
 
-import email
-import socket
-from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, create_engine, text
 
 from sms_monitor.config import Settings, load_settings
-from sms_monitor.db.fixture import create_runbook_schema, runbook_metadata, runbook_rules
 from sms_monitor.monitor import Monitor
 from sms_monitor.simulator.server import SimulatorServer
-from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER, SimState
-from tests.conftest import FakeClock, SleepRecorder, demo_env
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], email.message.Message]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-    def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for _, m in self.messages]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Smtp:
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.inbox = Inbox()
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-
-@pytest.fixture
-def smtp() -> Iterator[Smtp]:
-    server = Smtp()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def app(pg_url: str, clock: FakeClock) -> str:
-    engine = create_engine(pg_url)
-    create_runbook_schema(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(runbook_metadata().tables["notification_rules"]),
-                     runbook_rules(["oncall@practice.example"]))
-    engine.dispose()
-    return pg_url
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[tuple[SimulatorServer, SimState]]:
-    state = SimState(clock=clock, rate_per_minute=30.0, history_seconds=3600.0)
-    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
-    server = SimulatorServer(("127.0.0.1", 0), state).start()
-    yield server, state
-    server.stop()
+from sms_monitor.simulator.state import SimState
+from tests.conftest import FakeClock, SleepRecorder, Smtp, demo_env
 
 
 def settings(app: str, sim: SimulatorServer, smtp: Smtp, store: str, **alerts: Any) -> Settings:
@@ -257,8 +184,6 @@ def test_two_replicas_one_pager(app: str, pg_admin: Engine,
     a.close()
     b.close()
 
-
-_ = (replace, datetime, UTC)
 
 
 def test_broken_row_is_logged_once_per_change(

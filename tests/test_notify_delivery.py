@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind, summary
-from tests.test_alert_engine import Smtp, _free_port
+from tests.conftest import Smtp, _free_port
 
 N = Notification(rule="Low SMS Delivery Rate", account="primary", event="firing",
                  severity="critical", metric="sms_delivery_rate", value=87.5, threshold=90.0,
@@ -94,13 +94,8 @@ def test_alertmanager_payload(receiver: Receiver) -> None:
     assert done[0]["endsAt"] == "2026-05-28T20:36:40Z"
 
 
-def test_email_and_smtp_down_without_leaking_the_password() -> None:
-    smtp = Smtp()
-    smtp.start()
-    try:
-        Notifier(smtp.url, "monitor@practice.example").send("admin@practice.com", N)
-    finally:
-        smtp.stop()
+def test_email_and_smtp_down_without_leaking_the_password(smtp: Smtp) -> None:
+    Notifier(smtp.url, "monitor@practice.example").send("admin@practice.com", N)
     (rcpts, msg), = smtp.inbox.messages
     assert rcpts == ["admin@practice.com"] and msg["From"] == "monitor@practice.example"
     assert msg["Subject"] == summary(N) and msg["X-SMS-Monitor-Key"] == N.key
@@ -112,3 +107,26 @@ def test_email_and_smtp_down_without_leaking_the_password() -> None:
         Notifier(down, None, timeout=2).send("admin@practice.com", N)
     assert "s3cr3t-pw" not in str(err.value) and "\n" not in str(err.value)
     assert "admin@practice.com" in str(err.value)
+
+
+def test_engine_keeps_firing_alerts_alive_in_alertmanager(
+        app: str, sim: Any, smtp: Smtp, clock: Any, tmp_path: Any, receiver: Receiver) -> None:
+    from tests.test_alert_engine import monitor, settings
+
+    server, state = sim
+    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'a.db'}", alertmanager_url=receiver.url)
+    state.set_scenario("out_of_credit")
+    m = monitor(s, clock)
+    m.run_cycle()
+    balance = [b for _, b in receiver.bodies if b[0]["labels"]["rule"] == "Low Twilio Balance"]
+    assert len(balance) == 2  # the event (outbox) and this cycle's refresh
+    clock.advance(60)
+    m.run_cycle()
+    balance = [b for _, b in receiver.bodies if b[0]["labels"]["rule"] == "Low Twilio Balance"]
+    assert len(balance) == 3 and all("endsAt" not in b[0] for b in balance)
+    state.set_scenario("healthy")
+    clock.advance(60)
+    m.run_cycle()
+    last = [b for _, b in receiver.bodies if b[0]["labels"]["rule"] == "Low Twilio Balance"][-1]
+    assert "endsAt" in last[0]  # resolved, and no refresh after it
+    m.close()

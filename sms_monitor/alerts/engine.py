@@ -70,6 +70,7 @@ class AlertEngine:
             if leader:
                 self._evaluate(rules, snapshot, records, now)
                 self.drain(now)
+                self._refresh_alertmanager(rules, now)
             states = self.store.load_states()
             pending = self.store.pending_count()
         except (SQLAlchemyError, StoreError) as exc:
@@ -134,6 +135,28 @@ class AlertEngine:
                 history.append((key[0], key[1], "forgotten", states[key].level,
                                 states[key].last_value, now))
         self.store.commit(changed, outbox, history, now, forget)
+
+    def _refresh_alertmanager(self, rules: list[Rule], now: float) -> None:
+        """Re-post every firing alert each cycle: Alertmanager resolves an alert it has not
+        heard of for resolve_timeout (5 minutes by default)."""
+        if not self.config.alertmanager_url:
+            return
+        by_name = {r.name: r for r in rules}
+        for (name, target), st in self.store.load_states().items():
+            rule = by_name.get(name)
+            if rule is None or st.state != FIRING or st.since is None:
+                continue
+            n = Notification(rule=name, account=target, event="firing", severity=rule.severity,
+                             metric=rule.metric, value=st.last_value, threshold=rule.threshold,
+                             operator=rule.operator, since=st.since, at=now, level=st.level,
+                             runbook_section=rule.runbook, key=f"{name}|{target}|refresh")
+            try:
+                self.notifier.send_alertmanager(n)
+                self.sent[ALERTMANAGER, "refreshed"] += 1
+            except SendError as exc:
+                self.sent[ALERTMANAGER, "failed"] += 1
+                log.warning("alertmanager_refresh_failed", reason=str(exc))
+                return  # it is down: the outbox keeps the events; try again next cycle
 
     def drain(self, now: float) -> None:
         for row in self.store.due(now):

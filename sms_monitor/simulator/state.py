@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import structlog
+
 from sms_monitor.simulator.scenarios import SCENARIOS, Scenario
+
+log = structlog.get_logger("sms_monitor.simulator")
 
 DEMO_ACCOUNT_SID = "AC" + "de" * 16
 DEMO_AUTH_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
@@ -220,7 +224,10 @@ class SimState:
                 t += step
             self._generated_until = t - step
         if sent and self.on_outbound is not None:
-            self.on_outbound(sent)
+            try:
+                self.on_outbound(sent)
+            except Exception as exc:  # the hook is the demo's; the API must answer regardless
+                log.warning("simulator_hook_failed", error=type(exc).__name__)
 
     def insert_message(self, sid: str, created: float, *, outbound: bool, peer: str,
                        body: str) -> SimMessage:
