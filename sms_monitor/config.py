@@ -83,7 +83,8 @@ class Settings:
     max_pages: int = 200
     page_size: int = 1000
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    statuspage_url: str | None = None
+    statuspage_url: str | None = None  # None: disabled
+    statuspage_interval: float = 120.0
     database_url: str | None = field(default=None, repr=False)
     smtp_url: str | None = field(default=None, repr=False)
     alert_from: str | None = None
@@ -238,7 +239,20 @@ _FILE_KEYS = {
     "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
     "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
     "throughput_limit", "monthly_budget", "home_country_code", "usage_interval", "alerts",
+    "statuspage_interval",
 }
+STATUSPAGE_DEFAULT = "https://status.twilio.com/api/v2/summary.json"
+
+
+def _statuspage_url(env: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
+    """Twilio's status page by default; an empty value disables it."""
+    if "SMS_MONITOR_STATUSPAGE_URL" in env:
+        key, value = "SMS_MONITOR_STATUSPAGE_URL", env["SMS_MONITOR_STATUSPAGE_URL"]
+    elif "statuspage_url" in data:
+        key, value = "statuspage_url", data["statuspage_url"]
+    else:
+        return STATUSPAGE_DEFAULT
+    return _url(key, value) if value else None
 _ALERT_KEYS = {"enabled", "store_url", "prefix", "schema", "hysteresis", "level2_after",
                "level3_after", "level1", "level2", "level3", "alertmanager_url", "max_window"}
 
@@ -449,7 +463,9 @@ def load_settings(
         max_pages=_positive_int("max_pages", data.get("max_pages", 200)),
         page_size=_positive_int("page_size", data.get("page_size", 1000), high=1000),
         thresholds=_thresholds(data.get("thresholds")),
-        statuspage_url=opt_url("SMS_MONITOR_STATUSPAGE_URL", "statuspage_url"),
+        statuspage_url=_statuspage_url(env, data),
+        statuspage_interval=_duration("statuspage_interval", data["statuspage_interval"])
+        if "statuspage_interval" in data else 120.0,
         database_url=db or None,
         database=(database := _database(db or None, data.get("database"))),
         alerts=_alerts(data.get("alerts"), database, window, env),

@@ -78,19 +78,21 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
 
     demo_env = {k: v for k, v in env.items()
                 if k.startswith("SMS_MONITOR_")
-                and k not in ("SMS_MONITOR_TWILIO_API_URL", "SMS_MONITOR_DATABASE_URL")}
+                and k not in ("SMS_MONITOR_TWILIO_API_URL", "SMS_MONITOR_DATABASE_URL",
+                              "SMS_MONITOR_STATUSPAGE_URL")}
     demo_env.update({
         "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
         "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
         "SMS_MONITOR_TWILIO_API_URL": sim.url,
         "SMS_MONITOR_DATABASE_URL": url,
+        "SMS_MONITOR_STATUSPAGE_URL": f"{sim.url}/statuspage",
     })
     demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", POLL_INTERVAL)
     demo_env.setdefault("SMS_MONITOR_STATE_DIR", str(db_path.parent))
     demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
     data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
-            "alerts": {"max_window": "1h"}, **(file_data or {})}
+            "alerts": {"max_window": "1h"}, "statuspage_interval": "10s", **(file_data or {})}
     data.pop("accounts", None)
     settings = load_settings(demo_env, data, listen_address=listen_address)
     buttons = "".join(

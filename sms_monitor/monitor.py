@@ -33,8 +33,10 @@ from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.snapshot import AccountSnapshot, DatabaseSnapshot, Snapshot, SnapshotHolder
 from sms_monitor.core.stats import window_stats
+from sms_monitor.core.statuspage import statuspage_check
 from sms_monitor.core.window import MessageWindow
 from sms_monitor.sources.database import DatabaseSource
+from sms_monitor.sources.statuspage import StatusPageSource
 from sms_monitor.sources.telemetry import RequestLog
 from sms_monitor.sources.twilio import TwilioPoller
 
@@ -108,6 +110,10 @@ class Monitor:
         self.database_last_success: float | None = None
         self.content: ContentReport | None = None
         self.content_read_at: float | None = None
+        self.statuspage = (StatusPageSource(self.settings.statuspage_url,
+                                            timeout=min(5.0, self.settings.request_timeout),
+                                            interval=self.settings.statuspage_interval)
+                           if self.settings.statuspage_url else None)
         self.alerts: AlertEngine | None = None
         if self.settings.alerts is not None:
             self.alerts = build_alert_engine(self.settings, self.clock)
@@ -273,6 +279,7 @@ class Monitor:
             except Exception as exc:  # a bug here must not cost the Twilio checks
                 log.exception("database_poll_crashed", error=type(exc).__name__)
                 self.database_errors["poll", "internal"] += 1
+        status_facts = self.statuspage.poll(self.clock()) if self.statuspage else None
         self.cycles += 1
         last_success = {f"twilio:{s.config.name}": s.last_success
                         for s in self.accounts if s.last_success is not None}
@@ -286,6 +293,8 @@ class Monitor:
             cycles=self.cycles,
             cycle_seconds=time.monotonic() - started,
             database=database,
+            statuspage=status_facts,
+            statuspage_check=statuspage_check(status_facts) if status_facts else None,
         )
         snapshot = self._run_alerts(snapshot)
         self.holder.publish(snapshot)

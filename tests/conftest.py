@@ -66,6 +66,7 @@ def demo_env(url: str) -> dict[str, str]:
         "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
         "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
         "SMS_MONITOR_TWILIO_API_URL": url,
+        "SMS_MONITOR_STATUSPAGE_URL": "",  # no Internet here: tests that want it set it
     }
 
 

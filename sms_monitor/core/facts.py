@@ -60,3 +60,14 @@ class DatabaseFacts:
     @property
     def up(self) -> bool:
         return not self.failures
+
+
+@dataclass(frozen=True)
+class StatusPageFacts:
+    ok: bool
+    error: str | None = None
+    indicator: str | None = None  # none, minor, major, critical
+    components: dict[str, str] = field(default_factory=dict)  # name -> status (relevant ones)
+    open_incidents: int = 0
+    incident_names: tuple[str, ...] = ()
+    read_at: float = 0.0

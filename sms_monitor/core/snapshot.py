@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sms_monitor.core.classify import CheckResult, Status, worst
 from sms_monitor.core.content import ContentReport
-from sms_monitor.core.facts import AccountFacts, DatabaseFacts
+from sms_monitor.core.facts import AccountFacts, DatabaseFacts, StatusPageFacts
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.window import HistogramState
 
@@ -96,11 +96,15 @@ class Snapshot:
     cycle_seconds: float = 0.0
     database: DatabaseSnapshot | None = None
     alerts: AlertsSnapshot | None = None
+    statuspage: StatusPageFacts | None = None
+    statuspage_check: CheckResult | None = None  # shown with the checks, not in overall
 
     def checks(self) -> list[CheckResult]:
         out = [c for a in self.accounts for c in a.checks]
         if self.database is not None:
             out.extend(self.database.checks)
+        if self.statuspage_check is not None:
+            out.append(self.statuspage_check)
         return out
 
     @property

@@ -49,6 +49,7 @@ class SnapshotCollector(Collector):
         yield from request_metrics(snap)
         yield from database_metrics(snap)
         yield from alert_metrics(snap)
+        yield from statuspage_metrics(snap)
         yield from self_metrics(snap)
 
 
@@ -301,6 +302,27 @@ def database_metrics(snap: Snapshot) -> Iterator[Metric]:
     duration.add_metric([], db.poll_seconds)
     yield from (invalid, unprocessed, opted, delay, volume, logged, received, ratio, disabled,
                 rows, errors, duration)
+
+
+def statuspage_metrics(snap: Snapshot) -> Iterator[Metric]:
+    sp = snap.statuspage
+    if sp is None:
+        return
+    up = GaugeMetricFamily("twilio_statuspage_up", "1 when Twilio's status page was readable")
+    up.add_metric([], 1 if sp.ok else 0)
+    yield up
+    if not sp.ok:
+        return
+    comp = GaugeMetricFamily(
+        "twilio_statuspage_component_status",
+        "1 for the current state of each SMS-related component of Twilio's status page",
+        labels=["component", "status"])
+    for name, status in sorted(sp.components.items()):
+        comp.add_metric([name, status], 1)
+    incidents = GaugeMetricFamily("twilio_statuspage_open_incidents",
+                                  "Incidents on Twilio's status page that are not resolved")
+    incidents.add_metric([], sp.open_incidents)
+    yield from (comp, incidents)
 
 
 def alert_metrics(snap: Snapshot) -> Iterator[Metric]:

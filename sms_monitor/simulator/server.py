@@ -84,6 +84,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     # -- dispatch ---------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
+        if url.path == "/statuspage/api/v2/summary.json":
+            self._statuspage()
+            return
         if url.path.startswith("/_simulator") or url.path == "/":
             self._control_get(url.path)
             return
@@ -131,6 +134,17 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 return
             self._json(200, {"account": sid, "messages": len(state.accounts[sid].messages)})
             return
+        if url.path == "/_simulator/statuspage":
+            fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
+            allowed = (*STATUSPAGE_STATES, "down", "malformed")
+            status = str(fields.get("component_status", "operational"))
+            if status not in allowed:
+                self._json(400, {"error": f"component_status must be one of {allowed}"})
+                return
+            self.server.state.statuspage = {"component_status": status,
+                                            "incident": str(fields.get("incident", ""))[:100]}
+            self._json(200, self.server.state.statuspage)
+            return
         if url.path == "/_simulator/faults":
             fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
             faults = self.server.state.faults
@@ -142,6 +156,17 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self._json(200, vars(faults))
             return
         self._api(url.path, parse_qs(raw.decode(errors="replace")), method="POST")
+
+    def _statuspage(self) -> None:
+        sp = dict(self.server.state.statuspage)
+        if sp["component_status"] == "down":
+            self._send(503, b"<html>Service Unavailable</html>", "text/html")
+            return
+        if sp["component_status"] == "malformed":
+            self._send(200, b'{"page": {"id": "x"', "application/json")
+            return
+        self._json(200, statuspage_summary(sp["component_status"], sp["incident"],
+                                           self.server.state.clock()))
 
     def _control_get(self, path: str) -> None:
         state = self.server.state
@@ -329,6 +354,49 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             "start": 0,
             "uri": uri,
         })
+
+
+STATUSPAGE_STATES = ("operational", "degraded_performance", "partial_outage", "major_outage",
+                     "under_maintenance")
+
+
+def statuspage_summary(messaging: str, incident: str, now: float) -> dict[str, Any]:
+    """A Statuspage v2 summary.json shaped like Twilio's, SMS components in ``messaging``."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def component(cid: str, name: str, status: str, group: bool = False,
+                  group_id: str | None = None) -> dict[str, Any]:
+        return {"id": cid, "name": name, "status": status, "created_at": stamp,
+                "updated_at": stamp, "position": 1, "description": None, "showcase": False,
+                "start_date": None, "group_id": group_id, "page_id": "gpkpyklzq55q",
+                "group": group, "only_show_if_degraded": False,
+                **({"components": []} if group else {})}
+
+    indicator = {"operational": "none", "degraded_performance": "minor",
+                 "under_maintenance": "maintenance", "partial_outage": "major",
+                 "major_outage": "critical"}[messaging]
+    incidents = []
+    if incident:
+        incidents.append({"id": "inc1", "name": incident, "status": "investigating",
+                          "impact": "major", "created_at": stamp, "updated_at": stamp,
+                          "shortlink": "https://stspg.io/x", "page_id": "gpkpyklzq55q",
+                          "incident_updates": [], "components": []})
+        indicator = indicator if indicator != "none" else "minor"
+    return {
+        "page": {"id": "gpkpyklzq55q", "name": "Twilio", "url": "https://status.twilio.com",
+                 "time_zone": "Etc/UTC", "updated_at": stamp},
+        "components": [
+            component("grp1", "Programmable Messaging", messaging, group=True),
+            component("c1", "SMS Delivery", messaging, group_id="grp1"),
+            component("c2", "Messaging API", messaging, group_id="grp1"),
+            component("c3", "REST API", "operational"),
+            component("c4", "Voice", "operational"),
+        ],
+        "incidents": incidents,
+        "scheduled_maintenances": [],
+        "status": {"indicator": indicator, "description": "All Systems Operational"
+                   if indicator == "none" else "Service disruption"},
+    }
 
 
 def _form_or_json(raw: bytes, ctype: str) -> dict[str, Any]:

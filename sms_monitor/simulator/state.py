@@ -146,6 +146,9 @@ class SimState:
         self.accounts: dict[str, SimAccount] = {}
         self.scenario: Scenario = SCENARIOS[scenario]
         self.faults = Faults()
+        # Twilio's status page as the simulator serves it: the messaging components' state
+        # (or "down" / "malformed" for the page itself) and an open incident's name, if any.
+        self.statuspage: dict[str, str] = {"component_status": "operational", "incident": ""}
         self.requests = 0
         # Called with the creation times of outbound messages as the clock creates them
         # (the demo uses it to play the application that logs each SMS it sends).

@@ -1,0 +1,80 @@
+"""Twilio's public status page (Atlassian Statuspage v2 ``summary.json``).
+
+Read every ``statuspage_interval``: the components relevant to SMS and the open
+incidents, so on-call sees at once whether the fault is Twilio's. A status page that is
+down or malformed makes this input unknown and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import requests
+import structlog
+
+from sms_monitor.core.facts import StatusPageFacts
+
+log = structlog.get_logger("sms_monitor.statuspage")
+
+DEFAULT_URL = "https://status.twilio.com/api/v2/summary.json"
+# Components whose name mentions SMS or messaging (or the REST API the application calls).
+DEFAULT_COMPONENTS = r"(?i)\bsms\b|messag|rest api"
+COMPONENT_STATES = ("operational", "degraded_performance", "partial_outage", "major_outage",
+                    "under_maintenance")
+
+
+def parse_summary(doc: Any, pattern: str = DEFAULT_COMPONENTS) -> StatusPageFacts:
+    """Facts from a summary.json document; raises ValueError when it is not one."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("components"), list):
+        raise ValueError("not a Statuspage summary (no components list)")
+    status = doc.get("status")
+    indicator = status.get("indicator") if isinstance(status, dict) else None
+    wanted = re.compile(pattern)
+    components: dict[str, str] = {}
+    for c in doc["components"]:
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            raise ValueError("a component without a name")
+        if c.get("group") is True or not wanted.search(c["name"]):
+            continue
+        state = c.get("status")
+        components[c["name"][:80]] = state if state in COMPONENT_STATES else "unknown"
+    incidents = [i for i in doc.get("incidents") or [] if isinstance(i, dict)
+                 and i.get("status") not in ("resolved", "postmortem")]
+    return StatusPageFacts(ok=True, indicator=indicator if isinstance(indicator, str) else None,
+                           components=components, open_incidents=len(incidents),
+                           incident_names=tuple(str(i.get("name", ""))[:120] for i in incidents))
+
+
+class StatusPageSource:
+    def __init__(self, url: str, timeout: float = 5.0, interval: float = 120.0,
+                 pattern: str = DEFAULT_COMPONENTS) -> None:
+        # the contract names the API base; a full summary.json URL works too
+        self.url = url if url.endswith(".json") else url.rstrip("/") + "/api/v2/summary.json"
+        self.timeout = timeout
+        self.interval = interval
+        self.pattern = pattern
+        self.session = requests.Session()
+        self.last: StatusPageFacts | None = None
+        self.errors = 0
+
+    def poll(self, now: float) -> StatusPageFacts:
+        """The latest facts, re-read when ``interval`` has passed since the last read."""
+        if self.last is not None and now - self.last.read_at < self.interval:
+            return self.last
+        started = time.monotonic()
+        try:
+            resp = self.session.get(self.url, timeout=self.timeout,
+                                    headers={"Accept": "application/json"})
+            resp.raise_for_status()
+            facts = parse_summary(resp.json(), self.pattern)
+            facts = StatusPageFacts(**{**facts.__dict__, "read_at": now})
+        except (requests.RequestException, ValueError) as exc:
+            self.errors += 1
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            log.warning("statuspage_unreadable", reason=reason,
+                        seconds=round(time.monotonic() - started, 3))
+            facts = StatusPageFacts(ok=False, error=reason, read_at=now)
+        self.last = facts
+        return facts

@@ -1,0 +1,81 @@
+"""Twilio's status page: parsing, the twilio_status check, metrics, failure isolation."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from sms_monitor.core.classify import Status
+from sms_monitor.core.facts import StatusPageFacts
+from sms_monitor.core.statuspage import statuspage_check
+from sms_monitor.export.http import build_registry
+from sms_monitor.monitor import Monitor
+from sms_monitor.simulator.server import SimulatorServer, statuspage_summary
+from sms_monitor.simulator.state import SimState
+from sms_monitor.sources.statuspage import parse_summary
+from tests.conftest import FakeClock, SleepRecorder, settings_for
+
+
+def test_only_sms_components_count_and_incidents_are_open_ones() -> None:
+    doc = statuspage_summary("degraded_performance", "Delays to US carriers", 1_780_000_000)
+    facts = parse_summary(doc)
+    assert facts.components == {"SMS Delivery": "degraded_performance",
+                                "Messaging API": "degraded_performance",
+                                "REST API": "operational"}  # not Voice, not the group row
+    assert facts.open_incidents == 1 and facts.incident_names == ("Delays to US carriers",)
+    doc["incidents"][0]["status"] = "resolved"
+    assert parse_summary(doc).open_incidents == 0
+    with pytest.raises(ValueError):
+        parse_summary({"page": {}})
+
+
+@pytest.mark.parametrize(("state", "incident", "expected"), [
+    ("operational", "", Status.GREEN),
+    ("operational", "Investigating", Status.YELLOW),
+    ("degraded_performance", "", Status.YELLOW),
+    ("under_maintenance", "", Status.YELLOW),
+    ("partial_outage", "", Status.RED),
+    ("major_outage", "SMS down", Status.RED),
+])
+def test_twilio_status_check(state: str, incident: str, expected: Status) -> None:
+    check = statuspage_check(parse_summary(statuspage_summary(state, incident, 0)))
+    assert check.status is expected and check.account == "twilio"
+    assert statuspage_check(StatusPageFacts(ok=False, error="timeout")).status is Status.UNKNOWN
+
+
+def test_monitor_reads_it_shows_it_and_keeps_it_out_of_overall(
+        simulator: SimulatorServer, sim_state: SimState, clock: FakeClock) -> None:
+    settings = settings_for(simulator.url, statuspage_interval="2m")
+    settings = type(settings)(**{**settings.__dict__,
+                                 "statuspage_url": simulator.url + "/statuspage"})
+    monitor = Monitor(settings, clock=clock, sleep=SleepRecorder())
+    registry = build_registry(monitor.holder)
+    snap = monitor.run_cycle()
+    assert snap.statuspage_check is not None and snap.statuspage_check.status is Status.GREEN
+    assert registry.get_sample_value("twilio_statuspage_up") == 1
+    assert registry.get_sample_value("twilio_statuspage_component_status",
+                                     {"component": "SMS Delivery", "status": "operational"}) == 1
+
+    requests.post(simulator.url + "/_simulator/statuspage",
+                  data={"component_status": "major_outage", "incident": "SMS outage"}, timeout=5)
+    clock.advance(60)
+    snap = monitor.run_cycle()  # inside the 2-minute interval: not re-read yet
+    assert snap.statuspage_check is not None and snap.statuspage_check.status is Status.GREEN
+    clock.advance(61)
+    snap = monitor.run_cycle()
+    assert snap.statuspage_check is not None and snap.statuspage_check.status is Status.RED
+    assert "SMS outage" in snap.statuspage_check.detail
+    assert snap.overall is Status.GREEN  # Twilio's page informs; our own checks decide
+    assert registry.get_sample_value("twilio_statuspage_open_incidents") == 1
+    assert registry.get_sample_value("sms_health_status",
+                                     {"account": "twilio", "check": "twilio_status"}) == 2
+
+    for broken in ("down", "malformed"):
+        requests.post(simulator.url + "/_simulator/statuspage",
+                      data={"component_status": broken}, timeout=5)
+        clock.advance(121)
+        snap = monitor.run_cycle()
+        assert snap.statuspage_check is not None
+        assert snap.statuspage_check.status is Status.UNKNOWN
+        assert registry.get_sample_value("twilio_statuspage_up") == 0
+        assert snap.accounts[0].overall is Status.GREEN  # nothing else is affected
