@@ -19,6 +19,7 @@ from sms_monitor import __version__, logs
 from sms_monitor.config import ConfigError, Settings, load_file, load_settings, parse_listen_address
 from sms_monitor.core.classify import Status
 from sms_monitor.core.snapshot import Snapshot
+from sms_monitor.export.webconfig import WebConfig
 from sms_monitor.simulator.scenarios import SCENARIOS
 
 log = structlog.get_logger("sms_monitor.cli")
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
                         help="where to serve /metrics, /healthz, /readyz and / "
                              "(default $SMS_MONITOR_LISTEN_ADDRESS or 0.0.0.0:9839)")
+    listen.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                        help="TLS and basic auth (exporter-toolkit format)")
 
     parser = argparse.ArgumentParser(
         prog="sms-monitor",
@@ -76,8 +79,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if args.command == "simulate":
             logs.configure(args.log_level)
             return _simulate(args)
+        web = None
+        if getattr(args, "web_config", None):
+            from sms_monitor.export.webconfig import load_web_config
+
+            web = load_web_config(args.web_config)
         if args.command == "demo":
-            return _demo(args, env)
+            return _demo(args, env, web)
         settings = _settings(args, env)
     except ConfigError as exc:
         print(f"sms-monitor: {exc}", file=sys.stderr)
@@ -89,10 +97,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return _rules_check(settings)
     if args.command == "alerts":
         return _alerts(settings)
-    return _run(settings)
+    return _run(settings, web=web)
 
 
-def _run(settings: Settings, extra_html: str = "") -> int:
+def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None) -> int:
     from sms_monitor.daemon import Daemon
     from sms_monitor.export.http import ExporterServer
     from sms_monitor.monitor import Monitor
@@ -105,7 +113,7 @@ def _run(settings: Settings, extra_html: str = "") -> int:
     monitor = Monitor(settings, sleep=pause)
     try:
         server = ExporterServer((settings.listen_host, settings.listen_port), monitor.holder,
-                                extra_html=extra_html)
+                                extra_html=extra_html, web_config=web)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
               f"{settings.listen_host}:{settings.listen_port}: {exc.strerror}", file=sys.stderr)
@@ -285,7 +293,7 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def _demo(args: argparse.Namespace, env: Mapping[str, str], web: WebConfig | None = None) -> int:
     from sms_monitor.demo import start_demo
 
     data = load_file(args.config) if args.config else None
@@ -294,7 +302,7 @@ def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     print(f"sms-monitor demo: scenario {args.scenario}; simulator at {demo.simulator.url}/; "
           f"practice database {demo.database_path}", file=sys.stderr, flush=True)
     try:
-        return _run(demo.settings, extra_html=demo.extra_html)
+        return _run(demo.settings, extra_html=demo.extra_html, web=web)
     finally:
         demo.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from prometheus_client.process_collector import ProcessCollector
 from sms_monitor import __version__
 from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.export.collector import SnapshotCollector
+from sms_monitor.export.webconfig import OPEN_PATHS, WebConfig
 
 _COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
 
@@ -29,6 +31,7 @@ def build_registry(holder: SnapshotHolder) -> CollectorRegistry:
 class ExporterHandler(BaseHTTPRequestHandler):
     server: ExporterServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may take per request (and the TLS handshake)
     # Headers and body go out as two writes; without TCP_NODELAY a keep-alive scraper
     # waits ~40 ms for the delayed ACK on every scrape.
     disable_nagle_algorithm = True
@@ -55,6 +58,14 @@ class ExporterHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
         holder = self.server.holder
+        web = self.server.web_config
+        if web is not None and path not in OPEN_PATHS \
+                and not web.authorised(self.headers.get("Authorization")):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="sms-monitor"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, encoder(self.server.registry), ctype)
@@ -107,17 +118,27 @@ class ExporterServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
-                 extra_html: str = "") -> None:
+                 extra_html: str = "", web_config: WebConfig | None = None) -> None:
         super().__init__(address, ExporterHandler)
+        self.web_config = web_config
         self.holder = holder
         self.registry = build_registry(holder)
         self.extra_html = extra_html
         self._thread: threading.Thread | None = None
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        if self.web_config is not None and self.web_config.tls is not None:
+            # the handshake happens in the handler's thread, on its first read
+            conn = self.web_config.tls.wrap_socket(conn, server_side=True,
+                                                   do_handshake_on_connect=False)
+        return conn, addr
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        tls = self.web_config is not None and self.web_config.tls is not None
+        return f"{'https' if tls else 'http'}://{host!s}:{port}"
 
     def start(self) -> ExporterServer:
         self._thread = threading.Thread(target=self.serve_forever, name="exporter", daemon=True)
