@@ -113,7 +113,8 @@ def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None)
     monitor = Monitor(settings, sleep=pause)
     try:
         server = ExporterServer((settings.listen_host, settings.listen_port), monitor.holder,
-                                extra_html=extra_html, web_config=web)
+                                extra_html=extra_html, web_config=web,
+                                callbacks=monitor.callbacks)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
               f"{settings.listen_host}:{settings.listen_port}: {exc.strerror}", file=sys.stderr)

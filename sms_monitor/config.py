@@ -85,6 +85,7 @@ class Settings:
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     statuspage_url: str | None = None  # None: disabled
     statuspage_interval: float = 120.0
+    public_url: str | None = None  # how Twilio reaches us, for callback signatures
     database_url: str | None = field(default=None, repr=False)
     smtp_url: str | None = field(default=None, repr=False)
     alert_from: str | None = None
@@ -239,7 +240,7 @@ _FILE_KEYS = {
     "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
     "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
     "throughput_limit", "monthly_budget", "home_country_code", "usage_interval", "alerts",
-    "statuspage_interval",
+    "statuspage_interval", "public_url",
 }
 STATUSPAGE_DEFAULT = "https://status.twilio.com/api/v2/summary.json"
 
@@ -464,6 +465,7 @@ def load_settings(
         page_size=_positive_int("page_size", data.get("page_size", 1000), high=1000),
         thresholds=_thresholds(data.get("thresholds")),
         statuspage_url=_statuspage_url(env, data),
+        public_url=opt_url("SMS_MONITOR_PUBLIC_URL", "public_url"),
         statuspage_interval=_duration("statuspage_interval", data["statuspage_interval"])
         if "statuspage_interval" in data else 120.0,
         database_url=db or None,

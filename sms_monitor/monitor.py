@@ -35,6 +35,7 @@ from sms_monitor.core.snapshot import AccountSnapshot, DatabaseSnapshot, Snapsho
 from sms_monitor.core.stats import window_stats
 from sms_monitor.core.statuspage import statuspage_check
 from sms_monitor.core.window import MessageWindow
+from sms_monitor.export.webhooks import CallbackInbox
 from sms_monitor.sources.database import DatabaseSource
 from sms_monitor.sources.statuspage import StatusPageSource
 from sms_monitor.sources.telemetry import RequestLog
@@ -110,6 +111,9 @@ class Monitor:
         self.database_last_success: float | None = None
         self.content: ContentReport | None = None
         self.content_read_at: float | None = None
+        self.callbacks = CallbackInbox(
+            {a.config.account_sid: a.config.auth_token for a in self.accounts},
+            public_url=self.settings.public_url, clock=self.clock)
         self.statuspage = (StatusPageSource(self.settings.statuspage_url,
                                             timeout=min(5.0, self.settings.request_timeout),
                                             interval=self.settings.statuspage_interval)
@@ -264,9 +268,17 @@ class Monitor:
                 window_records=len(state.window), malformed_records=state.malformed_total,
                 poll_errors=dict(state.errors))
 
+    def _apply_callbacks(self) -> None:
+        by_sid = {s.config.account_sid: s for s in self.accounts}
+        for e in self.callbacks.drain():
+            state = by_sid.get(e.account_sid)
+            if state is not None:
+                state.window.apply_callback(e.sid, e.status, e.error_code, e.at)
+
     def run_cycle(self) -> Snapshot:
         """Poll every account (in parallel), classify, publish and return the Snapshot."""
         started = time.monotonic()
+        self._apply_callbacks()
         if len(self.accounts) > 1:
             with ThreadPoolExecutor(max_workers=min(8, len(self.accounts))) as pool:
                 accounts = list(pool.map(self._poll_account_safely, self.accounts))
@@ -294,6 +306,7 @@ class Monitor:
             cycle_seconds=time.monotonic() - started,
             database=database,
             statuspage=status_facts,
+            callbacks=self.callbacks.counts(),
             statuspage_check=statuspage_check(status_facts) if status_facts else None,
         )
         snapshot = self._run_alerts(snapshot)

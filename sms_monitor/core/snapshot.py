@@ -98,6 +98,7 @@ class Snapshot:
     alerts: AlertsSnapshot | None = None
     statuspage: StatusPageFacts | None = None
     statuspage_check: CheckResult | None = None  # shown with the checks, not in overall
+    callbacks: dict[str, int] = field(default_factory=dict)  # status callbacks by outcome
 
     def checks(self) -> list[CheckResult]:
         out = [c for a in self.accounts for c in a.checks]

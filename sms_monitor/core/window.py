@@ -95,6 +95,24 @@ class MessageWindow:
             self._observe_delivery(record)
         self.records[record.sid] = record
 
+    def apply_callback(self, sid: str, status: str, error_code: int | None, at: float) -> None:
+        """A status callback: the same record the poller keeps, never moved backwards.
+
+        A delivery's time is the callback's arrival. A SID not seen yet is kept (the poll
+        will fill in its creation time), counted as created at the callback's arrival.
+        """
+        old = self.records.get(sid)
+        if old is None:
+            self.upsert(MessageRecord(sid=sid, outbound=True, status=status,
+                                      error_code=error_code, created=at, updated=at))
+            return
+        new = MessageRecord(sid=sid, outbound=old.outbound, status=status,
+                            error_code=error_code if error_code is not None else old.error_code,
+                            created=old.created, updated=at, price=old.price,
+                            segments=old.segments, peer=old.peer, country=old.country,
+                            keyword=old.keyword)
+        self.upsert(new)
+
     def _observe_delivery(self, record: MessageRecord) -> None:
         if record.outbound and record.updated is not None:
             self.latency.observe(max(0.0, record.updated - record.created))

@@ -156,6 +156,8 @@ def log_rows(sent_times: list[float], rng: random.Random, clients: int = 200
 def log_sends(engine: Engine, sent_times: list[float], rng: random.Random) -> None:
     """Play the application: log SMS notifications as they are handed to Twilio."""
     rows = log_rows(sent_times, rng)
+    if not rows:
+        return
     with engine.begin() as conn:
         conn.execute(insert(runbook_metadata().tables["notification_logs"]), rows)
 

@@ -388,9 +388,15 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
         up.add_metric([f"twilio:{a.account}"], 1 if a.up else 0)
     if snap.database is not None:
         up.add_metric(["database"], 1 if snap.database.facts.up else 0)
+    hooks = CounterMetricFamily(
+        "sms_monitor_webhook_requests", "Twilio status callbacks by outcome (accepted, unsigned, "
+        "bad_signature, unknown_account, malformed, too_large, rate_limited)",
+        labels=["endpoint", "outcome"])
+    for outcome, n in sorted(snap.callbacks.items()):
+        hooks.add_metric(["status", outcome], n)
     cycles = CounterMetricFamily("sms_monitor_poll_cycles", "Completed poll cycles")
     cycles.add_metric([], snap.cycles)
     taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
                               "When the exported snapshot was built")
     taken.add_metric([], snap.taken_at)
-    yield from (last, up, poll, records, malformed, errors, cycles, taken)
+    yield from (last, up, poll, records, malformed, errors, hooks, cycles, taken)

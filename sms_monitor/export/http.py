@@ -17,6 +17,7 @@ from sms_monitor import __version__
 from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.export.collector import SnapshotCollector
 from sms_monitor.export.webconfig import OPEN_PATHS, WebConfig
+from sms_monitor.export.webhooks import MAX_BODY, STATUS_PATH, CallbackInbox
 
 _COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
 
@@ -51,6 +52,29 @@ class ExporterHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        inbox = self.server.callbacks
+        if inbox is None or path != STATUS_PATH:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:  # refused before reading a byte of it
+            self.close_connection = True
+            outcome, status = ("too_large", 413) if length > MAX_BODY else ("malformed", 400)
+            inbox.count(outcome)
+            self._send(status, b"", "text/plain; charset=utf-8")
+            return
+        body = self.rfile.read(length)
+        tls = self.server.web_config is not None and self.server.web_config.tls is not None
+        host_url = f"{'https' if tls else 'http'}://{self.headers.get('Host', '')}"
+        status = inbox.handle(self.path, host_url, body, self.headers.get("X-Twilio-Signature"),
+                              self.client_address[0])
+        self._send(status, b"", "text/plain; charset=utf-8")
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
@@ -118,9 +142,11 @@ class ExporterServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
-                 extra_html: str = "", web_config: WebConfig | None = None) -> None:
+                 extra_html: str = "", web_config: WebConfig | None = None,
+                 callbacks: CallbackInbox | None = None) -> None:
         super().__init__(address, ExporterHandler)
         self.web_config = web_config
+        self.callbacks = callbacks
         self.holder = holder
         self.registry = build_registry(holder)
         self.extra_html = extra_html

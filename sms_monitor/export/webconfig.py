@@ -34,7 +34,8 @@ _CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPT
                 "RequireAnyClientCert": ssl.CERT_REQUIRED,
                 "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                 "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
-OPEN_PATHS = ("/healthz", "/readyz")
+# Probes, and Twilio's callbacks (they authenticate by signature instead).
+OPEN_PATHS = ("/healthz", "/readyz", "/twilio/status")
 
 
 @dataclass(frozen=True)
