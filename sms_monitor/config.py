@@ -258,16 +258,22 @@ _ALERT_KEYS = {"enabled", "store_url", "prefix", "schema", "hysteresis", "level2
                "level3_after", "level1", "level2", "level3", "alertmanager_url", "max_window"}
 
 
+def _table(name: str, raw: object, known: set[str]) -> dict[str, Any]:
+    """A ``[name]`` table of the file (empty when absent), with no key outside ``known``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(name, f"expected a table ([{name}])")
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{name}.{sorted(unknown)[0]}",
+                          f"unknown key; known: {', '.join(sorted(known))}")
+    return raw
+
+
 def _alerts(raw: object, database: DatabaseConfig | None, window: float,
             env: Mapping[str, str]) -> AlertsConfig | None:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError("alerts", "expected a table ([alerts])")
-    unknown = set(raw) - _ALERT_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"alerts.{key}", f"unknown key; known: {', '.join(sorted(_ALERT_KEYS))}")
+    raw = _table("alerts", raw, _ALERT_KEYS)
     if not raw.get("enabled", True) or database is None:
         return None
     state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
@@ -311,14 +317,7 @@ _DATABASE_KEYS = {
 
 
 def _database(url: str | None, raw: object) -> DatabaseConfig | None:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError("database", "expected a table ([database])")
-    unknown = set(raw) - _DATABASE_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"database.{key}", f"unknown key; known: {', '.join(sorted(_DATABASE_KEYS))}")
+    raw = _table("database", raw, _DATABASE_KEYS)
     url = url or raw.get("url")
     if not url:
         return None
