@@ -437,8 +437,7 @@ def back_to_healthy(stack: Stack) -> None:
 
 
 def test_every_grafana_panel_returns_data(stack: Stack) -> None:
-    if not DASHBOARD.exists():
-        pytest.skip(f"{DASHBOARD.relative_to(ROOT)} does not exist yet")
+    assert DASHBOARD.exists(), f"{DASHBOARD.relative_to(ROOT)} is missing"
     dashboard = json.loads(DASHBOARD.read_text())
     targets = {(p["title"], t.get("refId", "?")): t["expr"]
                for p in _panels(dashboard["panels"]) for t in p.get("targets", []) if t.get("expr")}
