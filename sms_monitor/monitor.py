@@ -59,7 +59,8 @@ def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
         config=cfg, accounts=[a.name for a in settings.accounts],
         notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
                           timeout=settings.request_timeout),
-        store=store, leadership=Leadership(cfg.store_url), clock=clock)
+        store=store, leadership=Leadership(cfg.store_url), clock=clock,
+        min_samples=settings.min_samples)
 
 
 def month_fraction(now: float) -> float:
@@ -212,7 +213,9 @@ class Monitor:
         if state.usage is not None:
             result.facts = replace(f, spend_today=state.usage[0], spend_month=state.usage[1],
                                    spend_currency=state.usage[2], spend_as_of=state.usage[3])
-        for rec in result.records:
+        # a read that failed part-way is dropped whole: its pages would move the horizon past
+        # what was not read
+        for rec in result.records if result.facts.messages_ok else ():
             state.window.upsert(rec, result.keyword_numbers.get(rec.sid))
         if result.facts.messages_ok:
             state.window.backfilled = True
@@ -223,7 +226,7 @@ class Monitor:
         if result.malformed:
             log.warning("twilio_malformed_messages", account=state.config.name,
                         count=result.malformed)
-        up = not result.facts.failures
+        up = not (set(result.facts.failures) - {"usage"})  # spend is read now and then
         if up:
             state.last_success = now
         stats = window_stats(state.window.records.values(), now, self.settings.window_seconds,

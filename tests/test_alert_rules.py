@@ -134,3 +134,12 @@ def test_escalation_and_repeat_timing() -> None:
     repeats = [t for t, k, _ in kinds if k == "repeat"]
     assert repeats == [5400, 10800]  # an hour after the last notification each time
     assert [level_at(x) for x in (0, 1799, 1800, 7199, 7200)] == [1, 1, 2, 2, 3]
+
+
+def test_a_zero_threshold_resolves_when_the_count_is_back_to_zero() -> None:
+    rule = Rule(**{**RULE.__dict__, "metric": "optout_violations", "operator": ">",
+                   "threshold": 0.0})
+    s, ev = step(AlertState("r", "database"), rule, 1.0, 0)
+    assert s.state == FIRING
+    s, ev = step(s, rule, 0.0, 60)
+    assert s.state == INACTIVE and [e.kind for e in ev] == ["resolved"]

@@ -96,3 +96,13 @@ def test_fetch_horizon_backfills_then_reads_only_new_and_in_flight() -> None:
     assert w.fetch_horizon(now) == now - 300  # back to the oldest in-flight message
     w.upsert(rec("SMd", now - 2000, "sent"))  # stuck longer than settle: not waited for
     assert w.fetch_horizon(now) == now - 300
+
+
+def test_a_callback_before_the_poll_waits_for_the_record() -> None:
+    w = MessageWindow(3600)
+    w.apply_callback("SMx", "delivered", None, 1010.0)
+    assert "SMx" not in w.records and w.latency.count == 0  # no made-up creation time
+    w.upsert(rec("SMx", 1000.0, "sent"))
+    assert w.records["SMx"].status == "delivered"
+    assert w.records["SMx"].updated == 1010.0  # delivered at the callback's arrival
+    assert w.latency.count == 1 and w.latency.total == 10.0

@@ -43,6 +43,7 @@ class AlertEngine:
     store: AlertStore
     leadership: Leadership
     clock: Callable[[], float] = time.time
+    min_samples: int = 10
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)
     _reported: dict[str, str] = field(default_factory=dict)
 
@@ -100,7 +101,7 @@ class AlertEngine:
     def _evaluate(self, rules: list[Rule], snapshot: Snapshot,
                   records: Mapping[str, Sequence[MessageRecord]], now: float) -> None:
         states = self.store.load_states()
-        inputs = AlertInputs(now, snapshot, records)
+        inputs = AlertInputs(now, snapshot, records, min_samples=self.min_samples)
         changed: list[AlertState] = []
         outbox: list[tuple[str, str, dict[str, Any]]] = []
         history: list[tuple[str, str, str, int, float | None, float]] = []

@@ -35,6 +35,7 @@ class Leadership:
         try:
             if self._conn is not None:
                 self._conn.execute(text("SELECT 1"))  # is the lock's connection still alive?
+                self._conn.commit()  # never sit "idle in transaction"
                 return True
             conn = self._engine.connect()
             got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})

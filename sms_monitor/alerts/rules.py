@@ -90,7 +90,9 @@ class Rule:
 
     def recovered(self, value: float, hysteresis: float) -> bool:
         """Past the threshold by the hysteresis margin, in the good direction."""
-        margin = max(abs(self.threshold) * hysteresis, 1e-9)
+        margin = abs(self.threshold) * hysteresis
+        if margin == 0:  # e.g. "> 0" on a count: back at the threshold is recovered
+            return not self.breached(value)
         if self.operator in ("<", "<="):
             return value >= self.threshold + margin
         return value <= self.threshold - margin

@@ -23,6 +23,7 @@ class AlertInputs:
     records: Mapping[str, Sequence[MessageRecord]]  # account -> records held for its window
     # (target, window) -> statistics, so rules sharing a window share one pass over the records
     stats_cache: dict[tuple[str, float], WindowStats] = field(default_factory=dict)
+    min_samples: int = 10  # ratios over fewer messages are unknown: a quiet night pages nobody
 
 
 def targets(rule: Rule, accounts: Sequence[str]) -> list[str]:
@@ -74,9 +75,13 @@ def value(rule: Rule, target: str, inputs: AlertInputs) -> float | None:
             st = inputs.stats_cache[target, rule.window] = window_stats(records, inputs.now,
                                                                          rule.window)
         if rule.metric == "sms_delivery_rate":
-            return None if st.delivery_ratio is None else st.delivery_ratio * 100
+            if st.delivery_ratio is None or st.settled < inputs.min_samples:
+                return None
+            return st.delivery_ratio * 100
         if rule.metric == "sms_error_rate":
-            return None if st.error_ratio is None else st.error_ratio * 100
+            if st.error_ratio is None or st.outbound < inputs.min_samples:
+                return None
+            return st.error_ratio * 100
         if rule.metric == "sms_delivery_time":
             return st.latency_mean
         return float(st.carrier_filtered)

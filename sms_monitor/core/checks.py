@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sms_monitor.core.classify import CheckResult, Status, grade, worst
-from sms_monitor.core.facts import AUTH, UNREACHABLE, AccountFacts
+from sms_monitor.core.facts import UNREACHABLE, AccountFacts
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.thresholds import Threshold
 
@@ -72,7 +72,7 @@ def _api_response_time(account: str, facts: AccountFacts, t: Threshold) -> Check
     if failure in UNREACHABLE:
         return CheckResult(name, account, Status.RED, facts.balance_seconds, "seconds",
                            f"Balance request failed: {failure}")
-    if facts.balance_seconds is None or (failure is not None and failure != AUTH):
+    if facts.balance_seconds is None or failure is not None:
         return CheckResult(name, account, Status.UNKNOWN, None, "seconds",
                            f"Balance request failed: {failure or 'not run'}")
     s = facts.balance_seconds

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.records import FINAL_STATUSES, MessageRecord
 
 # Upper bounds of the delivery latency histogram, in seconds.
 LATENCY_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 1800)
@@ -68,6 +68,8 @@ class MessageWindow:
         # Sender numbers of inbound keyword messages (STOP, START, HELP), needed to look the
         # client up in the application database; pruned with the records.
         self.keyword_numbers: dict[str, str] = {}
+        # callbacks for SIDs no poll has brought yet: sid -> (status, error code, arrival)
+        self.pending: dict[str, tuple[str, int | None, float]] = {}
         self.latency = Histogram()
         self.backfilled = False
 
@@ -81,6 +83,12 @@ class MessageWindow:
         """Add or update a record; a final status never moves back to an in-flight one."""
         if keyword_number and record.keyword:
             self.keyword_numbers[record.sid] = keyword_number
+        early = self.pending.pop(record.sid, None)
+        if early is not None and not (record.final and early[0] not in FINAL_STATUSES):
+            # the callback came first: its status, and its arrival as the delivery time
+            record.status, record.updated = early[0], early[2]
+            if early[1] is not None:
+                record.error_code = early[1]
         old = self.records.get(record.sid)
         if old is not None:
             if old.final and not record.final:
@@ -102,9 +110,12 @@ class MessageWindow:
         will fill in its creation time), counted as created at the callback's arrival.
         """
         old = self.records.get(sid)
-        if old is None:
-            self.upsert(MessageRecord(sid=sid, outbound=True, status=status,
-                                      error_code=error_code, created=at, updated=at))
+        if old is None:  # wait for the poll to bring its creation time
+            if len(self.pending) >= 100_000:
+                self.pending.pop(next(iter(self.pending)))
+            prev = self.pending.get(sid)
+            if prev is None or not (prev[0] in FINAL_STATUSES and status not in FINAL_STATUSES):
+                self.pending[sid] = (status, error_code, at)
             return
         new = MessageRecord(sid=sid, outbound=old.outbound, status=status,
                             error_code=error_code if error_code is not None else old.error_code,

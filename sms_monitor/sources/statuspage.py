@@ -40,7 +40,10 @@ def parse_summary(doc: Any, pattern: str = DEFAULT_COMPONENTS) -> StatusPageFact
             continue
         state = c.get("status")
         components[c["name"][:80]] = state if state in COMPONENT_STATES else "unknown"
-    incidents = [i for i in doc.get("incidents") or [] if isinstance(i, dict)
+    raw_incidents = doc.get("incidents") or []
+    if not isinstance(raw_incidents, list):
+        raise ValueError("incidents is not a list")
+    incidents = [i for i in raw_incidents if isinstance(i, dict)
                  and i.get("status") not in ("resolved", "postmortem")]
     return StatusPageFacts(ok=True, indicator=indicator if isinstance(indicator, str) else None,
                            components=components, open_incidents=len(incidents),
@@ -70,7 +73,7 @@ class StatusPageSource:
             resp.raise_for_status()
             facts = parse_summary(resp.json(), self.pattern)
             facts = StatusPageFacts(**{**facts.__dict__, "read_at": now})
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
             self.errors += 1
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
             log.warning("statuspage_unreadable", reason=reason,
