@@ -258,6 +258,20 @@ _ALERT_KEYS = {"enabled", "store_url", "prefix", "schema", "hysteresis", "level2
                "level3_after", "level1", "level2", "level3", "alertmanager_url", "max_window"}
 
 
+def _check_sqlalchemy_url(key: str, url: str) -> None:
+    """A URL SQLAlchemy can use (known dialect, numeric port), or a ConfigError naming ``key``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(key, f"not a usable SQLAlchemy URL ({re.sub(r'//[^/@]*@', '//', reason)})"
+                          ) from None
+
+
 def _table(name: str, raw: object, known: set[str]) -> dict[str, Any]:
     """A ``[name]`` table of the file (empty when absent), with no key outside ``known``."""
     if raw is None:
@@ -281,6 +295,7 @@ def _alerts(raw: object, database: DatabaseConfig | None, window: float,
         "store_url", f"sqlite:///{Path(state_dir).absolute() / 'alerts.db'}")
     if not isinstance(store, str) or "://" not in store:
         raise ConfigError("alerts.store_url", "expected an SQLAlchemy URL")
+    _check_sqlalchemy_url("alerts.store_url", store)
     prefix = raw.get("prefix", "sms_monitor_")
     if not isinstance(prefix, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", prefix):
         raise ConfigError("alerts.prefix", f"expected a table name prefix, got {prefix!r}")
@@ -324,6 +339,7 @@ def _database(url: str | None, raw: object) -> DatabaseConfig | None:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError("SMS_MONITOR_DATABASE_URL",
                           "expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
+    _check_sqlalchemy_url("SMS_MONITOR_DATABASE_URL", url)
     for key in ("tables", "columns"):
         value = raw.get(key, {})
         if not isinstance(value, dict) or (key == "columns" and not all(

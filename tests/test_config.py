@@ -61,6 +61,9 @@ def test_file_adds_accounts_thresholds_and_environment_wins() -> None:
         (ENV, {"pol_interval": 5}, "pol_interval"),
         (ENV, {"accounts": [{"name": "b", "account_sid": SID2}]}, "accounts[0].auth_token"),
         ({}, {}, "TWILIO_ACCOUNT_SID"),
+        ({**ENV, "SMS_MONITOR_DATABASE_URL": "foo://db/app"}, {}, "SMS_MONITOR_DATABASE_URL"),
+        ({**ENV, "SMS_MONITOR_DATABASE_URL": "postgresql+psycopg://u:pw@db:port/app"}, {},
+         "SMS_MONITOR_DATABASE_URL"),
     ],
 )
 def test_bad_values_name_their_key(env: dict, data: dict, key: str) -> None:

@@ -99,7 +99,8 @@ def value(rule: Rule, target: str, inputs: AlertInputs) -> float | None:
 
 
 def _known_max(values: Iterable[float | None]) -> float | None:
-    known = [v for v in values]
+    """The largest value, or None when any is unknown (or there are none)."""
+    known = list(values)
     if not known or any(v is None for v in known):
         return None
     return max(v for v in known if v is not None)
