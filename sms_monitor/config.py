@@ -16,7 +16,7 @@ from typing import Any
 from sms_monitor.alerts.settings import AlertsConfig
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.durations import parse_duration
-from sms_monitor.core.keywords import DEFAULT_OPTOUT
+from sms_monitor.core.keywords import DEFAULT_HELP, DEFAULT_OPTIN, DEFAULT_OPTOUT
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
 from sms_monitor.db.names import SchemaNames
 
@@ -70,6 +70,35 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class InboundConfig:
+    """The incoming-message webhook (``[inbound]``): keywords and the audit table's store."""
+
+    audit_url: str = field(repr=False)
+    prefix: str = "sms_monitor_"
+    optin_keywords: tuple[str, ...] = DEFAULT_OPTIN
+    help_keywords: tuple[str, ...] = DEFAULT_HELP
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """The synthetic probe (``[canary]``): a test message every ``interval``, followed."""
+
+    account: str  # the configured account it sends from
+    to: str = field(repr=False)  # the test handset
+    from_number: str | None = None  # default: the account's phone_number
+    interval: float = 300.0
+    timeout: float = 180.0  # a probe not delivered by then has failed
+    body: str = "sms-monitor canary: no reply needed"
+    # Twilio's test credentials: the API path is exercised, nothing is sent or followed
+    test_account_sid: str | None = None
+    test_auth_token: str | None = field(default=None, repr=False)
+
+    @property
+    def api_only(self) -> bool:
+        return self.test_account_sid is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     accounts: tuple[AccountConfig, ...] = ()
     listen_host: str = "0.0.0.0"
@@ -93,11 +122,19 @@ class Settings:
     alerts: AlertsConfig | None = None  # the notification_rules engine (needs the database)
     home_country_code: str = "1"  # calling code that is not "international"
     usage_interval: float = 600.0  # seconds between Usage Records reads (spend)
+    inbound: InboundConfig | None = None
+    canary: CanaryConfig | None = None
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or any output."""
         out = [a.auth_token for a in self.accounts if a.auth_token]
-        for url in (self.database_url, self.smtp_url):
+        if self.canary is not None and self.canary.test_auth_token:
+            out.append(self.canary.test_auth_token)
+        urls = [self.database_url, self.smtp_url,
+                self.inbound.audit_url if self.inbound else None,
+                self.alerts.store_url if self.alerts else None,
+                self.alerts.alertmanager_url if self.alerts else None]
+        for url in urls:
             pw = _url_password(url)
             if pw:
                 out.append(pw)
@@ -240,7 +277,7 @@ _FILE_KEYS = {
     "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
     "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
     "throughput_limit", "monthly_budget", "home_country_code", "usage_interval", "alerts",
-    "statuspage_interval", "public_url",
+    "statuspage_interval", "public_url", "inbound", "canary",
 }
 STATUSPAGE_DEFAULT = "https://status.twilio.com/api/v2/summary.json"
 
@@ -256,6 +293,81 @@ def _statuspage_url(env: Mapping[str, str], data: Mapping[str, Any]) -> str | No
     return _url(key, value) if value else None
 _ALERT_KEYS = {"enabled", "store_url", "prefix", "schema", "hysteresis", "level2_after",
                "level3_after", "level1", "level2", "level3", "alertmanager_url", "max_window"}
+
+
+_INBOUND_KEYS = {"audit_url", "prefix", "optin_keywords", "help_keywords"}
+_CANARY_KEYS = {"enabled", "account", "to", "from", "interval", "timeout", "body",
+                "test_account_sid", "test_auth_token_env"}
+
+
+def _words(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(w, str) and w.strip() and len(w) <= 40 for w in value):
+        raise ConfigError(key, "expected a non-empty list of words")
+    return tuple(w.strip().upper() for w in value)
+
+
+def _inbound(raw: object, alerts: AlertsConfig | None, env: Mapping[str, str]) -> InboundConfig:
+    raw = _table("inbound", raw, _INBOUND_KEYS)
+    state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
+    default = alerts.store_url if alerts is not None else \
+        f"sqlite:///{Path(state_dir).absolute() / 'audit.db'}"
+    url = env.get("SMS_MONITOR_AUDIT_URL") or raw.get("audit_url", default)
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("inbound.audit_url", "expected an SQLAlchemy URL")
+    _check_sqlalchemy_url("inbound.audit_url", url)
+    prefix = raw.get("prefix", alerts.prefix if alerts is not None else "sms_monitor_")
+    if not isinstance(prefix, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", prefix):
+        raise ConfigError("inbound.prefix", f"expected a table name prefix, got {prefix!r}")
+    return InboundConfig(
+        audit_url=url, prefix=prefix,
+        optin_keywords=_words("inbound.optin_keywords", raw["optin_keywords"])
+        if "optin_keywords" in raw else DEFAULT_OPTIN,
+        help_keywords=_words("inbound.help_keywords", raw["help_keywords"])
+        if "help_keywords" in raw else DEFAULT_HELP)
+
+
+def _canary(raw: object, accounts: list[AccountConfig], env: Mapping[str, str]
+            ) -> CanaryConfig | None:
+    raw = dict(_table("canary", raw, _CANARY_KEYS))
+    if env.get("SMS_MONITOR_CANARY_TO"):
+        raw["to"] = env["SMS_MONITOR_CANARY_TO"]
+    if env.get("SMS_MONITOR_CANARY_INTERVAL"):
+        raw["interval"] = env["SMS_MONITOR_CANARY_INTERVAL"]
+    if not raw or not raw.get("enabled", True) or not accounts:
+        return None
+    to = raw.get("to")
+    if not isinstance(to, str) or not E164_PATTERN.match(to):
+        raise ConfigError("canary.to", "expected the test handset's E.164 number")
+    name = raw.get("account", accounts[0].name)
+    account = next((a for a in accounts if a.name == name), None)
+    if account is None:
+        raise ConfigError("canary.account", f"no configured account is named {name!r}")
+    sender = raw.get("from", account.phone_number)
+    if sender is not None and (not isinstance(sender, str) or not E164_PATTERN.match(sender)):
+        raise ConfigError("canary.from", "expected an E.164 number")
+    if sender is None:
+        raise ConfigError("canary.from", "the account has no phone_number: set canary.from")
+    interval = _duration("canary.interval", raw.get("interval", "5m"))
+    timeout = _duration("canary.timeout", raw.get("timeout", "3m"))
+    if timeout > interval * 10:
+        raise ConfigError("canary.timeout", "at most ten intervals")
+    body = raw.get("body", CanaryConfig.body)
+    if not isinstance(body, str) or not body.strip() or len(body) > 160:
+        raise ConfigError("canary.body", "expected one SMS segment of text")
+    test_sid = raw.get("test_account_sid")
+    test_token: str | None = None
+    if test_sid is not None:
+        if not isinstance(test_sid, str) or not SID_PATTERN.match(test_sid):
+            raise ConfigError("canary.test_account_sid", "expected 'AC' followed by 32 hex digits")
+        token_env = raw.get("test_auth_token_env", "TWILIO_TEST_AUTH_TOKEN")
+        test_token = env.get(str(token_env)) or None
+        if test_token is None:
+            raise ConfigError("canary.test_auth_token_env",
+                              f"environment variable {token_env} is not set")
+    return CanaryConfig(account=account.name, to=to, from_number=sender, interval=interval,
+                        timeout=timeout, body=body, test_account_sid=test_sid,
+                        test_auth_token=test_token)
 
 
 def _check_sqlalchemy_url(key: str, url: str) -> None:
@@ -485,7 +597,9 @@ def load_settings(
         if "statuspage_interval" in data else 120.0,
         database_url=db or None,
         database=(database := _database(db or None, data.get("database"))),
-        alerts=_alerts(data.get("alerts"), database, window, env),
+        alerts=(alerts := _alerts(data.get("alerts"), database, window, env)),
+        inbound=_inbound(data.get("inbound"), alerts, env),
+        canary=_canary(data.get("canary"), accounts, env),
         home_country_code=_calling_code(data.get("home_country_code", "1")),
         usage_interval=_duration("usage_interval", data["usage_interval"])
         if "usage_interval" in data else 600.0,

@@ -35,6 +35,25 @@ class Daemon:
             except Exception:  # a bug in one cycle must not stop the daemon
                 log.exception("poll_cycle_failed")
 
+    def schedule_deadline(self, at: float) -> None:
+        """Run a cycle at ``at`` (an opt-out's grace period ends): deadlines within the same
+        second share one run."""
+        if self.stopping.is_set():
+            return
+        second = int(at) + 1
+        self.scheduler.add_job(
+            self.cycle, "date", run_date=datetime.fromtimestamp(second, UTC),
+            id=f"deadline-{second}", replace_existing=True, misfire_grace_time=None)
+
+    def probe(self) -> None:
+        canary = self.monitor.canary
+        if canary is None or self.stopping.is_set():
+            return
+        try:
+            canary.send()
+        except Exception:  # a bug in the probe must not stop the daemon
+            log.exception("canary_probe_failed")
+
     def start(self) -> None:
         self.server.start()
         self.scheduler.add_job(
@@ -42,6 +61,12 @@ class Daemon:
             next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
             id="poll", misfire_grace_time=None,
         )
+        canary = self.monitor.settings.canary
+        if canary is not None:
+            self.scheduler.add_job(
+                self.probe, "interval", seconds=canary.interval, next_run_time=datetime.now(UTC),
+                max_instances=1, coalesce=True, id="canary", misfire_grace_time=None)
+        self.monitor.on_deadline = self.schedule_deadline
         self.scheduler.start()
         log.info("started", listen=self.server.url, accounts=len(self.monitor.accounts),
                  poll_interval=self.monitor.settings.poll_interval)

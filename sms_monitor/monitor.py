@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -30,12 +31,15 @@ from sms_monitor.core.dbchecks import (
     optout_candidates,
 )
 from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.keywords import OPTIN, OPTOUT, KeywordMatcher
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.snapshot import AccountSnapshot, DatabaseSnapshot, Snapshot, SnapshotHolder
 from sms_monitor.core.stats import window_stats
 from sms_monitor.core.statuspage import statuspage_check
 from sms_monitor.core.window import MessageWindow
-from sms_monitor.export.webhooks import CallbackInbox
+from sms_monitor.db.audit import KeywordAudit
+from sms_monitor.export.webhooks import CallbackInbox, InboundEvent
+from sms_monitor.sources.canary import CanaryProber
 from sms_monitor.sources.database import DatabaseSource
 from sms_monitor.sources.statuspage import StatusPageSource
 from sms_monitor.sources.telemetry import RequestLog
@@ -112,9 +116,35 @@ class Monitor:
         self.database_last_success: float | None = None
         self.content: ContentReport | None = None
         self.content_read_at: float | None = None
+        db, inbound = self.settings.database, self.settings.inbound
+        self.keywords = KeywordMatcher(
+            **({"optout": db.optout_keywords} if db else {}),
+            **({"optin": inbound.optin_keywords, "help_words": inbound.help_keywords}
+               if inbound else {}))
+        for state in self.accounts:
+            state.poller.keywords = self.keywords
         self.callbacks = CallbackInbox(
             {a.config.account_sid: a.config.auth_token for a in self.accounts},
-            public_url=self.settings.public_url, clock=self.clock)
+            public_url=self.settings.public_url, clock=self.clock, keywords=self.keywords,
+            on_inbound=self.record_inbound)
+        # Keyword messages posted to /twilio/inbound, held (with the sender's number) for the
+        # window so the opt-out checks see them before any poll does.
+        self._inbound_lock = threading.Lock()
+        self._inbound: deque[tuple[str, KeywordEvent]] = deque(maxlen=100_000)
+        self.inbound_keywords: Counter[tuple[str, str]] = Counter()
+        names = {a.config.account_sid: a.config.name for a in self.accounts}
+        self.audit = (KeywordAudit(inbound.audit_url, inbound.prefix, accounts=names)
+                      if inbound else None)
+        # Set by the daemon: called with the moment an opt-out's grace period ends, so the
+        # checks run then and not a poll interval later.
+        self.on_deadline: Callable[[float], None] | None = None
+        self.canary: CanaryProber | None = None
+        canary = self.settings.canary
+        if canary is not None:
+            account = next(a.config for a in self.accounts if a.config.name == canary.account)
+            self.canary = CanaryProber(canary, account, self.requests_log,
+                                       timeout=self.settings.request_timeout,
+                                       public_url=self.settings.public_url, clock=self.clock)
         self.statuspage = (StatusPageSource(self.settings.statuspage_url,
                                             timeout=min(5.0, self.settings.request_timeout),
                                             interval=self.settings.statuspage_interval)
@@ -135,7 +165,32 @@ class Monitor:
             log.exception("alert_engine_crashed", error=type(exc).__name__)
             return snapshot
 
+    def record_inbound(self, event: InboundEvent) -> None:
+        """An incoming keyword message from the webhook: remember it, audit it, and ask for
+        a check when the application's grace period to process an opt-out has passed."""
+        name = next((s.config.name for s in self.accounts
+                     if s.config.account_sid == event.account_sid), event.account_sid)
+        with self._inbound_lock:
+            self.inbound_keywords[name, event.kind] += 1
+            if event.kind in (OPTOUT, OPTIN):
+                self._inbound.append((event.sid, KeywordEvent(event.number, event.at,
+                                                              event.kind)))
+        if self.audit is not None:
+            self.audit.record(event)
+        log.info("inbound_keyword", account=name, kind=event.kind)
+        if event.kind == OPTOUT and self.database is not None and self.on_deadline is not None:
+            self.on_deadline(event.at + self.database.config.optout_grace)
+
+    def _webhook_keywords(self, edge: float, polled: set[str]) -> list[KeywordEvent]:
+        """Keyword events from the webhook in the window that no poll has brought yet."""
+        with self._inbound_lock:
+            while self._inbound and self._inbound[0][1].created < edge:
+                self._inbound.popleft()
+            return [e for sid, e in self._inbound if sid not in polled]
+
     def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
         if self.database is not None:
             self.database.close()
         if self.alerts is not None:
@@ -150,13 +205,16 @@ class Monitor:
         edge = now - self.settings.window_seconds
         events: list[KeywordEvent] = []
         outbound: list[MessageRecord] = []
+        polled: set[str] = set()
         for state in self.accounts:
             records = state.window.records
             for sid, number in state.window.keyword_numbers.items():
                 rec = records.get(sid)
                 if rec is not None and rec.keyword and rec.created >= edge:
                     events.append(KeywordEvent(number, rec.created, rec.keyword))
+                    polled.add(sid)
             outbound.extend(r for r in records.values() if r.outbound and r.created >= edge)
+        events.extend(self._webhook_keywords(edge, polled))
         candidates = optout_candidates(events, now, cfg.optout_grace)
         span_end = now - cfg.reconcile_lag
         view = DatabaseView(
@@ -215,7 +273,11 @@ class Monitor:
                                    spend_currency=state.usage[2], spend_as_of=state.usage[3])
         # a read that failed part-way is dropped whole: its pages would move the horizon past
         # what was not read
+        canary = self.canary if self.canary is not None \
+            and self.canary.account.name == state.config.name else None
         for rec in result.records if result.facts.messages_ok else ():
+            if canary is not None and canary.excludes(rec.sid, rec.peer):
+                continue  # the probe's own messages are not the practice's traffic
             state.window.upsert(rec, result.keyword_numbers.get(rec.sid))
         if result.facts.messages_ok:
             state.window.backfilled = True
@@ -246,6 +308,7 @@ class Monitor:
             facts=result.facts,
             stats=stats,
             latency=state.window.latency.freeze(),
+            timed=dict(state.window.timed),
             up=up,
             poll_seconds=elapsed,
             window_records=len(state.window),
@@ -274,9 +337,15 @@ class Monitor:
     def _apply_callbacks(self) -> None:
         by_sid = {s.config.account_sid: s for s in self.accounts}
         for e in self.callbacks.drain():
+            if self.canary is not None and self.canary.tracker.observe(e.sid, e.status, e.at):
+                continue
             state = by_sid.get(e.account_sid)
             if state is not None:
                 state.window.apply_callback(e.sid, e.status, e.error_code, e.at)
+
+    def _inbound_counts(self) -> dict[tuple[str, str], int]:
+        with self._inbound_lock:
+            return dict(self.inbound_keywords)
 
     def run_cycle(self) -> Snapshot:
         """Poll every account (in parallel), classify, publish and return the Snapshot."""
@@ -295,6 +364,13 @@ class Monitor:
                 log.exception("database_poll_crashed", error=type(exc).__name__)
                 self.database_errors["poll", "internal"] += 1
         status_facts = self.statuspage.poll(self.clock()) if self.statuspage else None
+        if self.canary is not None:
+            try:
+                self.canary.follow()
+            except Exception as exc:  # the probe must never cost a cycle
+                log.exception("canary_follow_crashed", error=type(exc).__name__)
+        if self.audit is not None and self.audit.queued:
+            self.audit.flush()  # rows a failed write kept
         self.cycles += 1
         last_success = {f"twilio:{s.config.name}": s.last_success
                         for s in self.accounts if s.last_success is not None}
@@ -310,6 +386,10 @@ class Monitor:
             database=database,
             statuspage=status_facts,
             callbacks=self.callbacks.counts(),
+            inbound_keywords=self._inbound_counts(),
+            audit=(self.audit.queued, self.audit.written, self.audit.failures)
+            if self.audit is not None else None,
+            canary=self.canary.tracker.view() if self.canary is not None else None,
             statuspage_check=statuspage_check(status_facts) if status_facts else None,
         )
         snapshot = self._run_alerts(snapshot)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from sms_monitor.core.canary import CanaryView
 from sms_monitor.core.classify import CheckResult, Status, worst
 from sms_monitor.core.content import ContentReport
 from sms_monitor.core.facts import AccountFacts, DatabaseFacts, StatusPageFacts
@@ -38,6 +39,8 @@ class AccountSnapshot:
     malformed_records: int = 0
     # cumulative failed poll parts: (part, cause) -> count
     poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    # deliveries in the latency histogram by where their time came from (callback, poll)
+    timed: dict[str, int] = field(default_factory=dict)
 
     @property
     def overall(self) -> Status:
@@ -98,7 +101,11 @@ class Snapshot:
     alerts: AlertsSnapshot | None = None
     statuspage: StatusPageFacts | None = None
     statuspage_check: CheckResult | None = None  # shown with the checks, not in overall
-    callbacks: dict[str, int] = field(default_factory=dict)  # status callbacks by outcome
+    # webhook requests by (endpoint, outcome)
+    callbacks: dict[tuple[str, str], int] = field(default_factory=dict)
+    inbound_keywords: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
+    audit: tuple[int, int, int] | None = None  # keyword audit rows: queued, written, failures
+    canary: CanaryView | None = None
 
     def checks(self) -> list[CheckResult]:
         out = [c for a in self.accounts for c in a.checks]

@@ -9,6 +9,7 @@ incremental poll must read (:meth:`MessageWindow.fetch_horizon`).
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from dataclasses import dataclass
 
 from sms_monitor.core.records import FINAL_STATUSES, MessageRecord
@@ -71,6 +72,8 @@ class MessageWindow:
         # callbacks for SIDs no poll has brought yet: sid -> (status, error code, arrival)
         self.pending: dict[str, tuple[str, int | None, float]] = {}
         self.latency = Histogram()
+        # deliveries observed in the latency histogram, by where their time came from
+        self.timed: Counter[str] = Counter()
         self.backfilled = False
 
     def __len__(self) -> int:
@@ -79,14 +82,19 @@ class MessageWindow:
     def start(self, now: float) -> float:
         return now - self.window_seconds
 
-    def upsert(self, record: MessageRecord, keyword_number: str | None = None) -> None:
-        """Add or update a record; a final status never moves back to an in-flight one."""
+    def upsert(self, record: MessageRecord, keyword_number: str | None = None,
+               source: str = "poll") -> None:
+        """Add or update a record; a final status never moves back to an in-flight one.
+
+        ``source`` says where the record's time comes from (``poll`` or ``callback``).
+        """
         if keyword_number and record.keyword:
             self.keyword_numbers[record.sid] = keyword_number
         early = self.pending.pop(record.sid, None)
         if early is not None and not (record.final and early[0] not in FINAL_STATUSES):
             # the callback came first: its status, and its arrival as the delivery time
             record.status, record.updated = early[0], early[2]
+            source = "callback"
             if early[1] is not None:
                 record.error_code = early[1]
         old = self.records.get(record.sid)
@@ -98,9 +106,9 @@ class MessageWindow:
                 if record.delivered:
                     record.updated = old.updated
             elif record.delivered:
-                self._observe_delivery(record)
+                self._observe_delivery(record, source)
         elif record.delivered:
-            self._observe_delivery(record)
+            self._observe_delivery(record, source)
         self.records[record.sid] = record
 
     def apply_callback(self, sid: str, status: str, error_code: int | None, at: float) -> None:
@@ -122,11 +130,12 @@ class MessageWindow:
                             created=old.created, updated=at, price=old.price,
                             segments=old.segments, peer=old.peer, country=old.country,
                             keyword=old.keyword)
-        self.upsert(new)
+        self.upsert(new, source="callback")
 
-    def _observe_delivery(self, record: MessageRecord) -> None:
+    def _observe_delivery(self, record: MessageRecord, source: str) -> None:
         if record.outbound and record.updated is not None:
             self.latency.observe(max(0.0, record.updated - record.created))
+            self.timed[source] += 1
 
     def prune(self, now: float) -> int:
         """Drop records created before the window's start; returns how many went."""

@@ -50,6 +50,8 @@ class SnapshotCollector(Collector):
         yield from database_metrics(snap)
         yield from alert_metrics(snap)
         yield from statuspage_metrics(snap)
+        yield from webhook_metrics(snap)
+        yield from canary_metrics(snap)
         yield from self_metrics(snap)
 
 
@@ -93,8 +95,15 @@ def window_metrics(snap: Snapshot) -> Iterator[Metric]:
         "sms_delivery_latency_seconds",
         "Creation-to-delivery time, each delivered message observed once" + CACHED,
         labels=["account"])
+    timed = CounterMetricFamily(
+        "sms_delivery_latency_source",
+        "Deliveries observed in sms_delivery_latency_seconds by where their delivery time came "
+        "from: callback (arrival of Twilio's status callback) or poll (date_updated)",
+        labels=["account", "source"])
     for a in snap.accounts:
         latency.add_metric([a.account], _buckets(a.latency), a.latency.total)
+        for source in ("callback", "poll"):
+            timed.add_metric([a.account, source], a.timed.get(source, 0))
         st = a.stats
         if st is None or not a.facts.messages_ok:
             continue
@@ -110,7 +119,7 @@ def window_metrics(snap: Snapshot) -> Iterator[Metric]:
             by_status.add_metric([a.account, direction, status], n)
         for code, n in sorted(st.by_error.items()):
             by_error.add_metric([a.account, code], n)
-    yield from (delivery, errors, mean, latency, by_status, by_error, filtered, window)
+    yield from (delivery, errors, mean, latency, timed, by_status, by_error, filtered, window)
     yield from cost_metrics(snap)
 
 
@@ -325,6 +334,67 @@ def statuspage_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield from (comp, incidents)
 
 
+def webhook_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Keyword messages from /twilio/inbound and the audit table they are written to."""
+    keywords = CounterMetricFamily(
+        "sms_inbound_keywords", "Incoming keyword messages posted to /twilio/inbound by kind "
+        "(optout, optin, help)", labels=["account", "kind"])
+    for account in sorted({a.account for a in snap.accounts}):
+        for kind in ("optout", "optin", "help"):
+            keywords.add_metric([account, kind], snap.inbound_keywords.get((account, kind), 0))
+    yield keywords
+    if snap.audit is None:
+        return
+    queued, written, failures = snap.audit
+    q = GaugeMetricFamily("sms_monitor_keyword_audit_queued_rows",
+                          "Keyword events waiting to be written to the audit table (a write "
+                          "failed; retried every cycle)")
+    q.add_metric([], queued)
+    w = CounterMetricFamily("sms_monitor_keyword_audit_rows",
+                            "Keyword events written to the audit table")
+    w.add_metric([], written)
+    f = CounterMetricFamily("sms_monitor_keyword_audit_write_failures",
+                            "Failed writes to the keyword audit table")
+    f.add_metric([], failures)
+    yield from (q, w, f)
+
+
+def canary_metrics(snap: Snapshot) -> Iterator[Metric]:
+    c = snap.canary
+    if c is None:
+        return
+    labels = [c.account, "api" if c.api_only else "delivery"]
+    probes = CounterMetricFamily(
+        "sms_canary_probes", "Canary probes by result (delivered, accepted, failed, timeout, "
+        "send_error)", labels=["account", "mode", "result"])
+    for result in ("accepted",) if c.api_only else ("delivered", "failed", "timeout"):
+        probes.add_metric([*labels, result], c.results.get(result, 0))
+    probes.add_metric([*labels, "send_error"], c.results.get("send_error", 0))
+    yield probes
+    in_flight = GaugeMetricFamily("sms_canary_in_flight", "Canary probes sent and not settled",
+                                  labels=["account", "mode"])
+    in_flight.add_metric(labels, c.in_flight)
+    yield in_flight
+    if c.success is not None:
+        success = GaugeMetricFamily(
+            "sms_canary_success", "1 when the last settled canary probe succeeded (delivered; "
+            "accepted by the API in api mode)", labels=["account", "mode"])
+        success.add_metric(labels, 1 if c.success else 0)
+        yield success
+    if c.latency is not None:
+        latency = GaugeMetricFamily(
+            "sms_canary_latency_seconds", "End-to-end time of the last successful canary probe, "
+            "send to delivered (API round trip in api mode)", labels=["account", "mode"])
+        latency.add_metric(labels, c.latency)
+        yield latency
+    if c.last_success is not None:
+        last = GaugeMetricFamily("sms_canary_last_success_timestamp_seconds",
+                                 "When the last canary probe succeeded",
+                                 labels=["account", "mode"])
+        last.add_metric(labels, c.last_success)
+        yield last
+
+
 def alert_metrics(snap: Snapshot) -> Iterator[Metric]:
     al = snap.alerts
     if al is None:
@@ -389,11 +459,12 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
     if snap.database is not None:
         up.add_metric(["database"], 1 if snap.database.facts.up else 0)
     hooks = CounterMetricFamily(
-        "sms_monitor_webhook_requests", "Twilio status callbacks by outcome (accepted, unsigned, "
-        "bad_signature, unknown_account, malformed, too_large, rate_limited)",
+        "sms_monitor_webhook_requests", "Twilio webhook requests (status callbacks, incoming "
+        "messages) by outcome (accepted, unsigned, bad_signature, unknown_account, malformed, "
+        "too_large, rate_limited, internal)",
         labels=["endpoint", "outcome"])
-    for outcome, n in sorted(snap.callbacks.items()):
-        hooks.add_metric(["status", outcome], n)
+    for (endpoint, outcome), n in sorted(snap.callbacks.items()):
+        hooks.add_metric([endpoint, outcome], n)
     cycles = CounterMetricFamily("sms_monitor_poll_cycles", "Completed poll cycles")
     cycles.add_metric([], snap.cycles)
     taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",

@@ -17,7 +17,7 @@ from sms_monitor import __version__
 from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.export.collector import SnapshotCollector
 from sms_monitor.export.webconfig import OPEN_PATHS, WebConfig
-from sms_monitor.export.webhooks import MAX_BODY, STATUS_PATH, CallbackInbox
+from sms_monitor.export.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
 
 _COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
 
@@ -56,7 +56,8 @@ class ExporterHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
         inbox = self.server.callbacks
-        if inbox is None or path != STATUS_PATH:
+        endpoint = ENDPOINTS.get(path)
+        if inbox is None or endpoint is None:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
             return
         try:
@@ -66,7 +67,7 @@ class ExporterHandler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:  # refused before reading a byte of it
             self.close_connection = True
             outcome, status = ("too_large", 413) if length > MAX_BODY else ("malformed", 400)
-            inbox.count(outcome)
+            inbox.count(outcome, endpoint)
             self._send(status, b"", "text/plain; charset=utf-8")
             return
         body = self.rfile.read(length)
@@ -74,7 +75,10 @@ class ExporterHandler(BaseHTTPRequestHandler):
         host_url = f"{'https' if tls else 'http'}://{self.headers.get('Host', '')}"
         status = inbox.handle(self.path, host_url, body, self.headers.get("X-Twilio-Signature"),
                               self.client_address[0])
-        self._send(status, b"", "text/plain; charset=utf-8")
+        if endpoint == "inbound" and status == 200:
+            self._send(200, EMPTY_TWIML, "text/xml; charset=utf-8")
+        else:
+            self._send(status, b"", "text/plain; charset=utf-8")
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()

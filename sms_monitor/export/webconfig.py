@@ -35,7 +35,7 @@ _CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPT
                 "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                 "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 # Probes, and Twilio's callbacks (they authenticate by signature instead).
-OPEN_PATHS = ("/healthz", "/readyz", "/twilio/status")
+OPEN_PATHS = ("/healthz", "/readyz", "/twilio/status", "/twilio/inbound")
 
 
 @dataclass(frozen=True)

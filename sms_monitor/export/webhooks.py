@@ -1,10 +1,16 @@
-"""Twilio's status callbacks (``POST /twilio/status``): signed, validated, queued.
+"""Twilio's webhooks: status callbacks (``POST /twilio/status``) and incoming messages
+(``POST /twilio/inbound``), signed, validated and handed on.
 
 Twilio signs each request with the account's auth token over the URL it called and the
 form parameters (``X-Twilio-Signature``). Behind a proxy that URL is not the one we see,
-so ``public_url`` names it. Accepted events wait in a :class:`CallbackInbox` until the next
-cycle applies them to the same per-message records the poller keeps, so a message is
-counted once whichever saw it first, and delivery time is the callback's arrival.
+so ``public_url`` names it. Accepted status events wait in a :class:`CallbackInbox` until
+the next cycle applies them to the same per-message records the poller keeps, so a message
+is counted once whichever saw it first, and delivery time is the callback's arrival.
+
+An incoming message whose whole body is a keyword (opt-out, opt-in, help) goes to the
+``on_inbound`` listener at once (the monitor records it and re-checks opt-outs when the
+application's grace period ends); anything else is only counted. The answer is an empty
+TwiML document: sms-monitor observes, the application replies.
 """
 
 from __future__ import annotations
@@ -12,13 +18,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+import structlog
 from twilio.request_validator import RequestValidator
+
+from sms_monitor.core.keywords import KeywordMatcher
+
+log = structlog.get_logger("sms_monitor.webhooks")
 
 MAX_BODY = 64 * 1024
 STATUS_PATH = "/twilio/status"
+INBOUND_PATH = "/twilio/inbound"
+ENDPOINTS = {STATUS_PATH: "status", INBOUND_PATH: "inbound"}
+EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
 @dataclass(frozen=True)
@@ -30,11 +45,25 @@ class CallbackEvent:
     at: float  # when it arrived (POSIX seconds)
 
 
+@dataclass(frozen=True)
+class InboundEvent:
+    """An incoming keyword message. ``number`` is the sender's, held in memory only."""
+
+    account_sid: str
+    sid: str
+    number: str
+    kind: str  # optout, optin or help
+    keyword: str  # the word itself, upper case
+    at: float  # when it arrived (POSIX seconds)
+
+
 class CallbackInbox:
-    """Thread-safe queue of accepted events plus the request counters by outcome."""
+    """Thread-safe queue of accepted events plus the request counters by endpoint, outcome."""
 
     def __init__(self, tokens: dict[str, str], public_url: str | None = None,
-                 rate_per_minute: int = 1200, clock: object = time.time) -> None:
+                 rate_per_minute: int = 1200, clock: object = time.time,
+                 keywords: KeywordMatcher | None = None,
+                 on_inbound: Callable[[InboundEvent], None] | None = None) -> None:
         self._validators = {sid: RequestValidator(token) for sid, token in tokens.items()}
         self.public_url = public_url.rstrip("/") if public_url else None
         self.rate_per_minute = rate_per_minute
@@ -42,67 +71,96 @@ class CallbackInbox:
         self._lock = threading.Lock()
         self._events: deque[CallbackEvent] = deque(maxlen=100_000)
         self._hits: dict[str, deque[float]] = {}
-        self.outcomes: Counter[str] = Counter()
+        self._swept = 0.0
+        self.keywords = keywords or KeywordMatcher()
+        self.on_inbound = on_inbound
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     def _now(self) -> float:
         clock = self._clock
         return float(clock()) if callable(clock) else time.time()
 
-    def count(self, outcome: str) -> None:
+    def count(self, outcome: str, endpoint: str = "status") -> None:
         with self._lock:
-            self.outcomes[outcome] += 1
+            self.outcomes[endpoint, outcome] += 1
 
     def _rate_limited(self, source: str, now: float) -> bool:
         with self._lock:
+            if now - self._swept >= 60:  # forget sources idle for a minute
+                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] >= now - 60}
+                self._swept = now
             hits = self._hits.setdefault(source, deque())
             while hits and hits[0] < now - 60:
                 hits.popleft()
             if len(hits) >= self.rate_per_minute:
                 return True
             hits.append(now)
-            if len(self._hits) > 10_000:  # forget idle sources
-                self._hits = {k: v for k, v in self._hits.items() if v}
             return False
 
     def handle(self, path: str, host_url: str, body: bytes, signature: str | None,
                source: str) -> int:
-        """Validate one request; returns the HTTP status to answer."""
+        """Validate one request; returns the HTTP status to answer.
+
+        ``path`` is the request target as sent (with any query string: Twilio signs it).
+        """
+        endpoint = ENDPOINTS.get(path.split("?", 1)[0], "status")
         now = self._now()
         if self._rate_limited(source, now):
-            self.count("rate_limited")
+            self.count("rate_limited", endpoint)
             return 429
         if len(body) > MAX_BODY:
-            self.count("too_large")
+            self.count("too_large", endpoint)
             return 413
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):
-            self.count("malformed")
+            self.count("malformed", endpoint)
             return 400
         params = dict(pairs)
         if not signature:
-            self.count("unsigned")
+            self.count("unsigned", endpoint)
             return 403
         validator = self._validators.get(params.get("AccountSid", ""))
         if validator is None:
-            self.count("unknown_account")
+            self.count("unknown_account", endpoint)
             return 403
         url = (self.public_url or host_url) + path
         if not validator.validate(url, params, signature):
-            self.count("bad_signature")
+            self.count("bad_signature", endpoint)
             return 403
+        if endpoint == "inbound":
+            return self._inbound(params, now)
         sid, status = params.get("MessageSid") or params.get("SmsSid"), \
             params.get("MessageStatus") or params.get("SmsStatus")
         if not sid or not status:
-            self.count("malformed")
+            self.count("malformed", endpoint)
             return 400
         code = params.get("ErrorCode")
         event = CallbackEvent(params["AccountSid"], sid, status,
                               int(code) if code and code.isdigit() else None, now)
         with self._lock:
             self._events.append(event)
-            self.outcomes["accepted"] += 1
+            self.outcomes[endpoint, "accepted"] += 1
         return 204
+
+    def _inbound(self, params: dict[str, str], now: float) -> int:
+        sid = params.get("MessageSid") or params.get("SmsMessageSid") or params.get("SmsSid")
+        number = params.get("From")
+        if not sid or not number:
+            self.count("malformed", "inbound")
+            return 400
+        kind = self.keywords.kind(params.get("Body"))
+        self.count("accepted", "inbound")
+        if kind is None or self.on_inbound is None:
+            return 200
+        event = InboundEvent(params["AccountSid"], sid, number, kind,
+                             str(params.get("Body")).strip().upper(), now)
+        try:
+            self.on_inbound(event)
+        except Exception as exc:  # Twilio still gets its answer; the poll will see the message
+            log.exception("inbound_listener_failed", error=type(exc).__name__)
+            self.count("internal", "inbound")
+        return 200
 
     def drain(self) -> list[CallbackEvent]:
         with self._lock:
@@ -110,6 +168,6 @@ class CallbackInbox:
             self._events.clear()
         return events
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self.outcomes)

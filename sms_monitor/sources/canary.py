@@ -1,0 +1,95 @@
+"""The synthetic canary's edge: send a test message through Twilio and follow it.
+
+Like a blackbox probe, it exercises the whole path the practice's reminders take: the API
+accepts the message, the carrier delivers it, the status comes back. The callback (when
+Twilio can reach ``public_url``) ends a probe at once; otherwise each cycle reads the
+probes still in flight by SID. With Twilio's test credentials only the API path is
+exercised: Twilio accepts the request and sends nothing, so there is nothing to follow.
+
+Sends are never retried: a retried create can send the test message twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+import structlog
+from twilio.base.exceptions import TwilioException
+from twilio.rest import Client
+
+from sms_monitor.config import AccountConfig, CanaryConfig
+from sms_monitor.core.canary import CanaryTracker
+from sms_monitor.core.peers import peer_hash
+from sms_monitor.export.webhooks import STATUS_PATH
+from sms_monitor.sources.telemetry import RequestLog
+from sms_monitor.sources.twilio import failure_kind
+from sms_monitor.sources.twilio_http import MonitoredHttpClient
+
+log = structlog.get_logger("sms_monitor.canary")
+
+FOLLOW_AFTER = 10.0  # seconds a probe is left to its callback before it is read by SID
+
+
+class CanaryProber:
+    def __init__(self, config: CanaryConfig, account: AccountConfig, requests_log: RequestLog,
+                 *, timeout: float, public_url: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.account = account
+        self.clock = clock
+        self.tracker = CanaryTracker(account.name, config.timeout, api_only=config.api_only)
+        self.peer = peer_hash(config.to)  # the test handset, kept out of the statistics
+        self.callback_url = f"{public_url.rstrip('/')}{STATUS_PATH}" if public_url else None
+        sid, token = ((config.test_account_sid, config.test_auth_token) if config.api_only
+                      else (account.account_sid, account.auth_token))
+        http = MonitoredHttpClient(account.name, requests_log, timeout=timeout, max_retries=0)
+        client = Client(sid, token, http_client=http)
+        client.api.base_url = account.api_url
+        self._api: Any = client.api.v2010.accounts(sid)
+
+    def excludes(self, sid: str, peer: int | None) -> bool:
+        """Whether a polled message is the canary's (and so not the practice's traffic)."""
+        return self.tracker.owns(sid) or (peer is not None and peer == self.peer)
+
+    def send(self) -> str | None:
+        """Send one probe; returns its SID, or None when the API refused or was unreachable."""
+        started = self.clock()
+        t0 = time.monotonic()
+        kwargs: dict[str, Any] = {"to": self.config.to, "from_": self.config.from_number,
+                                  "body": self.config.body}
+        if self.callback_url and not self.config.api_only:
+            kwargs["status_callback"] = self.callback_url
+        try:
+            message = self._api.messages.create(**kwargs)
+            sid = message.sid
+            if not isinstance(sid, str) or not sid:
+                raise ValueError("no sid in the answer")
+        except (TwilioException, requests.RequestException, ValueError, TypeError,
+                AttributeError) as exc:
+            self.tracker.send_failed(self.clock())
+            log.warning("canary_send_failed", account=self.account.name,
+                        cause=failure_kind(exc), error=type(exc).__name__)
+            return None
+        self.tracker.sent(sid, started, time.monotonic() - t0)
+        log.info("canary_sent", account=self.account.name, api_only=self.config.api_only)
+        return sid
+
+    def follow(self) -> None:
+        """Read the probes the callbacks have not settled yet; expire the late ones."""
+        now = self.clock()
+        for sid in self.tracker.pending(sent_before=now - FOLLOW_AFTER):
+            try:
+                message = self._api.messages(sid).fetch()
+            except (TwilioException, requests.RequestException, ValueError, TypeError,
+                    AttributeError) as exc:
+                log.warning("canary_read_failed", account=self.account.name,
+                            cause=failure_kind(exc), error=type(exc).__name__)
+                continue
+            created, updated = message.date_created, message.date_updated
+            if isinstance(message.status, str) and updated is not None and created is not None:
+                self.tracker.observe(sid, message.status, updated.timestamp(),
+                                     created=created.timestamp())
+        self.tracker.expire(now)

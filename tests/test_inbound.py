@@ -1,0 +1,194 @@
+"""Incoming messages: signed keyword webhooks, the audit table, and opt-outs checked on time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+from twilio.request_validator import RequestValidator
+
+from sms_monitor.config import load_settings
+from sms_monitor.core.classify import Status
+from sms_monitor.daemon import Daemon
+from sms_monitor.export.http import ExporterServer, build_registry
+from sms_monitor.monitor import Monitor
+from sms_monitor.simulator.server import SimulatorServer
+from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
+from tests.conftest import FakeClock, SleepRecorder, demo_env
+from tests.test_database import db_checks, practice
+
+STOPPER = "+15550100001"  # client 1 of the practice: opted in, sends STOP
+
+
+@pytest.fixture
+def quiet(clock: FakeClock) -> Iterator[SimulatorServer]:
+    """A simulator that sends nothing on its own: the STOP reaches us only by webhook."""
+    from sms_monitor.simulator.state import DEMO_PHONE_NUMBER
+
+    state = SimState(clock=clock, rate_per_minute=0.0, history_seconds=3600.0)
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    server = SimulatorServer(("127.0.0.1", 0), state).start()
+    yield server
+    server.stop()
+
+
+def make_monitor(pg_url: str, sim: SimulatorServer, clock: FakeClock, audit_url: str,
+                 **extra: Any) -> Monitor:
+    env = demo_env(sim.url) | {"SMS_MONITOR_DATABASE_URL": pg_url,
+                               "SMS_MONITOR_AUDIT_URL": audit_url}
+    settings = load_settings(env, {"number_type": "toll_free", "alerts": {"enabled": False},
+                                   **extra})
+    return Monitor(settings, clock=clock, sleep=SleepRecorder())
+
+
+@pytest.fixture
+def served(pg_url: str, quiet: SimulatorServer, clock: FakeClock, tmp_path: Path
+           ) -> Iterator[tuple[Monitor, ExporterServer, list[float], str]]:
+    practice(pg_url, datetime.fromtimestamp(clock(), UTC))
+    audit_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    monitor = make_monitor(pg_url, quiet, clock, audit_url)
+    deadlines: list[float] = []
+    monitor.on_deadline = deadlines.append
+    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    yield monitor, server, deadlines, audit_url
+    server.stop()
+    monitor.close()
+
+
+def inbound(server: ExporterServer, body: str, sender: str = STOPPER, sid: str = "SM" + "1" * 32,
+            token: str | None = DEMO_AUTH_TOKEN) -> requests.Response:
+    url = server.url + "/twilio/inbound"
+    params = {"AccountSid": DEMO_ACCOUNT_SID, "MessageSid": sid, "SmsMessageSid": sid,
+              "From": sender, "To": "+15005550006", "Body": body, "NumMedia": "0",
+              "ApiVersion": "2010-04-01"}
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if token is not None:
+        headers["X-Twilio-Signature"] = RequestValidator(token).compute_signature(url, params)
+    return requests.post(url, data=urlencode(params), headers=headers, timeout=5)
+
+
+def audit_rows(url: str) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(text(
+                "SELECT received_at, account, message_sid, kind, keyword, number_masked "
+                "FROM sms_monitor_keyword_events ORDER BY id")).mappings()]
+    finally:
+        engine.dispose()
+
+
+def test_stop_by_webhook_turns_red_exactly_when_the_grace_period_ends(
+        served: tuple[Monitor, ExporterServer, list[float], str], clock: FakeClock) -> None:
+    monitor, server, deadlines, audit_url = served
+    assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
+    stop_at = clock()
+    answer = inbound(server, " Stop ")
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/xml")
+    assert answer.content == b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+    assert deadlines == [stop_at + 300]  # the daemon is asked to check at the deadline
+
+    clock.advance(299.9)  # a cycle just before the deadline: still the application's time
+    assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
+    clock.now = deadlines[0]  # the cycle the daemon runs at the deadline
+    check = db_checks(monitor.run_cycle())["optout_unprocessed"]
+    assert check.status is Status.RED
+    assert check.value == 1
+
+    rows = audit_rows(audit_url)
+    assert rows == [{"received_at": stop_at, "account": "primary",
+                     "message_sid": "SM" + "1" * 32, "kind": "optout", "keyword": "STOP",
+                     "number_masked": "+*********01"}]
+    registry = build_registry(monitor.holder)
+    assert registry.get_sample_value("sms_inbound_keywords_total",
+                                     {"account": "primary", "kind": "optout"}) == 1
+    assert registry.get_sample_value("sms_monitor_webhook_requests_total",
+                                     {"endpoint": "inbound", "outcome": "accepted"}) == 1
+    assert registry.get_sample_value("sms_monitor_keyword_audit_rows_total") == 1
+
+
+def test_only_whole_body_keywords_count_and_start_cancels_a_stop(
+        served: tuple[Monitor, ExporterServer, list[float], str], clock: FakeClock) -> None:
+    monitor, server, deadlines, audit_url = served
+    assert inbound(server, "please don't stop my reminders", sid="SM" + "2" * 32
+                   ).status_code == 200
+    assert deadlines == []
+    assert inbound(server, "STOP", sid="SM" + "3" * 32).status_code == 200
+    clock.advance(10)
+    assert inbound(server, "unstop", sid="SM" + "4" * 32).status_code == 200
+    assert inbound(server, "HELP", sender="+15550100003", sid="SM" + "5" * 32
+                   ).status_code == 200
+    clock.advance(400)
+    assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
+    assert [(r["kind"], r["keyword"]) for r in audit_rows(audit_url)] == [
+        ("optout", "STOP"), ("optin", "UNSTOP"), ("help", "HELP")]
+    registry = build_registry(monitor.holder)
+    for kind, n in (("optout", 1), ("optin", 1), ("help", 1)):
+        assert registry.get_sample_value("sms_inbound_keywords_total",
+                                         {"account": "primary", "kind": kind}) == n
+
+
+def test_unsigned_and_forged_inbound_requests_are_refused_and_counted(
+        served: tuple[Monitor, ExporterServer, list[float], str], clock: FakeClock) -> None:
+    monitor, server, deadlines, _ = served
+    assert inbound(server, "STOP", token=None).status_code == 403
+    assert inbound(server, "STOP", token="0" * 32).status_code == 403
+    assert deadlines == []
+    monitor.run_cycle()
+    registry = build_registry(monitor.holder)
+    for outcome in ("unsigned", "bad_signature"):
+        assert registry.get_sample_value("sms_monitor_webhook_requests_total",
+                                         {"endpoint": "inbound", "outcome": outcome}) == 1
+    assert registry.get_sample_value("sms_inbound_keywords_total",
+                                     {"account": "primary", "kind": "optout"}) == 0
+
+
+def test_an_unwritable_audit_store_loses_nothing(
+        pg_url: str, quiet: SimulatorServer, clock: FakeClock, tmp_path: Path) -> None:
+    practice(pg_url, datetime.fromtimestamp(clock(), UTC))
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the store's directory should be")
+    audit_url = f"sqlite:///{blocker / 'audit.db'}"
+    monitor = make_monitor(pg_url, quiet, clock, audit_url)
+    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    try:
+        assert inbound(server, "STOP").status_code == 200  # Twilio still gets its answer
+        clock.advance(301)
+        snap = monitor.run_cycle()
+        assert db_checks(snap)["optout_unprocessed"].status is Status.RED  # seen in memory
+        registry = build_registry(monitor.holder)
+        assert registry.get_sample_value("sms_monitor_keyword_audit_queued_rows") == 1
+        assert registry.get_sample_value("sms_monitor_keyword_audit_write_failures_total") >= 1
+        blocker.unlink()  # the operator fixes the store
+        monitor.run_cycle()
+        registry = build_registry(monitor.holder)
+        assert registry.get_sample_value("sms_monitor_keyword_audit_queued_rows") == 0
+        assert [r["kind"] for r in audit_rows(audit_url)] == ["optout"]
+    finally:
+        server.stop()
+        monitor.close()
+
+
+def test_the_daemon_schedules_one_cycle_per_deadline_second(
+        pg_url: str, quiet: SimulatorServer, clock: FakeClock, tmp_path: Path) -> None:
+    monitor = make_monitor(pg_url, quiet, clock, f"sqlite:///{tmp_path / 'a.db'}")
+    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks)
+    daemon = Daemon(monitor, server)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon.schedule_deadline(1_800_000_000.2)
+        daemon.schedule_deadline(1_800_000_000.7)  # same second: one run
+        daemon.schedule_deadline(1_800_000_005.0)
+        runs = sorted(job.trigger.run_date.timestamp() for job in daemon.scheduler.get_jobs())
+        assert runs == [1_800_000_001.0, 1_800_000_006.0]
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+        server.server_close()
+        monitor.close()
