@@ -56,6 +56,14 @@ class Daemon:
 
     def start(self) -> None:
         self.server.start()
+        self.add_jobs()
+        self.scheduler.start()
+        log.info("started", listen=self.server.url, accounts=len(self.monitor.accounts),
+                 poll_interval=self.monitor.settings.poll_interval)
+
+    def add_jobs(self) -> None:
+        """The poll cycle now and every poll interval; the canary's probe every its interval;
+        and a cycle whenever an opt-out's grace period ends."""
         self.scheduler.add_job(
             self.cycle, "interval", seconds=self.monitor.settings.poll_interval,
             next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
@@ -67,9 +75,6 @@ class Daemon:
                 self.probe, "interval", seconds=canary.interval, next_run_time=datetime.now(UTC),
                 max_instances=1, coalesce=True, id="canary", misfire_grace_time=None)
         self.monitor.on_deadline = self.schedule_deadline
-        self.scheduler.start()
-        log.info("started", listen=self.server.url, accounts=len(self.monitor.accounts),
-                 poll_interval=self.monitor.settings.poll_interval)
 
     def stop(self, grace: float = 3.0) -> None:
         self.stopping.set()
