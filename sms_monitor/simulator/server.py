@@ -3,8 +3,15 @@
 Control endpoints live under ``/_simulator/`` (unauthenticated, for local use):
 ``GET /_simulator/state``, ``POST /_simulator/scenario`` (``name=...``),
 ``POST /_simulator/faults`` (JSON of :class:`~sms_monitor.simulator.state.Faults` fields),
-``POST /_simulator/clock`` (``advance=SECONDS``: fast-forward the simulated clock) and
-``POST /_simulator/load`` (``count``, ``span``, ``before`` seconds: bulk-create messages).
+``POST /_simulator/clock`` (``advance=SECONDS``: fast-forward the simulated clock),
+``POST /_simulator/load`` (``count``, ``span``, ``before`` seconds: bulk-create messages),
+``POST /_simulator/webhooks`` (``status_url``, ``inbound_url``: where signed status callbacks
+and inbound-message webhooks go; an empty value switches one off, a missing one is kept) and
+``POST /_simulator/inbound`` (``from`` in E.164, ``body``, optional ``account`` SID: a message
+arrives now, and is posted to the inbound webhook if one is configured).
+
+Messages created through the API may carry ``StatusCallback``: their status callbacks go there
+instead of to the configured ``status_url`` (see :mod:`sms_monitor.simulator.webhooks`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
+from sms_monitor.simulator.webhooks import KEEP, Keep, WebhookSender, check_url
+
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+MAX_BODY = 1600  # characters, Twilio's limit for a message body
 
 _BASE = r"^/2010-04-01/Accounts/(?P<acc>AC[0-9a-fA-F]{32})"
 _ROUTES = [
@@ -155,7 +166,60 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 setattr(faults, key, type(getattr(faults, key))(value))
             self._json(200, vars(faults))
             return
+        if url.path == "/_simulator/webhooks":
+            # an empty field switches a URL off, so blank values count here
+            self._configure_webhooks(_form_or_json(raw, self.headers.get("Content-Type", ""),
+                                                   keep_blank=True))
+            return
+        if url.path == "/_simulator/inbound":
+            self._inbound(_form_or_json(raw, self.headers.get("Content-Type", ""),
+                                        keep_blank=True))
+            return
         self._api(url.path, parse_qs(raw.decode(errors="replace")), method="POST")
+
+    def _html_form_post(self) -> bool:
+        """A form on the control page posted this: answer with a redirect back to it."""
+        return ("application/x-www-form-urlencoded" in self.headers.get("Content-Type", "")
+                and self.headers.get("Accept", "").startswith("text/html"))
+
+    def _configure_webhooks(self, fields: dict[str, Any]) -> None:
+        webhooks = self.server.webhooks
+        urls: list[str | None | Keep] = []
+        for key in ("status_url", "inbound_url"):
+            value = fields.get(key, KEEP)
+            if value is not KEEP and value is not None and not isinstance(value, str):
+                self._json(400, {"error": f"{key} must be a URL or empty"})
+                return
+            urls.append(value.strip() or None if isinstance(value, str) else value)
+        try:
+            webhooks.configure(status_url=urls[0], inbound_url=urls[1])
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
+            return
+        if self._html_form_post():
+            self._send(303, b"", "text/plain", {"Location": "/"})
+            return
+        self._json(200, webhooks.snapshot())
+
+    def _inbound(self, fields: dict[str, Any]) -> None:
+        state = self.server.state
+        sender = fields.get("from")
+        body = fields.get("body", "")
+        if not isinstance(sender, str) or not _E164.match(sender):
+            self._json(400, {"error": "from must be a phone number in E.164 (+15551234567)"})
+            return
+        if not isinstance(body, str) or len(body) > MAX_BODY:
+            self._json(400, {"error": f"body must be text of at most {MAX_BODY} characters"})
+            return
+        sid = fields.get("account") or next(iter(state.accounts), None)
+        if not isinstance(sid, str) or sid not in state.accounts:
+            self._json(400, {"error": "no such account"})
+            return
+        msg = state.receive(sid, sender, body)
+        if self._html_form_post():
+            self._send(303, b"", "text/plain", {"Location": "/"})
+            return
+        self._json(200, {"sid": msg.sid})
 
     def _statuspage(self) -> None:
         sp = dict(self.server.state.statuspage)
@@ -179,10 +243,12 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                     "accounts": {sid: len(a.messages) for sid, a in state.accounts.items()},
                     "requests": state.requests,
                     "now": state.clock(),
+                    "webhooks": self.server.webhooks.snapshot(),
                 })
             return
         if path == "/":
-            self._send(200, _control_page(state).encode(), "text/html; charset=utf-8")
+            self._send(200, _control_page(state, self.server.webhooks).encode(),
+                       "text/html; charset=utf-8")
             return
         self._json(404, {"error": "not found"})
 
@@ -301,12 +367,20 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def _create_message(self, acc: SimAccount, form: dict[str, list[str]]) -> None:
         state = self.server.state
         to = (form.get("To") or [""])[-1]
-        if not re.match(r"^\+[1-9]\d{1,14}$", to):
+        if not _E164.match(to):
             self._json(400, twilio_error(400, 21211, "Invalid 'To' Phone Number"))
             return
+        callback = (form.get("StatusCallback") or [""])[-1] or None
+        if callback is not None:
+            try:
+                check_url(callback)
+            except ValueError:
+                self._json(400, twilio_error(400, 21609, "Invalid StatusCallback url"))
+                return
         with state.lock:
             msg = state.create_message(acc, state.clock(), to=to,
-                                       body=(form.get("Body") or [""])[-1])
+                                       body=(form.get("Body") or [""])[-1],
+                                       status_callback=callback)
             self._json(201, msg.as_json(state.clock()))
 
     def _usage(self, acc: SimAccount, path: str, period: str,
@@ -399,14 +473,15 @@ def statuspage_summary(messaging: str, incident: str, now: float) -> dict[str, A
     }
 
 
-def _form_or_json(raw: bytes, ctype: str) -> dict[str, Any]:
+def _form_or_json(raw: bytes, ctype: str, *, keep_blank: bool = False) -> dict[str, Any]:
     if "json" in ctype:
         try:
             data = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             return {}
         return data if isinstance(data, dict) else {}
-    return {k: v[-1] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+    form = parse_qs(raw.decode(errors="replace"), keep_blank_values=keep_blank)
+    return {k: v[-1] for k, v in form.items()}
 
 
 def _message_filters(q: dict[str, str], now: float) -> list[Any]:
@@ -486,7 +561,7 @@ def _number_json(acc: SimAccount, sms: bool) -> dict[str, Any]:
     }
 
 
-def _control_page(state: SimState) -> str:
+def _control_page(state: SimState, webhooks: WebhookSender | None = None) -> str:
     rows = "".join(
         f"<li><form method='post' action='/_simulator/scenario'>"
         f"<input type='hidden' name='name' value='{html.escape(s.name)}'>"
@@ -494,8 +569,29 @@ def _control_page(state: SimState) -> str:
         f"{' <b>(active)</b>' if s.name == state.scenario.name else ''}</form></li>"
         for s in SCENARIOS.values()
     )
-    return (f"<!doctype html><title>Twilio simulator</title><h1>Twilio API simulator</h1>"
+    page = (f"<!doctype html><title>Twilio simulator</title><h1>Twilio API simulator</h1>"
             f"<p>Scenario: <b>{html.escape(state.scenario.name)}</b></p><ul>{rows}</ul>")
+    if webhooks is not None:
+        snap = webhooks.snapshot()
+        status_url = html.escape(snap["status_url"] or "")
+        inbound_url = html.escape(snap["inbound_url"] or "")
+        counts = html.escape(f"sent {snap['sent']}, failed {snap['failed']}")
+        page += (
+            "<h2>Webhooks</h2>"
+            "<form method='post' action='/_simulator/webhooks'>"
+            "<label>Status callback URL <input name='status_url' size='50' "
+            f"value='{status_url}'></label><br>"
+            "<label>Inbound message URL <input name='inbound_url' size='50' "
+            f"value='{inbound_url}'></label><br>"
+            "<button>Save</button> (empty: off)</form>"
+            f"<p>{counts}</p>"
+            "<h2>Inbound message</h2>"
+            "<form method='post' action='/_simulator/inbound'>"
+            "<label>From <input name='from' value='+15555550100'></label> "
+            "<label>Body <input name='body' value='STOP'></label> "
+            "<button>Send STOP</button></form>"
+        )
+    return page
 
 
 class SimulatorServer(ThreadingHTTPServer):
@@ -505,6 +601,7 @@ class SimulatorServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: SimState) -> None:
         super().__init__(address, SimulatorHandler)
         self.state = state
+        self.webhooks = WebhookSender(state)  # sends nothing until a URL is configured
         self._thread: threading.Thread | None = None
 
     @property
@@ -513,11 +610,20 @@ class SimulatorServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
     def start(self) -> SimulatorServer:
+        self.webhooks.start()
         self._thread = threading.Thread(target=self.serve_forever, name="simulator",
                                         daemon=True)
         self._thread.start()
         return self
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.webhooks.start()  # also when run in the foreground (``sms-monitor simulate``)
+        super().serve_forever(poll_interval)
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+    def server_close(self) -> None:
+        self.webhooks.stop()
+        super().server_close()

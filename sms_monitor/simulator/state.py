@@ -4,6 +4,10 @@ A message's life is decided when it is created (final status, error code and
 delivery delay, from the scenario in force); its status at any moment is then
 computed from the clock, so no background thread is needed and an injected
 clock can fast-forward the story.
+
+Old messages are trimmed (by age, ``retention_seconds`` of simulated time, and by count,
+``max_messages`` per account) so a long-running demo stays bounded; trimming is amortised: it
+happens only once the list is a tenth past either limit.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +31,8 @@ DEMO_ACCOUNT_SID = "AC" + "de" * 16
 DEMO_AUTH_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
 DEMO_PHONE_NUMBER = "+15005550006"
 PRICE_PER_SEGMENT = 0.0079  # USD, a US long-code SMS
+DEFAULT_RETENTION_SECONDS = 40 * 86400.0  # simulated time a message is kept
+DEFAULT_MAX_MESSAGES = 500_000  # per account
 
 _TEMPLATES = (
     "Riverside Family Practice: reminder of your appointment on {d}. Reply STOP to opt out.",
@@ -51,6 +58,20 @@ class SimMessage:
     from_: str
     body: str
     segments: int = 1
+    status_callback: str | None = None  # the StatusCallback URL given at creation, if any
+
+    def transitions(self) -> list[tuple[str, float]]:
+        """The statuses the message goes through, each with the moment it starts (the same
+        story :meth:`status_at` tells)."""
+        if not self.outbound:
+            return [("received", self.created)]
+        if self.final_status == "failed":
+            return [("failed", self.created)]
+        steps = [("queued", self.created)]
+        if self.settle_after > 1.0:
+            steps.append(("sent", self.created + 1.0))
+        steps.append((self.final_status, self.created + max(1.0, self.settle_after)))
+        return steps
 
     def status_at(self, now: float) -> tuple[str, float, float | None]:
         """(status, date_updated, date_sent) at ``now``."""
@@ -136,11 +157,17 @@ class SimState:
         scenario: str = "healthy",
         seed: int = 7,
         inbound_share: float = 0.03,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
     ) -> None:
         self._base_clock = clock
         self.offset = 0.0  # seconds the simulated clock runs ahead of ``clock``
         self.rate_per_minute = rate_per_minute
         self.inbound_share = inbound_share
+        # never trim what the generated history itself covers
+        self.retention_seconds = max(retention_seconds, history_seconds)
+        self.max_messages = max(1, max_messages)
+        self.max_settle = 0.0  # the longest settle_after of any message so far
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
         self.accounts: dict[str, SimAccount] = {}
@@ -194,27 +221,42 @@ class SimState:
         return "undelivered", code, latency
 
     def create_message(self, acc: SimAccount, created: float, *, outbound: bool = True,
-                       to: str | None = None, body: str | None = None) -> SimMessage:
-        peer = to or f"+1555{self.rng.randrange(10**7):07d}"
-        if outbound:
-            status, code, settle = self._outcome()
-            text = body or self.rng.choice(_TEMPLATES).format(d="Tuesday 10:30")
-            msg = SimMessage(self._new_sid(), acc.sid, True, created, status, code, settle,
-                             to=peer, from_=acc.phone_number, body=text)
-        else:
-            msg = SimMessage(self._new_sid(), acc.sid, False, created, "received", None, 0.0,
-                             to=acc.phone_number, from_=peer, body=body or "YES")
-        acc.index[msg.sid] = len(acc.messages)
-        acc.messages.append(msg)
-        return msg
+                       to: str | None = None, body: str | None = None,
+                       status_callback: str | None = None) -> SimMessage:
+        """Append a message created at ``created`` (the caller keeps the list in order)."""
+        with self.lock:
+            peer = to or f"+1555{self.rng.randrange(10**7):07d}"
+            if outbound:
+                status, code, settle = self._outcome()
+                text = body or self.rng.choice(_TEMPLATES).format(d="Tuesday 10:30")
+                msg = SimMessage(self._new_sid(), acc.sid, True, created, status, code, settle,
+                                 to=peer, from_=acc.phone_number, body=text,
+                                 status_callback=status_callback or None)
+                self.max_settle = max(self.max_settle, settle)
+            else:
+                msg = SimMessage(self._new_sid(), acc.sid, False, created, "received", None, 0.0,
+                                 to=acc.phone_number, from_=peer, body=body or "YES")
+            acc.index[msg.sid] = len(acc.messages)
+            acc.messages.append(msg)
+            return msg
 
-    def advance(self) -> None:
-        """Create the messages due between the last call and now, at the configured rate."""
+    def receive(self, sid: str, from_: str, body: str) -> SimMessage:
+        """An inbound message from ``from_`` to account ``sid``'s number, created now."""
+        with self.lock:
+            now = self.advance()  # messages due before now come first: the list stays in order
+            msg = self.create_message(self.accounts[sid], now, outbound=False, to=from_)
+            msg.body = body
+            return msg
+
+    def advance(self) -> float:
+        """Create the messages due between the last call and now, at the configured rate;
+        returns the moment it advanced to (everything due until then exists)."""
         with self.lock:
             now = self.clock()
             if self.rate_per_minute <= 0 or not self.accounts:
                 self._generated_until = now
-                return
+                self._trim_if_due(now)
+                return now
             step = 60.0 / self.rate_per_minute
             t = self._generated_until + step
             sent: list[float] = []
@@ -226,11 +268,42 @@ class SimState:
                         sent.append(t)
                 t += step
             self._generated_until = t - step
+            self._trim_if_due(now)
         if sent and self.on_outbound is not None:
             try:
                 self.on_outbound(sent)
             except Exception as exc:  # the hook is the demo's; the API must answer regardless
                 log.warning("simulator_hook_failed", error=type(exc).__name__)
+        return now
+
+    # -- trimming ---------------------------------------------------------
+    def _trim_if_due(self, now: float) -> None:
+        """Trim once a list is 10 % past a limit (by count, or by the age of its oldest
+        message), so the O(n) trim and index rebuild are paid rarely."""
+        slack_count = self.max_messages + max(1, self.max_messages // 10)
+        slack_age = now - self.retention_seconds * 1.1
+        for acc in self.accounts.values():
+            msgs = acc.messages
+            if msgs and (len(msgs) > slack_count or msgs[0].created < slack_age):
+                self._trim_account(acc, now - self.retention_seconds)
+
+    def _trim_account(self, acc: SimAccount, cutoff: float) -> int:
+        msgs = acc.messages
+        drop = max(bisect_left(msgs, cutoff, key=_created), len(msgs) - self.max_messages)
+        if drop <= 0:
+            return 0
+        del msgs[:drop]
+        acc.index = {m.sid: i for i, m in enumerate(msgs)}
+        log.debug("simulator_trimmed", account=acc.sid, dropped=drop, kept=len(msgs))
+        return drop
+
+    def trim(self, keep_seconds: float | None = None) -> int:
+        """Drop, now, messages created more than ``keep_seconds`` (default: the retention)
+        ago and the oldest beyond ``max_messages`` per account; returns how many went."""
+        with self.lock:
+            keep = self.retention_seconds if keep_seconds is None else keep_seconds
+            cutoff = self.clock() - keep
+            return sum(self._trim_account(acc, cutoff) for acc in self.accounts.values())
 
     def insert_message(self, sid: str, created: float, *, outbound: bool, peer: str,
                        body: str) -> SimMessage:
@@ -239,8 +312,9 @@ class SimState:
             self.advance()  # messages already due come first, so the list stays in order
             acc = self.accounts[sid]
             msg = self.create_message(acc, created, outbound=outbound, to=peer, body=body)
-            acc.messages.sort(key=lambda m: m.created)
-            acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
+            if len(acc.messages) > 1 and acc.messages[-2].created > created:
+                acc.messages.sort(key=_created)
+                acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
             return msg
 
     def spend(self, acc: SimAccount, start: float, end: float) -> tuple[int, float]:
@@ -249,9 +323,11 @@ class SimState:
         with self.lock:
             count = 0
             price = 0.0
-            for m in acc.messages:
-                if m.outbound and start <= m.created < end and m.status_at(end)[0] not in (
-                        "queued", "failed"):
+            msgs = acc.messages
+            for i in range(bisect_left(msgs, start, key=_created),
+                           bisect_left(msgs, end, key=_created)):
+                m = msgs[i]
+                if m.outbound and m.status_at(end)[0] not in ("queued", "failed"):
                     count += 1
                     price += PRICE_PER_SEGMENT * m.segments
             first = acc.messages[0].created if acc.messages else end
@@ -271,6 +347,11 @@ class SimState:
             step = span_seconds / max(1, count)
             for i in range(count):
                 self.create_message(acc, start + i * step)
-            acc.messages.sort(key=lambda m: m.created)
+            acc.messages.sort(key=_created)
             acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
             self._generated_until = max(self._generated_until, now)
+            self._trim_if_due(now)
+
+
+def _created(msg: SimMessage) -> float:
+    return msg.created
