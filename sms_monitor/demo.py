@@ -6,7 +6,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from sms_monitor.config import Settings, load_settings
-from sms_monitor.db.fixture import DEMO_OPTED_OUT, DEMO_UNPROCESSED_STOP, log_sends, seed_demo
+from sms_monitor.db.fixture import (
+    DEMO_LIVE_STOP,
+    DEMO_OPTED_OUT,
+    DEMO_UNPROCESSED_STOP,
+    log_sends,
+    seed_demo,
+)
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import (
@@ -28,6 +34,8 @@ RATE_PER_MINUTE = 120.0
 WINDOW = "10m"
 WINDOW_SECONDS = 600.0
 POLL_INTERVAL = "5s"
+CANARY_HANDSET = "+15558675310"  # the demo's test handset (a fictional 555 number)
+OPTOUT_GRACE = "1m"  # the demo's application gets a minute to process a STOP
 # Share of Twilio's outbound messages the demo application logs (the rest would be other
 # senders on the same account): keeps the reconciliation ratio a little above 1.
 LOGGED_SHARE = 0.95
@@ -92,15 +100,33 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
     demo_env.setdefault("SMS_MONITOR_STATE_DIR", str(db_path.parent))
     demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
     data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
-            "alerts": {"max_window": "1h"}, "statuspage_interval": "10s", **(file_data or {})}
+            "alerts": {"max_window": "1h"}, "statuspage_interval": "10s",
+            "database": {"optout_grace": OPTOUT_GRACE},
+            "canary": {"to": CANARY_HANDSET, "interval": "30s", "timeout": "2m"},
+            **(file_data or {})}
     data.pop("accounts", None)
     settings = load_settings(demo_env, data, listen_address=listen_address)
+    # The simulator plays Twilio's webhooks: signed status callbacks for every message and
+    # the incoming messages, posted to the demo's own endpoints as its story unfolds.
+    host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "") else settings.listen_host
+    public = settings.public_url or f"http://{host}:{settings.listen_port}"
+    settings = replace(settings, public_url=public)
+    sim.webhooks.configure(status_url=f"{public}/twilio/status",
+                           inbound_url=f"{public}/twilio/inbound")
     buttons = "".join(
         f"<form method='post' action='{sim.url}/_simulator/scenario' style='display:inline'>"
         f"<input type='hidden' name='name' value='{name}'><button>{name}</button></form> "
         for name in SCENARIOS)
+    stop = (f"<form method='post' action='{sim.url}/_simulator/inbound' style='display:inline'>"
+            f"<input type='hidden' name='from' value='{DEMO_LIVE_STOP}'>"
+            f"<input type='hidden' name='body' value='STOP'>"
+            f"<button>a client replies STOP</button></form>")
     extra = (f"<h2>Demo</h2><p>Built-in Twilio simulator at <a href='{sim.url}/'>{sim.url}</a>; "
              f"practice database (SQLite) at <code>{db_path}</code>. Switch the simulator's "
              f"scenario (the window is {WINDOW}; probes change on the next poll, message "
-             f"statistics as new messages arrive):</p><p>{buttons}</p>")
+             f"statistics as new messages arrive):</p><p>{buttons}</p>"
+             f"<p>The simulator posts signed status callbacks and incoming messages to this "
+             f"process, so delivery times come from callbacks. Make an opted-in client reply "
+             f"STOP: the application here never processes it, so <code>optout_unprocessed"
+             f"</code> goes up {OPTOUT_GRACE} later, at that second: {stop}</p>")
     return Demo(settings, sim, db_path, extra)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -58,6 +59,28 @@ def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> 
         assert 'sms_monitor_up{source="database"} 1.0' in metrics
         assert "Overall: <b>red</b>" in page
 
+        # real time: the simulator's signed callbacks time deliveries, the canary's probe
+        # comes back delivered, and an unsigned request is refused
+        def from_callbacks() -> bool:
+            m = re.search(r'sms_delivery_latency_source_total\{account="primary",'
+                          r'source="callback"\} (\d+)', _get(base + "/metrics"))
+            return m is not None and int(m.group(1)) > 0
+
+        _wait_for(from_callbacks, "deliveries timed by status callbacks")
+        _wait_for(lambda: 'sms_canary_success{account="primary",mode="delivery"} 1.0'
+                  in _get(base + "/metrics"), "a delivered canary probe")
+        latency = re.search(r'sms_canary_latency_seconds\{account="primary",mode="delivery"\} '
+                            r'([\d.e+-]+)', _get(base + "/metrics"))
+        assert latency and 1.0 < float(latency.group(1)) < 30.0
+        assert "canary (primary, end to end): last probe delivered in" in _get(base + "/")
+        forged = urllib.request.Request(base + "/twilio/status", method="POST",
+                                        data=b"AccountSid=AC1&MessageSid=SM1&MessageStatus=sent")
+        try:
+            urllib.request.urlopen(forged, timeout=5)
+            raise AssertionError("an unsigned callback was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
+
         def switch(name: str) -> None:
             data = urllib.parse.urlencode({"name": name}).encode()
             with urllib.request.urlopen(sim.group(1) + "/_simulator/scenario", data,
@@ -79,6 +102,39 @@ def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> 
             account = f'sms_health_status{{account="primary",check="overall"}} {value}'
             _wait_for(lambda s=account: s in _get(base + "/metrics"),
                       f"{scenario}: account overall {overall}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_demo_stop_turns_red_when_the_grace_period_ends_not_at_the_next_poll(
+        tmp_path: Path) -> None:
+    port = _free_port()
+    err_path = tmp_path / "demo.err"
+    config = tmp_path / "demo.toml"
+    config.write_text('[database]\noptout_grace = "3s"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMS_MONITOR_"))}
+    env["SMS_MONITOR_POLL_INTERVAL"] = "10m"  # no regular cycle during the test
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sms_monitor.cli", "demo", "--config", str(config),
+             "--web.listen-address", f"127.0.0.1:{port}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _get(base + "/readyz").startswith("ready"), "readiness")
+        sim = re.search(r"simulator at (http://127\.0\.0\.1:\d+)/", err_path.read_text())
+        assert sim, err_path.read_text()
+        assert "sms_optout_unprocessed_messages 1.0" in _get(base + "/metrics")  # the seeded one
+        data = urllib.parse.urlencode({"from": "+15550100003", "body": "STOP"}).encode()
+        with urllib.request.urlopen(sim.group(1) + "/_simulator/inbound", data, timeout=5):
+            pass
+        _wait_for(lambda: 'sms_inbound_keywords_total{account="primary",kind="optout"} 1.0'
+                  in _get(base + "/metrics"), "the STOP through the signed inbound webhook")
+        # the daemon runs a cycle when the 3-second grace period ends, ten minutes before
+        # the next poll
+        _wait_for(lambda: "sms_optout_unprocessed_messages 2.0" in _get(base + "/metrics"),
+                  "optout_unprocessed counting the new STOP", timeout=15)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -91,6 +91,8 @@ def create_runbook_schema(engine: Engine, names: SchemaNames | None = None) -> M
 # that the application never processed, and an opted-out client who still gets messages.
 DEMO_UNPROCESSED_STOP = "+15550100001"
 DEMO_OPTED_OUT = "+15550100002"
+# An opted-in client the demo page can make reply STOP (through the simulator's webhook).
+DEMO_LIVE_STOP = "+15550100003"
 
 
 def seed_demo(engine: Engine, now: datetime | None = None, clients: int = 200,
@@ -114,6 +116,9 @@ def seed_demo(engine: Engine, now: datetime | None = None, clients: int = 200,
     client_rows.append({"id": clients + 2, "portal_user_id": 1000 + clients + 2,
                         "name": "Opted out", "phone": DEMO_OPTED_OUT, "cell_phone": None,
                         "has_opted_out": True})
+    client_rows.append({"id": clients + 3, "portal_user_id": 1000 + clients + 3,
+                        "name": "Replies STOP live", "phone": DEMO_LIVE_STOP,
+                        "cell_phone": None, "has_opted_out": False})
     count = int(log_span / 60 * logs_per_minute)
     sent_times = [now.timestamp() - log_span + i * log_span / max(1, count) for i in range(count)]
     logs = log_rows(sent_times, rng, clients)

@@ -14,7 +14,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
 from sms_monitor import __version__
-from sms_monitor.core.snapshot import SnapshotHolder
+from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.export.collector import SnapshotCollector
 from sms_monitor.export.webconfig import OPEN_PATHS, WebConfig
 from sms_monitor.export.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
@@ -136,9 +136,30 @@ def landing_page(holder: SnapshotHolder, extra_html: str = "") -> str:
                 f"<td class='s' style='background:{colour}'>{c.status.value}</td>"
                 f"<td>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
         parts.append("</table>")
+        parts.append(realtime_summary(snap))
     parts.append(extra_html)
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def realtime_summary(snap: Snapshot) -> str:
+    """Where delivery times come from, and the canary's last probe (HTML, escaped)."""
+    lines = []
+    for a in snap.accounts:
+        callback, poll = a.timed.get("callback", 0), a.timed.get("poll", 0)
+        if callback or poll:
+            lines.append(f"{html.escape(a.account)}: {callback} of {callback + poll} delivery "
+                         f"times from status callbacks, {poll} from polls")
+    c = snap.canary
+    if c is not None:
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(c.results.items())) or "none settled"
+        last = "no probe settled yet" if c.last_result is None else (
+            f"last probe {c.last_result}" + (f" in {c.latency:.1f} s" if c.latency is not None
+                                             else ""))
+        mode = "API only, test credentials" if c.api_only else "end to end"
+        lines.append(f"canary ({html.escape(c.account)}, {mode}): {last}; probes: {counts}; "
+                     f"{c.in_flight} in flight")
+    return "".join(f"<p>{line}</p>" for line in lines)
 
 
 class ExporterServer(ThreadingHTTPServer):
