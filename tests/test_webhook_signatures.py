@@ -80,21 +80,27 @@ def test_behind_a_proxy_the_public_url_is_what_counts() -> None:
     assert handle("https://sms.practice.example:8443/twilio/status") == 403
 
 
-def test_rate_limit_per_source_and_idle_sources_are_forgotten() -> None:
+def test_refusals_are_rate_limited_per_source_and_twilio_never_is() -> None:
     now = [1000.0]
     inbox = CallbackInbox({DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}, rate_per_minute=3,
                           clock=lambda: now[0])
     params = status("SM" + "3" * 32, "sent")
     body = urlencode(params).encode()
     sig = SIGNER.compute_signature("http://h/twilio/status", params)
-    answers = [inbox.handle("/twilio/status", "http://h", body, sig, "198.51.100.1")
-               for _ in range(4)]
-    assert answers == [204, 204, 204, 429]
-    assert inbox.handle("/twilio/status", "http://h", body, sig, "198.51.100.2") == 204
-    now[0] += 61  # a minute later both sources are idle and forgotten
-    assert inbox.handle("/twilio/status", "http://h", body, sig, "198.51.100.3") == 204
-    assert set(inbox._hits) == {"198.51.100.3"}
-    assert inbox.counts()[("status", "rate_limited")] == 1
+
+    def handle(source: str, signature: str | None = sig) -> int:
+        return inbox.handle("/twilio/status", "http://h", body, signature, source)
+
+    # Twilio's traffic, all through one proxy address, is never slowed down
+    assert {handle("10.0.0.1") for _ in range(50)} == {204}
+    # a source sending unsigned requests is cut off after three refusals a minute
+    assert [handle("198.51.100.1", None) for _ in range(4)] == [403, 403, 403, 429]
+    assert handle("198.51.100.1") == 429  # even its signed requests, for that minute
+    assert handle("198.51.100.2") == 204
+    now[0] += 61  # a minute later the refusals are forgotten, and so are idle sources
+    assert handle("198.51.100.1") == 204
+    assert set(inbox._hits) == set()
+    assert inbox.counts()[("status", "rate_limited")] == 2
 
 
 # -- idempotency through the monitor --------------------------------------------------------

@@ -50,7 +50,7 @@ class ExporterHandler(BaseHTTPRequestHandler):
             self.send_header("X-Frame-Options", "DENY")
             self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
         self.end_headers()
-        if self.command != "HEAD":
+        if body and self.command != "HEAD":
             self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802
@@ -67,7 +67,7 @@ class ExporterHandler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:  # refused before reading a byte of it
             self.close_connection = True
             outcome, status = ("too_large", 413) if length > MAX_BODY else ("malformed", 400)
-            inbox.count(outcome, endpoint)
+            inbox.refuse(outcome, endpoint, self.client_address[0], status)
             self._send(status, b"", "text/plain; charset=utf-8")
             return
         body = self.rfile.read(length)
@@ -165,6 +165,7 @@ def realtime_summary(snap: Snapshot) -> str:
 class ExporterServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst of new connections (Twilio, scrapers) is not reset
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
                  extra_html: str = "", web_config: WebConfig | None = None,
