@@ -18,9 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.config import DatabaseConfig, load_settings
 from sms_monitor.core.classify import Status
-from sms_monitor.core.snapshot import Snapshot
+from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.db.fixture import create_runbook_schema, runbook_metadata
 from sms_monitor.db.names import SchemaNames
+from sms_monitor.export.http import build_registry
 from sms_monitor.monitor import Monitor
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, SimState
@@ -98,9 +99,10 @@ def test_queue_delay_counts_sms_rows_of_the_last_hour_only(db_url: str) -> None:
     ])
     src = source(db_url)
     with src.engine.connect() as conn:
-        mean, sent, unsent = src.queue(conn, NOW)
+        mean, sent, unsent, waited = src.queue(conn, NOW)
     assert mean == pytest.approx(60.0)
     assert (sent, unsent) == (3, 1)
+    assert waited == pytest.approx(30 * 60)  # the unsent row, created 30 minutes ago
 
 
 def test_fallback_and_reconciliation_counts(db_url: str) -> None:
@@ -169,7 +171,7 @@ def test_remapped_schema(pg_url: str) -> None:
     src = DatabaseSource(DatabaseConfig(url=pg_url, names=names))
     with src.engine.connect() as conn:
         assert src.invalid_phones(conn) == {"phone": 1, "cell_phone": 0}
-        assert src.queue(conn, NOW) == (pytest.approx(60.0), 1, 0)
+        assert src.queue(conn, NOW) == (pytest.approx(60.0), 1, 0, None)
         assert src.client_optout(conn, ["+15551234567"]) == {"+15551234567": True}
     # an application without a second phone column maps it to ""
     no_cell = SchemaNames.from_config(names.tables, {**names.columns,
@@ -432,3 +434,20 @@ def test_no_transaction_is_left_open_between_polls(pg_url: str, pg_admin: Engine
     src.close()
 
 
+
+
+def test_a_stuck_queue_is_red_with_the_oldest_wait_exported(
+        pg_url: str, quiet_sim: tuple[SimulatorServer, SimState], clock: FakeClock) -> None:
+    sim, _ = quiet_sim
+    now = datetime.fromtimestamp(clock(), UTC)
+    practice(pg_url, now - timedelta(hours=2))  # its sent rows are all older than an hour
+    insert_rows(pg_url, "notification_logs", [sms_log(now - timedelta(minutes=m), None)
+                                              for m in (12, 8, 3)])  # nothing goes out
+    snap = run_monitor(pg_url, sim, clock)
+    check = db_checks(snap)["queue_delay"]
+    assert check.status is Status.RED
+    assert check.value == pytest.approx(12 * 60, abs=1)
+    holder = SnapshotHolder()
+    holder.publish(snap)
+    assert build_registry(holder).get_sample_value(
+        "sms_notification_queue_delay_seconds") == pytest.approx(12 * 60, abs=1)

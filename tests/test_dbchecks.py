@@ -42,6 +42,20 @@ def test_queue_delay_boundaries(delay: float, expected: Status) -> None:
     assert run(with_(queue_delay=delay))["queue_delay"] is expected
 
 
+@pytest.mark.parametrize(("waited", "expected"), [
+    (None, Status.UNKNOWN), (59.0, Status.GREEN), (60.0, Status.YELLOW), (300.1, Status.RED)])
+def test_a_queue_that_sends_nothing_is_graded_by_its_oldest_row(
+        waited: float | None, expected: Status) -> None:
+    facts = with_(queue_delay=None, queue_sent=0, queue_unsent=0 if waited is None else 12,
+                  queue_oldest_unsent=waited)
+    assert run(facts)["queue_delay"] is expected
+
+
+def test_an_unsent_row_beside_sent_ones_does_not_change_the_grade() -> None:
+    facts = with_(queue_delay=20.0, queue_sent=40, queue_unsent=1, queue_oldest_unsent=3000.0)
+    assert run(facts)["queue_delay"] is Status.GREEN
+
+
 def test_invalid_numbers_any_is_yellow() -> None:
     assert run(with_(invalid_phones={"phone": 0, "cell_phone": 1}))["invalid_phone_numbers"] \
         is Status.YELLOW

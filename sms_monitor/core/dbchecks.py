@@ -105,16 +105,7 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
             f"{n} sent to opted-out clients in the window; "
             f"{view.refused_21610} refused by Twilio (21610)"))
 
-    if facts.queue_delay is None:
-        why = "no SMS notification sent in the last hour" if "queue_delay" not in facts.failures \
-            else f"query failed: {facts.failures['queue_delay']}"
-        checks.append(CheckResult("queue_delay", GROUP, Status.UNKNOWN, None, "seconds", why))
-    else:
-        checks.append(CheckResult(
-            "queue_delay", GROUP, grade(facts.queue_delay, thresholds["queue_delay"]),
-            facts.queue_delay, "seconds",
-            f"mean over {facts.queue_sent} SMS notifications of the last hour "
-            f"({facts.queue_unsent} not sent yet)"))
+    checks.append(queue_check(facts, thresholds["queue_delay"]))
 
     logged, sent = facts.logged_recipients, view.twilio_in_span
     if logged is None:
@@ -163,6 +154,27 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
     checks.append(CheckResult("overall", GROUP, overall, float(overall.code), "status",
                               ", ".join(bad)))
     return checks
+
+
+def queue_check(facts: DatabaseFacts, threshold: Threshold) -> CheckResult:
+    """Mean send delay of the last hour's SMS rows (the contract's value). When none of them
+    was sent, the oldest unsent row's wait is graded instead: a queue that sends nothing at
+    all is red, not unknown. (While rows are being sent, an unsent one may be a failure the
+    application never retries; it does not change the grade.)"""
+    waited = facts.queue_oldest_unsent
+    if "queue_delay" in facts.failures:
+        return CheckResult("queue_delay", GROUP, Status.UNKNOWN, None, "seconds",
+                           f"query failed: {facts.failures['queue_delay']}")
+    if facts.queue_delay is None and waited is None:
+        return CheckResult("queue_delay", GROUP, Status.UNKNOWN, None, "seconds",
+                           "no SMS notification in the last hour")
+    detail = (f"mean over {facts.queue_sent} SMS notifications of the last hour"
+              if facts.queue_delay is not None else "no SMS notification sent in the last hour")
+    if waited is not None:
+        detail += f"; {facts.queue_unsent} not sent yet, the oldest waiting {waited:.0f}s"
+    value = facts.queue_delay if facts.queue_delay is not None else waited
+    assert value is not None
+    return CheckResult("queue_delay", GROUP, grade(value, threshold), value, "seconds", detail)
 
 
 def sent_to_opted_out(outbound: Iterable[MessageRecord], opted_out: frozenset[int],

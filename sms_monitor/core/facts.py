@@ -45,6 +45,7 @@ class DatabaseFacts:
     queue_delay: float | None = None  # mean seconds, SMS rows created in the last hour
     queue_sent: int | None = None  # SMS rows created in the last hour and sent
     queue_unsent: int | None = None  # ... not sent yet
+    queue_oldest_unsent: float | None = None  # seconds the oldest unsent one has waited
     sms_disabled: int | None = None  # settings rows with SMS off
     settings_rows: int | None = None
     opted_out: frozenset[int] | None = None  # peer hashes of opted-out clients' numbers

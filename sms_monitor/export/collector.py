@@ -244,9 +244,11 @@ def database_metrics(snap: Snapshot) -> Iterator[Metric]:
         opted.add_metric([], db.sent_to_opted_out)
     delay = GaugeMetricFamily(
         "sms_notification_queue_delay_seconds",
-        "Mean sent_at - created_at of SMS notifications created in the last hour" + CACHED)
-    if f.queue_delay is not None:
-        delay.add_metric([], f.queue_delay)
+        "Mean sent_at - created_at of SMS notifications created in the last hour (none sent: "
+        "how long the oldest unsent one has waited)" + CACHED)
+    queue = next((c for c in db.checks if c.name == "queue_delay"), None)
+    if queue is not None and queue.value is not None:
+        delay.add_metric([], queue.value)
     volume = GaugeMetricFamily(
         "sms_notifications_last_hour",
         "SMS notifications the application created in the last hour, by state" + CACHED,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -171,7 +171,10 @@ class DatabaseSource:
                                     .where(self._not_e164(t.c(k)))).scalar_one())
                 for k in ("phone", "cell_phone") if t.columns[k].name}
 
-    def queue(self, conn: Connection, now: datetime) -> tuple[float | None, int, int]:
+    def queue(self, conn: Connection, now: datetime
+              ) -> tuple[float | None, int, int, float | None]:
+        """(mean delay of sent rows, sent, unsent, seconds the oldest unsent row has waited)
+        over SMS rows created in the last hour."""
         t = self.names.table("notification_logs")
         created, sent = t.c("created_at"), t.c("sent_at")
         start = now.timestamp() - 3600
@@ -179,10 +182,20 @@ class DatabaseSource:
             func.avg(case((sent.is_not(None), self._seconds_between(sent, created)))),
             func.count(sent),
             func.count(),
+            func.min(case((sent.is_(None), created))),
         ).where(self._is_sms(t.c("sent_via")),
                 created >= datetime.fromtimestamp(start, now.tzinfo), created <= now)
-        mean, n_sent, total = conn.execute(stmt).one()
-        return (float(mean) if mean is not None else None), int(n_sent), int(total) - int(n_sent)
+        mean, n_sent, total, oldest = conn.execute(stmt).one()
+        waited = None
+        if oldest is not None:
+            if isinstance(oldest, str):  # SQLite without a declared type
+                oldest = datetime.fromisoformat(oldest)
+            if isinstance(oldest, datetime):
+                if oldest.tzinfo is None:
+                    oldest = oldest.replace(tzinfo=UTC)
+                waited = max(0.0, now.timestamp() - oldest.timestamp())
+        return ((float(mean) if mean is not None else None), int(n_sent),
+                int(total) - int(n_sent), waited)
 
     def fallback(self, conn: Connection) -> tuple[int, int]:
         t = self.names.table("appointment_notification_settings")
@@ -295,6 +308,7 @@ class DatabaseSource:
             queue_delay=queue[0] if queue else None,
             queue_sent=queue[1] if queue else None,
             queue_unsent=queue[2] if queue else None,
+            queue_oldest_unsent=queue[3] if queue else None,
             sms_disabled=fallback[0] if fallback else None,
             settings_rows=fallback[1] if fallback else None,
             opted_out=None if opted_rows is None else self.opted_out_hashes(opted_rows),
