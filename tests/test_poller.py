@@ -255,3 +255,26 @@ def test_spend_is_read_every_usage_interval_and_checked_against_the_budget(
     assert stats is not None
     assert stats.spend_by_country["1"] == pytest.approx(0.0079 * stats.settled, rel=0.05)
     assert stats.segments_per_message == 1.0 and stats.international_ratio == 0.0
+
+
+def test_api_response_time_leaves_out_retry_after_waits(
+        simulator: SimulatorServer, sim_state: SimState, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    waited = [0.0]
+    real = time_module.monotonic
+    monkeypatch.setattr(time_module, "monotonic", lambda: real() + waited[0])
+
+    def sleep(seconds: float) -> None:  # a back-off that moves the monotonic clock, instantly
+        waited[0] += seconds
+
+    sim_state.set_scenario("rate_limited")
+    for _ in range(2):  # whichever parity the simulator's counter has, one cycle's balance
+        snap = make_monitor(simulator.url, clock, sleep).run_cycle()  # probe is refused once
+        if requests_to(snap, "balance", "429"):
+            break
+    assert requests_to(snap, "balance", "429") == 1 and waited[0] >= 1.0
+    seconds = snap.accounts[0].facts.balance_seconds
+    assert seconds is not None and seconds < 0.5  # the Retry-After second is not Twilio's
+    assert statuses(snap)["api_response_time"] is Status.GREEN

@@ -161,17 +161,17 @@ class TwilioPoller:
         failures: dict[str, str] = {}
 
         balance = currency = seconds = None
-        started = time.monotonic()
+        self.http.last_seconds = 0.0
         try:
             b = self._api.balance.fetch()
-            seconds = time.monotonic() - started
+            seconds = self.http.last_seconds  # without back-off sleeps between retries
             balance = float(b.balance) if b.balance is not None else None
             currency = b.currency
             if balance is None:
                 failures["balance"] = kinds.MALFORMED
         except (TwilioException, requests.RequestException, ValueError, TypeError,
                 json.JSONDecodeError, KeyError, AttributeError) as exc:
-            seconds = time.monotonic() - started
+            seconds = self.http.last_seconds
             self._fail("balance", exc, failures)
 
         status = None

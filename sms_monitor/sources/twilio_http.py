@@ -76,6 +76,9 @@ class MonitoredHttpClient(TwilioHttpClient):
         self._jitter = jitter
         self.saw_401 = False
         self.successes = 0  # 2xx answers: proof the credentials work
+        # Time the last request() spent waiting on Twilio, over all its attempts but not
+        # the back-off sleeps between them (a Retry-After is not Twilio being slow).
+        self.last_seconds = 0.0
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -96,16 +99,19 @@ class MonitoredHttpClient(TwilioHttpClient):
     ) -> Response:
         endpoint = endpoint_of(url)
         attempt = 0
+        self.last_seconds = 0.0
         while True:
             started = time.monotonic()
             try:
                 response = super().request(method, url, params, data, headers, auth, timeout,
                                            allow_redirects)
             except requests.Timeout:
+                self.last_seconds += time.monotonic() - started
                 self.requests_log.record(self.account, endpoint, "error",
                                          time.monotonic() - started)
                 raise
             except requests.ConnectionError:
+                self.last_seconds += time.monotonic() - started
                 self.requests_log.record(self.account, endpoint, "error",
                                          time.monotonic() - started)
                 if attempt >= self.max_retries:
@@ -115,6 +121,7 @@ class MonitoredHttpClient(TwilioHttpClient):
                 attempt += 1
                 continue
             status = response.status_code
+            self.last_seconds += time.monotonic() - started
             self.requests_log.record(self.account, endpoint, str(status), time.monotonic() - started)
             if 200 <= status < 300:
                 self.successes += 1
