@@ -49,10 +49,11 @@ class Daemon:
         canary = self.monitor.canary
         if canary is None or self.stopping.is_set():
             return
-        try:
-            canary.send()
-        except Exception:  # a bug in the probe must not stop the daemon
-            log.exception("canary_probe_failed")
+        with self._cycle_lock:  # the probe and the cycle's reads share one HTTP session
+            try:
+                canary.send()
+            except Exception:  # a bug in the probe must not stop the daemon
+                log.exception("canary_probe_failed")
 
     def start(self) -> None:
         self.server.start()

@@ -192,3 +192,23 @@ def test_the_daemon_schedules_one_cycle_per_deadline_second(
         daemon.scheduler.shutdown(wait=False)
         server.server_close()
         monitor.close()
+
+
+def test_the_audit_table_on_postgresql(pg_url: str) -> None:
+    from sms_monitor.db.audit import KeywordAudit
+    from sms_monitor.export.webhooks import InboundEvent
+
+    audit = KeywordAudit(pg_url, "smsm_", accounts={DEMO_ACCOUNT_SID: "primary"})
+    try:
+        for i, (kind, word) in enumerate((("optout", "STOP"), ("optin", "START"))):
+            assert audit.record(InboundEvent(DEMO_ACCOUNT_SID, f"SM{i}", STOPPER, kind, word,
+                                             1_800_000_000.0 + i))
+    finally:
+        audit.close()
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT account, kind, keyword, number_masked "
+                                 "FROM smsm_keyword_events ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("primary", "optout", "STOP", "+*********01"),
+                                        ("primary", "optin", "START", "+*********01")]
