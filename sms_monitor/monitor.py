@@ -175,11 +175,11 @@ class Monitor:
             if event.kind in (OPTOUT, OPTIN):
                 self._inbound.append((event.sid, KeywordEvent(event.number, event.at,
                                                               event.kind)))
-        if self.audit is not None:
-            self.audit.record(event)
-        log.info("inbound_keyword", account=name, kind=event.kind)
         if event.kind == OPTOUT and self.database is not None and self.on_deadline is not None:
             self.on_deadline(event.at + self.database.config.optout_grace)
+        if self.audit is not None:
+            self.audit.record(event)  # queued; written by the audit's own thread
+        log.info("inbound_keyword", account=name, kind=event.kind)
 
     def _webhook_keywords(self, edge: float, polled: set[str]) -> list[KeywordEvent]:
         """Keyword events from the webhook in the window that no poll has brought yet."""
@@ -370,7 +370,7 @@ class Monitor:
             except Exception as exc:  # the probe must never cost a cycle
                 log.exception("canary_follow_crashed", error=type(exc).__name__)
         if self.audit is not None and self.audit.queued:
-            self.audit.flush()  # rows a failed write kept
+            self.audit.flush(wait=False)  # rows a failed write kept; never waits on a writer
         self.cycles += 1
         last_success = {f"twilio:{s.config.name}": s.last_success
                         for s in self.accounts if s.last_success is not None}
@@ -387,7 +387,8 @@ class Monitor:
             statuspage=status_facts,
             callbacks=self.callbacks.counts(),
             inbound_keywords=self._inbound_counts(),
-            audit=(self.audit.queued, self.audit.written, self.audit.failures)
+            audit=(self.audit.queued, self.audit.written, self.audit.failures,
+                   self.audit.dropped)
             if self.audit is not None else None,
             canary=self.canary.tracker.view() if self.canary is not None else None,
             statuspage_check=statuspage_check(status_facts) if status_facts else None,

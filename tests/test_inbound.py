@@ -98,6 +98,8 @@ def test_stop_by_webhook_turns_red_exactly_when_the_grace_period_ends(
     clock.advance(299.9)  # a cycle just before the deadline: still the application's time
     assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
     clock.now = deadlines[0]  # the cycle the daemon runs at the deadline
+    assert monitor.audit is not None
+    monitor.audit.flush()  # wait for the audit's writer thread
     check = db_checks(monitor.run_cycle())["optout_unprocessed"]
     assert check.status is Status.RED
     assert check.value == 1
@@ -126,6 +128,8 @@ def test_only_whole_body_keywords_count_and_start_cancels_a_stop(
     assert inbound(server, "HELP", sender="+15550100003", sid="SM" + "5" * 32
                    ).status_code == 200
     clock.advance(400)
+    assert monitor.audit is not None
+    monitor.audit.flush()
     assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
     assert [(r["kind"], r["keyword"]) for r in audit_rows(audit_url)] == [
         ("optout", "STOP"), ("optin", "UNSTOP"), ("help", "HELP")]
@@ -160,6 +164,8 @@ def test_an_unwritable_audit_store_loses_nothing(
     server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
     try:
         assert inbound(server, "STOP").status_code == 200  # Twilio still gets its answer
+        assert monitor.audit is not None
+        assert not monitor.audit.flush()  # the store cannot be written
         clock.advance(301)
         snap = monitor.run_cycle()
         assert db_checks(snap)["optout_unprocessed"].status is Status.RED  # seen in memory
@@ -167,6 +173,7 @@ def test_an_unwritable_audit_store_loses_nothing(
         assert registry.get_sample_value("sms_monitor_keyword_audit_queued_rows") == 1
         assert registry.get_sample_value("sms_monitor_keyword_audit_write_failures_total") >= 1
         blocker.unlink()  # the operator fixes the store
+        assert monitor.audit.flush()
         monitor.run_cycle()
         registry = build_registry(monitor.holder)
         assert registry.get_sample_value("sms_monitor_keyword_audit_queued_rows") == 0
@@ -201,8 +208,10 @@ def test_the_audit_table_on_postgresql(pg_url: str) -> None:
     audit = KeywordAudit(pg_url, "smsm_", accounts={DEMO_ACCOUNT_SID: "primary"})
     try:
         for i, (kind, word) in enumerate((("optout", "STOP"), ("optin", "START"))):
-            assert audit.record(InboundEvent(DEMO_ACCOUNT_SID, f"SM{i}", STOPPER, kind, word,
-                                             1_800_000_000.0 + i))
+            audit.record(InboundEvent(DEMO_ACCOUNT_SID, f"SM{i}", STOPPER, kind, word,
+                                      1_800_000_000.0 + i))
+        assert audit.flush()
+        assert (audit.queued, audit.written, audit.dropped) == (0, 2, 0)
     finally:
         audit.close()
     engine = create_engine(pg_url)
@@ -212,3 +221,47 @@ def test_the_audit_table_on_postgresql(pg_url: str) -> None:
     engine.dispose()
     assert [tuple(r) for r in rows] == [("primary", "optout", "STOP", "+*********01"),
                                         ("primary", "optin", "START", "+*********01")]
+
+
+def test_a_hung_audit_store_never_delays_twilio_or_the_deadline(
+        pg_url: str, quiet: SimulatorServer, clock: FakeClock) -> None:
+    import socket
+    import time
+
+    practice(pg_url, datetime.fromtimestamp(clock(), UTC))
+    hung = socket.socket()  # accepts connections, never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    port = hung.getsockname()[1]
+    monitor = make_monitor(pg_url, quiet, clock,
+                           f"postgresql+psycopg://postgres@127.0.0.1:{port}/audit")
+    deadlines: list[float] = []
+    monitor.on_deadline = deadlines.append
+    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    try:
+        started = time.monotonic()
+        for i in range(3):
+            assert inbound(server, "STOP", sid=f"SM{i:032d}").status_code == 200
+        assert time.monotonic() - started < 2.0  # the store's 5 s connect timeout is not ours
+        assert len(deadlines) == 3
+        assert monitor.audit is not None and monitor.audit.queued == 3
+    finally:
+        server.stop()
+        monitor.close()
+        hung.close()
+
+
+def test_a_row_the_store_refuses_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    from sms_monitor.db.audit import KeywordAudit
+    from sms_monitor.export.webhooks import InboundEvent
+
+    audit = KeywordAudit(f"sqlite:///{tmp_path / 'a.db'}")
+    audit._ensure_table()
+    with audit.engine.begin() as conn:  # a constraint the second row breaks
+        conn.exec_driver_sql("CREATE UNIQUE INDEX one_sid ON sms_monitor_keyword_events "
+                             "(message_sid)")
+    for sid in ("SM1", "SM1", "SM2"):
+        audit.record(InboundEvent(DEMO_ACCOUNT_SID, sid, STOPPER, "optout", "STOP", 1.0))
+    assert audit.flush()
+    assert (audit.written, audit.dropped, audit.queued) == (2, 1, 0)
+    audit.close()

@@ -104,7 +104,8 @@ class Snapshot:
     # webhook requests by (endpoint, outcome)
     callbacks: dict[tuple[str, str], int] = field(default_factory=dict)
     inbound_keywords: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
-    audit: tuple[int, int, int] | None = None  # keyword audit rows: queued, written, failures
+    # keyword audit rows: queued, written, write failures, dropped
+    audit: tuple[int, int, int, int] | None = None
     canary: CanaryView | None = None
 
     def checks(self) -> list[CheckResult]:

@@ -5,8 +5,10 @@ default, or PostgreSQL), never in the application's. A row holds when the messag
 arrived, the account, the keyword, the message SID and the sender's number masked to its
 last two digits: enough for the audit the runbook asks for, without the number itself.
 
-Writes that fail (the store is down, locked, full) stay queued in memory, bounded, and are
-retried on the next :meth:`KeywordAudit.flush`; nothing is lost while the process runs.
+Writes happen on a writer thread, never on the webhook's request thread, so a slow store
+never makes Twilio wait. Writes that fail (the store is down, locked, full) stay queued in
+memory and are retried; rows are lost only past ``MAX_QUEUED`` waiting rows or when the
+store refuses a row's data for good, and both are counted (``dropped``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, create_engine, insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from sms_monitor.export.webhooks import InboundEvent
 from sms_monitor.logs import mask_phone
@@ -46,10 +48,16 @@ class KeywordAudit:
             Column("number_masked", String(20), nullable=False))
         self.metadata = md
         self._created = False
-        self._lock = threading.Lock()
-        self._queue: deque[dict[str, object]] = deque(maxlen=MAX_QUEUED)
+        self._lock = threading.Lock()  # guards the queue and the counters, never held for I/O
+        self._write_lock = threading.Lock()  # one writer at a time
+        self._queue: deque[dict[str, object]] = deque()
+        self._in_flight = 0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
         self.written = 0
         self.failures = 0
+        self.dropped = 0  # rows lost: the queue was full, or a row the store refuses for good
         self.last_error: str | None = None
 
     def row(self, event: InboundEvent) -> dict[str, object]:
@@ -59,35 +67,85 @@ class KeywordAudit:
                 "number_masked": mask_phone(event.number)[:20] if event.number.startswith("+")
                 else "*" * min(len(event.number), 18)}
 
-    def record(self, event: InboundEvent) -> bool:
-        """Queue one event and try to write everything queued; True when it is stored."""
+    def record(self, event: InboundEvent) -> None:
+        """Queue one event for the writer thread; never waits for the store."""
         with self._lock:
+            if len(self._queue) >= MAX_QUEUED:
+                self._queue.popleft()
+                self.dropped += 1
             self._queue.append(self.row(event))
-        return self.flush()
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._writer, name="keyword-audit",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
 
-    def flush(self) -> bool:
-        """Write what is queued; on failure keep it for the next call."""
-        with self._lock:
-            if not self._queue:
+    def _writer(self) -> None:
+        while not self._closed:
+            self._wake.wait(timeout=30.0)  # a failed write is retried at least this often
+            self._wake.clear()
+            if not self._closed:
+                self.flush()
+
+    def flush(self, wait: bool = True) -> bool:
+        """Write what is queued; on failure keep it for the next call. With ``wait=False``
+        it returns at once (False) when another write is in progress."""
+        if not self._write_lock.acquire(blocking=wait):
+            return False
+        try:
+            with self._lock:
+                rows = list(self._queue)
+                self._queue.clear()
+                self._in_flight = len(rows)
+            if not rows:
                 return True
-            rows = list(self._queue)
             try:
                 self._ensure_table()
-                with self.engine.begin() as conn:
-                    conn.execute(insert(self.table), rows)
+                stored, refused = self._insert(rows)
             except (SQLAlchemyError, OSError) as exc:
-                self.failures += 1
-                self.last_error = type(exc).__name__
+                with self._lock:
+                    self.failures += 1
+                    self.last_error = type(exc).__name__
+                    room = MAX_QUEUED - len(self._queue)
+                    keep = rows[-room:] if room > 0 else []
+                    self.dropped += len(rows) - len(keep)
+                    self._queue.extendleft(reversed(keep))
                 log.warning("keyword_audit_write_failed", error=self.last_error,
                             queued=len(rows))
                 return False
-            self._queue.clear()
-            self.written += len(rows)
+            finally:
+                with self._lock:
+                    self._in_flight = 0
+            with self._lock:
+                self.written += stored
+                self.dropped += refused
             return True
+        finally:
+            self._write_lock.release()
+
+    def _insert(self, rows: list[dict[str, object]]) -> tuple[int, int]:
+        """(stored, refused for good). A batch the store rejects for its data is written row
+        by row, so one bad row does not hold back the others; a store that is down raises."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(self.table), rows)
+            return len(rows), 0
+        except (DataError, IntegrityError):
+            pass
+        stored = 0
+        for one in rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(self.table), [one])
+                stored += 1
+            except (DataError, IntegrityError) as exc:
+                log.warning("keyword_audit_row_refused", error=type(exc).__name__)
+        return stored, len(rows) - stored
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        with self._lock:
+            return len(self._queue) + self._in_flight
 
     def _ensure_table(self) -> None:
         if self._created:
@@ -98,4 +156,6 @@ class KeywordAudit:
         self._created = True
 
     def close(self) -> None:
+        self._closed = True
+        self._wake.set()
         self.engine.dispose()

@@ -347,7 +347,7 @@ def webhook_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield keywords
     if snap.audit is None:
         return
-    queued, written, failures = snap.audit
+    queued, written, failures, dropped = snap.audit
     q = GaugeMetricFamily("sms_monitor_keyword_audit_queued_rows",
                           "Keyword events waiting to be written to the audit table (a write "
                           "failed; retried every cycle)")
@@ -358,7 +358,11 @@ def webhook_metrics(snap: Snapshot) -> Iterator[Metric]:
     f = CounterMetricFamily("sms_monitor_keyword_audit_write_failures",
                             "Failed writes to the keyword audit table")
     f.add_metric([], failures)
-    yield from (q, w, f)
+    d = CounterMetricFamily("sms_monitor_keyword_audit_dropped_rows",
+                            "Keyword events lost to the audit table: the waiting queue was full, "
+                            "or the store refused the row's data")
+    d.add_metric([], dropped)
+    yield from (q, w, f, d)
 
 
 def canary_metrics(snap: Snapshot) -> Iterator[Metric]:
