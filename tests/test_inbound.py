@@ -265,3 +265,18 @@ def test_a_row_the_store_refuses_does_not_hold_back_the_others(tmp_path: Path) -
     assert audit.flush()
     assert (audit.written, audit.dropped, audit.queued) == (2, 1, 0)
     audit.close()
+
+
+def test_a_retried_or_replayed_inbound_message_counts_once(
+        served: tuple[Monitor, ExporterServer, list[float], str]) -> None:
+    monitor, server, deadlines, _ = served
+    for _ in range(3):
+        answer = inbound(server, "STOP", sid="SM" + "6" * 32)
+        assert answer.status_code == 200 and answer.content.endswith(b"<Response></Response>")
+    assert len(deadlines) == 1
+    monitor.run_cycle()
+    registry = build_registry(monitor.holder)
+    assert registry.get_sample_value("sms_inbound_keywords_total",
+                                     {"account": "primary", "kind": "optout"}) == 1
+    assert registry.get_sample_value("sms_monitor_webhook_requests_total",
+                                     {"endpoint": "inbound", "outcome": "duplicate"}) == 2

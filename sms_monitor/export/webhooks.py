@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -73,6 +73,7 @@ class CallbackInbox:
         self._events: deque[CallbackEvent] = deque(maxlen=100_000)
         self._hits: dict[str, deque[float]] = {}
         self._swept = 0.0
+        self._seen: OrderedDict[str, None] = OrderedDict()  # recent inbound message SIDs
         self.keywords = keywords or KeywordMatcher()
         self.on_inbound = on_inbound
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -88,8 +89,9 @@ class CallbackInbox:
     def _rate_limited(self, source: str, now: float) -> bool:
         """Whether ``source`` sent ``rate_per_minute`` refused requests in the last minute.
 
-        Only refusals count: Twilio's own traffic, often all from one proxy address, is
-        never slowed down, while a source sending garbage is cut off cheaply.
+        Only refusals count, and a validly signed request is answered even from a source over
+        its budget: Twilio's own traffic, often all from one proxy address, is never refused,
+        while garbage from a source is.
         """
         with self._lock:
             if now - self._swept >= 60:  # forget sources idle for a minute
@@ -129,24 +131,36 @@ class CallbackInbox:
         """
         endpoint = ENDPOINTS.get(path.split("?", 1)[0], "status")
         now = self._now()
-        if self._rate_limited(source, now):
-            self.count("rate_limited", endpoint)
-            return 429
+        limited = self._rate_limited(source, now)
+
+        def deny(outcome: str, code: int) -> int:
+            # over its refusal budget, a source gets 429 for anything not validly signed
+            if limited:
+                self.count("rate_limited", endpoint)
+                return 429
+            return self.refuse(outcome, endpoint, source, code, now)
+
+        if limited and not signature:  # cut off before reading anything
+            return deny("unsigned", 403)
         if len(body) > MAX_BODY:
-            return self.refuse("too_large", endpoint, source, 413, now)
+            return deny("too_large", 413)
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):
-            return self.refuse("malformed", endpoint, source, 400, now)
+            return deny("malformed", 400)
         params = dict(pairs)
         if not signature:
-            return self.refuse("unsigned", endpoint, source, 403, now)
+            return deny("unsigned", 403)
         validator = self._validators.get(params.get("AccountSid", ""))
         if validator is None:
-            return self.refuse("unknown_account", endpoint, source, 403, now)
+            return deny("unknown_account", 403)
         url = (self.public_url or host_url) + path
-        if not self._valid(validator, url, params, signature):
-            return self.refuse("bad_signature", endpoint, source, 403, now)
+        try:
+            valid = self._valid(validator, url, params, signature)
+        except ValueError:  # a Host header no URL can be made of (bad port, brackets)
+            valid = False
+        if not valid:
+            return deny("bad_signature", 403)
         if endpoint == "inbound":
             return self._inbound(params, now)
         sid, status = params.get("MessageSid") or params.get("SmsSid"), \
@@ -168,6 +182,13 @@ class CallbackInbox:
         if not sid or not number:
             self.count("malformed", "inbound")
             return 400
+        with self._lock:
+            if sid in self._seen:  # Twilio retried, or a signed request was replayed
+                self.outcomes["inbound", "duplicate"] += 1
+                return 200
+            self._seen[sid] = None
+            if len(self._seen) > 10_000:
+                self._seen.popitem(last=False)
         kind = self.keywords.kind(params.get("Body"))
         self.count("accepted", "inbound")
         if kind is None or self.on_inbound is None:
