@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import math
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 
 import structlog
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from sms_monitor.export.http import ExporterServer
@@ -16,34 +22,70 @@ from sms_monitor.monitor import Monitor
 
 log = structlog.get_logger("sms_monitor.daemon")
 
+# Deadline cycles are at least this far apart: a wave of STOPs costs one cycle per gap,
+# not one per second.
+DEADLINE_GAP = 5.0
+
 
 class Daemon:
     def __init__(self, monitor: Monitor, server: ExporterServer,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.monitor = monitor
         self.server = server
         self.stopping = stopping or threading.Event()
+        self.clock = clock
         self._cycle_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(timezone=UTC)
+        self._deadline_lock = threading.Lock()
+        self._deadlines: list[float] = []  # heap of opt-out grace ends still to check
+        self._last_cycle_start = float("-inf")
+        self._last_deadline_run = float("-inf")
 
     def cycle(self) -> None:
         if self.stopping.is_set():
             return
         with self._cycle_lock:
+            self._last_cycle_start = self.clock()
             try:
                 self.monitor.run_cycle()
             except Exception:  # a bug in one cycle must not stop the daemon
                 log.exception("poll_cycle_failed")
 
     def schedule_deadline(self, at: float) -> None:
-        """Run a cycle at ``at`` (an opt-out's grace period ends): deadlines within the same
-        second share one run."""
+        """Check opt-outs when a grace period ends at ``at``: one job, at the earliest
+        deadline still open (rounded up to the second), at least ``DEADLINE_GAP`` after the
+        previous deadline cycle."""
         if self.stopping.is_set():
             return
-        second = int(at) + 1
+        with self._deadline_lock:
+            heapq.heappush(self._deadlines, at)
+            self._arm()
+
+    def _arm(self) -> None:
+        """(Re)schedule the deadline job; the caller holds ``_deadline_lock``."""
+        if not self._deadlines or self.stopping.is_set():
+            with contextlib.suppress(JobLookupError):  # it may be running right now
+                self.scheduler.remove_job("optout-deadline")
+            return
+        when = math.ceil(max(self._deadlines[0], self._last_deadline_run + DEADLINE_GAP))
         self.scheduler.add_job(
-            self.cycle, "date", run_date=datetime.fromtimestamp(second, UTC),
-            id=f"deadline-{second}", replace_existing=True, misfire_grace_time=None)
+            self.deadline_cycle, "date", run_date=datetime.fromtimestamp(when, UTC),
+            id="optout-deadline", replace_existing=True, misfire_grace_time=None)
+
+    def deadline_cycle(self) -> None:
+        """Run a cycle for the deadlines that have passed, unless a cycle that started after
+        the last of them already checked them."""
+        now = self.clock()
+        with self._deadline_lock:
+            due = []
+            while self._deadlines and self._deadlines[0] <= now:
+                due.append(heapq.heappop(self._deadlines))
+            self._last_deadline_run = now
+        if due and self._last_cycle_start < max(due):
+            self.cycle()
+        with self._deadline_lock:
+            self._arm()
 
     def probe(self) -> None:
         canary = self.monitor.canary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from sms_monitor.config import load_settings
 from sms_monitor.core.classify import Status
-from sms_monitor.daemon import Daemon
+from sms_monitor.daemon import DEADLINE_GAP, Daemon
 from sms_monitor.export.http import ExporterServer, build_registry
 from sms_monitor.monitor import Monitor
 from sms_monitor.simulator.server import SimulatorServer
@@ -183,18 +184,47 @@ def test_an_unwritable_audit_store_loses_nothing(
         monitor.close()
 
 
-def test_the_daemon_schedules_one_cycle_per_deadline_second(
+def test_deadlines_share_cycles_and_a_wave_of_stops_is_paced(
         pg_url: str, quiet: SimulatorServer, clock: FakeClock, tmp_path: Path) -> None:
     monitor = make_monitor(pg_url, quiet, clock, f"sqlite:///{tmp_path / 'a.db'}")
     server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks)
-    daemon = Daemon(monitor, server)
+    daemon = Daemon(monitor, server, clock=clock)
     daemon.scheduler.start(paused=True)
+
+    def next_run() -> float | None:
+        job = daemon.scheduler.get_job("optout-deadline")
+        return None if job is None else job.trigger.run_date.timestamp()
+
     try:
-        daemon.schedule_deadline(1_800_000_000.2)
-        daemon.schedule_deadline(1_800_000_000.7)  # same second: one run
-        daemon.schedule_deadline(1_800_000_005.0)
-        runs = sorted(job.trigger.run_date.timestamp() for job in daemon.scheduler.get_jobs())
-        assert runs == [1_800_000_001.0, 1_800_000_006.0]
+        t0 = clock()
+        daemon.schedule_deadline(t0 + 300.2)
+        daemon.schedule_deadline(t0 + 300.7)  # the same second: one run
+        daemon.schedule_deadline(t0 + 302.0)
+        assert next_run() == math.ceil(t0 + 300.2)
+        clock.now = math.ceil(t0 + 300.2)
+        daemon.deadline_cycle()  # what the job runs
+        assert monitor.cycles == 1
+        # the 302.0 deadline waits for the gap after the previous deadline cycle
+        assert next_run() == math.ceil(clock.now + DEADLINE_GAP)
+        clock.now += DEADLINE_GAP
+        daemon.cycle()  # a regular poll started after the deadline: it covered it
+        daemon.deadline_cycle()
+        assert monitor.cycles == 2  # no extra deadline cycle
+        assert next_run() is None
+        # a wave of 30 STOPs, one a second: cycles at most every DEADLINE_GAP seconds
+        start = clock.now
+        for i in range(30):
+            daemon.schedule_deadline(start + 10 + i)
+        runs = 0
+        while next_run() is not None:
+            at = next_run()
+            assert at is not None
+            clock.now = at
+            daemon.deadline_cycle()
+            runs += 1
+        assert monitor.cycles - 2 <= 30 / DEADLINE_GAP + 1
+        assert runs <= 30 / DEADLINE_GAP + 1
+        assert not daemon._deadlines
     finally:
         daemon.scheduler.shutdown(wait=False)
         server.server_close()
