@@ -300,6 +300,9 @@ _CANARY_KEYS = {"enabled", "account", "to", "from", "interval", "timeout", "body
                 "test_account_sid", "test_auth_token_env"}
 
 
+TEST_FROM = "+15005550006"  # the magic number Twilio's test credentials send from
+
+
 def _words(key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(
             isinstance(w, str) and w.strip() and len(w) <= 40 for w in value):
@@ -307,7 +310,8 @@ def _words(key: str, value: object) -> tuple[str, ...]:
     return tuple(w.strip().upper() for w in value)
 
 
-def _inbound(raw: object, alerts: AlertsConfig | None, env: Mapping[str, str]) -> InboundConfig:
+def _inbound(raw: object, alerts: AlertsConfig | None, env: Mapping[str, str],
+             optout: tuple[str, ...] = DEFAULT_OPTOUT) -> InboundConfig:
     raw = _table("inbound", raw, _INBOUND_KEYS)
     state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
     default = alerts.store_url if alerts is not None else \
@@ -319,12 +323,22 @@ def _inbound(raw: object, alerts: AlertsConfig | None, env: Mapping[str, str]) -
     prefix = raw.get("prefix", alerts.prefix if alerts is not None else "sms_monitor_")
     if not isinstance(prefix, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", prefix):
         raise ConfigError("inbound.prefix", f"expected a table name prefix, got {prefix!r}")
-    return InboundConfig(
+    config = InboundConfig(
         audit_url=url, prefix=prefix,
         optin_keywords=_words("inbound.optin_keywords", raw["optin_keywords"])
         if "optin_keywords" in raw else DEFAULT_OPTIN,
         help_keywords=_words("inbound.help_keywords", raw["help_keywords"])
         if "help_keywords" in raw else DEFAULT_HELP)
+    lists = {"database.optout_keywords": set(optout), "inbound.optin_keywords":
+             set(config.optin_keywords), "inbound.help_keywords": set(config.help_keywords)}
+    names = list(lists)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = lists[a] & lists[b]
+            if both:
+                raise ConfigError(f"{b}", f"{sorted(both)[0]} is also in {a}: a keyword has "
+                                          "one meaning")
+    return config
 
 
 def _canary(raw: object, accounts: list[AccountConfig], env: Mapping[str, str]
@@ -334,7 +348,10 @@ def _canary(raw: object, accounts: list[AccountConfig], env: Mapping[str, str]
         raw["to"] = env["SMS_MONITOR_CANARY_TO"]
     if env.get("SMS_MONITOR_CANARY_INTERVAL"):
         raw["interval"] = env["SMS_MONITOR_CANARY_INTERVAL"]
-    if not raw or not raw.get("enabled", True) or not accounts:
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("canary.enabled", f"expected true or false, got {enabled!r}")
+    if not raw or not enabled or not accounts:
         return None
     to = raw.get("to")
     if not isinstance(to, str) or not E164_PATTERN.match(to):
@@ -343,19 +360,25 @@ def _canary(raw: object, accounts: list[AccountConfig], env: Mapping[str, str]
     account = next((a for a in accounts if a.name == name), None)
     if account is None:
         raise ConfigError("canary.account", f"no configured account is named {name!r}")
-    sender = raw.get("from", account.phone_number)
+    test_sid = raw.get("test_account_sid")
+    # Twilio's test credentials send only from its magic numbers (+15005550006 succeeds)
+    sender = raw.get("from", TEST_FROM if test_sid is not None else account.phone_number)
     if sender is not None and (not isinstance(sender, str) or not E164_PATTERN.match(sender)):
         raise ConfigError("canary.from", "expected an E.164 number")
     if sender is None:
         raise ConfigError("canary.from", "the account has no phone_number: set canary.from")
+    if test_sid is not None and not sender.startswith("+1500555"):
+        raise ConfigError("canary.from", "with test credentials Twilio sends only from its "
+                                         f"magic numbers such as {TEST_FROM}")
     interval = _duration("canary.interval", raw.get("interval", "5m"))
     timeout = _duration("canary.timeout", raw.get("timeout", "3m"))
     if timeout > interval * 10:
         raise ConfigError("canary.timeout", "at most ten intervals")
+    if timeout < 30:
+        raise ConfigError("canary.timeout", "at least 30s (a probe is read by SID after 10s)")
     body = raw.get("body", CanaryConfig.body)
     if not isinstance(body, str) or not body.strip() or len(body) > 160:
         raise ConfigError("canary.body", "expected one SMS segment of text")
-    test_sid = raw.get("test_account_sid")
     test_token: str | None = None
     if test_sid is not None:
         if not isinstance(test_sid, str) or not SID_PATTERN.match(test_sid):
@@ -598,7 +621,8 @@ def load_settings(
         database_url=db or None,
         database=(database := _database(db or None, data.get("database"))),
         alerts=(alerts := _alerts(data.get("alerts"), database, window, env)),
-        inbound=_inbound(data.get("inbound"), alerts, env),
+        inbound=_inbound(data.get("inbound"), alerts, env,
+                         database.optout_keywords if database else DEFAULT_OPTOUT),
         canary=_canary(data.get("canary"), accounts, env),
         home_country_code=_calling_code(data.get("home_country_code", "1")),
         usage_interval=_duration("usage_interval", data["usage_interval"])

@@ -56,6 +56,17 @@ def test_undelivered_and_late_probes_fail_at_the_timeout_boundary() -> None:
     assert t.view().results["send_error"] == 1
 
 
+def test_the_latency_shown_is_the_last_successful_probes() -> None:
+    t = CanaryTracker("primary", timeout=180)
+    t.sent("SM1", at=1000.0, api_seconds=0.1)
+    t.observe("SM1", "delivered", 1006.0)
+    t.sent("SM2", at=2000.0, api_seconds=0.1)
+    t.observe("SM2", "undelivered", 2003.0)
+    v = t.view()
+    assert (v.success, v.latency, v.last_success, v.last_result) == (False, 6.0, 1006.0,
+                                                                       "failed")
+
+
 def test_api_only_probes_succeed_when_the_api_accepts_them() -> None:
     t = CanaryTracker("primary", timeout=180, api_only=True)
     t.sent("SM1", at=1000.0, api_seconds=0.25)
@@ -200,11 +211,28 @@ def test_canary_configuration_errors_name_the_key(sim: tuple[SimulatorServer, Si
                         ({"to": HANDSET, "interval": "soon"}, "canary.interval"),
                         ({"to": HANDSET, "test_account_sid": TEST_SID},
                          "canary.test_auth_token_env"),
-                        ({"to": HANDSET, "colour": "red"}, "canary.colour")):
+                        ({"to": HANDSET, "colour": "red"}, "canary.colour"),
+                        ({"to": HANDSET, "enabled": "no"}, "canary.enabled"),
+                        ({"to": HANDSET, "timeout": "5s"}, "canary.timeout"),
+                        ({"to": HANDSET, "interval": "10s", "timeout": "2m"}, "canary.timeout")):
         with pytest.raises(ConfigError) as err:
             load_settings(env, {"canary": canary})
         assert err.value.key == key
     assert load_settings(env, {"canary": {"to": HANDSET, "enabled": False}}).canary is None
+    # Twilio's test credentials send only from its magic numbers
+    test_env = env | {"TWILIO_TEST_AUTH_TOKEN": TEST_TOKEN}
+    api = load_settings(test_env, {"canary": {"to": HANDSET, "test_account_sid": TEST_SID}})
+    assert api.canary is not None and api.canary.from_number == "+15005550006"
+    with pytest.raises(ConfigError) as err:
+        load_settings(test_env, {"canary": {"to": HANDSET, "test_account_sid": TEST_SID,
+                                            "from": "+14155550100"}})
+    assert err.value.key == "canary.from"
+    # a keyword has one meaning
+    for data, key in (({"inbound": {"optin_keywords": ["STOP"]}}, "inbound.optin_keywords"),
+                      ({"inbound": {"help_keywords": ["START"]}}, "inbound.help_keywords")):
+        with pytest.raises(ConfigError) as err:
+            load_settings(env, data)
+        assert err.value.key == key
     assert load_settings(env, {}).canary is None
     settings = load_settings(env | {"SMS_MONITOR_CANARY_TO": HANDSET}, {})
     assert settings.canary is not None and settings.canary.interval == 300

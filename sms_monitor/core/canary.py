@@ -111,8 +111,8 @@ class CanaryTracker:
         self._results[result] += 1
         self._last_result = result
         self._success = result in SUCCESS
-        self._latency = latency
-        if self._success:
+        if self._success:  # the latency shown is the last successful probe's
+            self._latency = latency
             self._last_success = at
 
     def view(self) -> CanaryView:
