@@ -11,7 +11,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.test_cli import _free_port
@@ -34,14 +35,17 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> None:
+@contextmanager
+def running_demo(tmp_path: Path, poll_interval: str, *args: str) -> Iterator[tuple[str, str]]:
+    """`sms-monitor demo ARGS` in a child process: yields (its URL, its simulator's URL) once
+    ready; stopped with SIGTERM, which must exit 0."""
     port = _free_port()
     err_path = tmp_path / "demo.err"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMS_MONITOR_"))}
-    env["SMS_MONITOR_POLL_INTERVAL"] = "1"
+    env["SMS_MONITOR_POLL_INTERVAL"] = poll_interval
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sms_monitor.cli", "demo", "--scenario", "healthy",
+            [sys.executable, "-m", "sms_monitor.cli", "demo", *args,
              "--web.listen-address", f"127.0.0.1:{port}"],
             env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
@@ -49,6 +53,14 @@ def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> 
         _wait_for(lambda: _get(base + "/readyz").startswith("ready"), "readiness")
         sim = re.search(r"simulator at (http://127\.0\.0\.1:\d+)/", err_path.read_text())
         assert sim, err_path.read_text()
+        yield base, sim.group(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> None:
+    with running_demo(tmp_path, "1", "--scenario", "healthy") as (base, sim_url):
         page = _get(base + "/")
         assert "/_simulator/scenario" in page  # the demo's scenario buttons
         # the seeded practice database has problems to find, on SQLite, no server needed
@@ -83,7 +95,7 @@ def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> 
 
         def switch(name: str) -> None:
             data = urllib.parse.urlencode({"name": name}).encode()
-            with urllib.request.urlopen(sim.group(1) + "/_simulator/scenario", data,
+            with urllib.request.urlopen(sim_url + "/_simulator/scenario", data,
                                         timeout=5) as resp:
                 assert resp.status == 200
 
@@ -102,32 +114,17 @@ def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> 
             account = f'sms_health_status{{account="primary",check="overall"}} {value}'
             _wait_for(lambda s=account: s in _get(base + "/metrics"),
                       f"{scenario}: account overall {overall}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
 
 
 def test_demo_stop_turns_red_when_the_grace_period_ends_not_at_the_next_poll(
         tmp_path: Path) -> None:
-    port = _free_port()
-    err_path = tmp_path / "demo.err"
     config = tmp_path / "demo.toml"
     config.write_text('[database]\noptout_grace = "3s"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMS_MONITOR_"))}
-    env["SMS_MONITOR_POLL_INTERVAL"] = "10m"  # no regular cycle during the test
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sms_monitor.cli", "demo", "--config", str(config),
-             "--web.listen-address", f"127.0.0.1:{port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _get(base + "/readyz").startswith("ready"), "readiness")
-        sim = re.search(r"simulator at (http://127\.0\.0\.1:\d+)/", err_path.read_text())
-        assert sim, err_path.read_text()
+    # no regular cycle during the test
+    with running_demo(tmp_path, "10m", "--config", str(config)) as (base, sim_url):
         assert "sms_optout_unprocessed_messages 1.0" in _get(base + "/metrics")  # the seeded one
         data = urllib.parse.urlencode({"from": "+15550100003", "body": "STOP"}).encode()
-        with urllib.request.urlopen(sim.group(1) + "/_simulator/inbound", data, timeout=5):
+        with urllib.request.urlopen(sim_url + "/_simulator/inbound", data, timeout=5):
             pass
         _wait_for(lambda: 'sms_inbound_keywords_total{account="primary",kind="optout"} 1.0'
                   in _get(base + "/metrics"), "the STOP through the signed inbound webhook")
@@ -135,6 +132,3 @@ def test_demo_stop_turns_red_when_the_grace_period_ends_not_at_the_next_poll(
         # the next poll
         _wait_for(lambda: "sms_optout_unprocessed_messages 2.0" in _get(base + "/metrics"),
                   "optout_unprocessed counting the new STOP", timeout=15)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
