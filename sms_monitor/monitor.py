@@ -387,6 +387,7 @@ class Monitor:
             statuspage=status_facts,
             callbacks=self.callbacks.counts(),
             inbound_keywords=self._inbound_counts(),
+            callback_drops=self.callbacks.dropped,
             audit=(self.audit.queued, self.audit.written, self.audit.failures,
                    self.audit.dropped)
             if self.audit is not None else None,

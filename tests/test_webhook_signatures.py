@@ -4,6 +4,7 @@ allow, idempotent updates under replays and races, and a fuzz over request bodie
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
@@ -231,3 +232,15 @@ def test_any_body_gets_an_answer_and_a_count(
     assert answer.status_code in (200, 204, 400, 403, 413)
     assert sum(inbox.counts().values()) == before + 1
     inbox.drain()
+
+
+def test_a_full_event_queue_drops_the_oldest_and_counts_it() -> None:
+    inbox = CallbackInbox({DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}, rate_per_minute=10**9)
+    inbox._events = deque(maxlen=3)
+    for i in range(5):
+        params = status(f"SM{i:032d}", "sent")
+        sig = SIGNER.compute_signature("http://h/twilio/status", params)
+        assert inbox.handle("/twilio/status", "http://h", urlencode(params).encode(), sig,
+                            "10.0.0.1") == 204
+    assert inbox.dropped == 2
+    assert [e.sid for e in inbox.drain()] == [f"SM{i:032d}" for i in (2, 3, 4)]

@@ -104,6 +104,7 @@ class Snapshot:
     # webhook requests by (endpoint, outcome)
     callbacks: dict[tuple[str, str], int] = field(default_factory=dict)
     inbound_keywords: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
+    callback_drops: int = 0  # status events lost before a cycle applied them
     # keyword audit rows: queued, written, write failures, dropped
     audit: tuple[int, int, int, int] | None = None
     canary: CanaryView | None = None

@@ -471,9 +471,14 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
         labels=["endpoint", "outcome"])
     for (endpoint, outcome), n in sorted(snap.callbacks.items()):
         hooks.add_metric([endpoint, outcome], n)
+    drops = CounterMetricFamily(
+        "sms_monitor_webhook_events_dropped",
+        "Accepted status callbacks lost before a cycle applied them (more than 100,000 "
+        "waiting: cycles too far apart for the callback rate)")
+    drops.add_metric([], snap.callback_drops)
     cycles = CounterMetricFamily("sms_monitor_poll_cycles", "Completed poll cycles")
     cycles.add_metric([], snap.cycles)
     taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
                               "When the exported snapshot was built")
     taken.add_metric([], snap.taken_at)
-    yield from (last, up, poll, records, malformed, errors, hooks, cycles, taken)
+    yield from (last, up, poll, records, malformed, errors, hooks, drops, cycles, taken)

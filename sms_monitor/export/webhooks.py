@@ -74,6 +74,7 @@ class CallbackInbox:
         self._hits: dict[str, deque[float]] = {}
         self._swept = 0.0
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent inbound message SIDs
+        self.dropped = 0  # status events lost because the queue was full
         self.keywords = keywords or KeywordMatcher()
         self.on_inbound = on_inbound
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -172,6 +173,8 @@ class CallbackInbox:
         event = CallbackEvent(params["AccountSid"], sid, status,
                               int(code) if code and code.isdigit() else None, now)
         with self._lock:
+            if len(self._events) == self._events.maxlen:
+                self.dropped += 1  # the oldest waiting event goes: cycles are too far apart
             self._events.append(event)
             self.outcomes[endpoint, "accepted"] += 1
         return 204
