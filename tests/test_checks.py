@@ -171,3 +171,20 @@ def test_nothing_known_is_unknown_overall() -> None:
     checks = run(facts=AccountFacts(), stats=stats_of(0))
     # carrier_filtering needs readable messages: with messages_ok False it is unknown too
     assert checks["overall"].status is Status.UNKNOWN
+
+
+def test_overall_is_the_worst_of_the_contracts_checks_only() -> None:
+    # a saturated long code (61 in a minute) and an over-budget month: advisory, not overall
+    facts = AccountFacts(**{**HEALTHY.__dict__, "spend_month": 90.0, "spend_today": 3.0})
+    checks = by_name(account_checks("primary", facts, stats_of(61, spread=19.0),
+                                    dict(DEFAULT_THRESHOLDS), 10, 1.0, budget=100.0,
+                                    month_elapsed=0.5))
+    assert checks["throughput"].status is Status.RED
+    assert checks["budget"].status is Status.RED
+    assert checks["overall"].status is Status.GREEN
+    assert checks["overall"].detail == "advisory: throughput red, budget red"
+    # a contract check still decides, and the advisory ones worse than it are named
+    stats = stats_of(190, 10, spread=19.0)  # 95 %: yellow; 200 in a minute: throughput red
+    checks = by_name(account_checks("primary", HEALTHY, stats, dict(DEFAULT_THRESHOLDS), 10, 1.0))
+    assert checks["overall"].status is Status.YELLOW
+    assert checks["overall"].detail == "delivery_rate, error_rate; advisory: throughput red"

@@ -42,6 +42,24 @@ def test_check_json_and_nagios_exit_codes(live_simulator: SimulatorServer, live_
     assert DEMO_AUTH_TOKEN not in out.out + out.err
 
 
+def test_a_saturated_long_code_is_advisory_and_does_not_change_the_exit_code(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_PHONE_NUMBER
+
+    state = SimState(rate_per_minute=60.0, history_seconds=3600.0)  # a long code's full rate
+    state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    sim = SimulatorServer(("127.0.0.1", 0), state).start()
+    try:
+        rc = main(["check", "--json"], env=demo_env(sim.url))
+    finally:
+        sim.stop()
+    doc = json.loads(capsys.readouterr().out)
+    by = {c["name"]: c for c in doc["checks"]}
+    assert by["throughput"]["status"] in ("yellow", "red")
+    assert (rc, doc["overall"], by["overall"]["status"]) == (0, "green", "green")
+    assert "advisory: throughput" in by["overall"]["detail"]
+
+
 def test_check_exit_3_when_nothing_is_known(live_simulator: SimulatorServer, live_state: SimState,
                                             capsys: pytest.CaptureFixture[str],
                                             tmp_path: os.PathLike[str]) -> None:

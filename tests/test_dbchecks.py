@@ -112,3 +112,12 @@ def test_candidates_respect_grace_and_opt_back_in() -> None:
     ("+44 20 7183 8750", "+442071838750"), ("hello", None), ("", None), ("123", None)])
 def test_normalisation(raw: str, e164: str | None) -> None:
     assert normalise(raw) == e164
+
+
+def test_database_overall_is_the_worst_of_the_contracts_checks_only() -> None:
+    view = DatabaseView(**{**VIEW.__dict__, "twilio_in_span": 10})  # 10 of the logged: lost
+    checks = database_checks(FACTS, view, DEFAULT_THRESHOLDS, 10, 0.9, 300)
+    by = {c.name: c for c in checks}
+    assert by["reconciliation"].status is Status.RED
+    assert by["overall"].status is Status.GREEN
+    assert by["overall"].detail == "advisory: reconciliation red"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sms_monitor.core.classify import CheckResult, Status, grade, worst
+from sms_monitor.core.classify import CheckResult, Status, grade, overall_check
 from sms_monitor.core.facts import UNREACHABLE, AccountFacts
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.thresholds import Threshold
@@ -18,10 +18,12 @@ CHECK_NAMES = (
     "balance",
     "phone_number",
     "carrier_filtering",
+    # beyond the contract: shown and exported, but advisory (not in ``overall``)
     "throughput",
     "unregistered_10dlc",
     "budget",
 )
+CONTRACT_CHECKS = CHECK_NAMES[:CHECK_NAMES.index("carrier_filtering") + 1]
 
 
 def _window_label(seconds: float) -> str:
@@ -59,10 +61,7 @@ def account_checks(
     if budget is not None:
         checks.append(_budget(account, facts, thresholds["budget"], budget, month_elapsed))
     checks.sort(key=lambda c: CHECK_NAMES.index(c.name))
-    overall = worst(c.status for c in checks)
-    bad = [c.name for c in checks if c.status is overall and overall is not Status.GREEN]
-    detail = ", ".join(bad) if bad else ""
-    checks.append(CheckResult("overall", account, overall, float(overall.code), "status", detail))
+    checks.append(overall_check(account, checks, CONTRACT_CHECKS))
     return checks
 
 

@@ -64,6 +64,23 @@ def grade(value: float, threshold: Threshold) -> Status:
     return Status.YELLOW
 
 
+def overall_check(group: str, checks: list[CheckResult], counted: Iterable[str]
+                  ) -> CheckResult:
+    """The group's ``overall``: the worst of the ``counted`` checks (the contract's own);
+    the others are advisory and only named in the detail when they are worse."""
+    names = set(counted)
+    status = worst(c.status for c in checks if c.name in names)
+    bad = [c.name for c in checks
+           if c.name in names and c.status is status and status is not Status.GREEN]
+    advisory = [f"{c.name} {c.status.value}" for c in checks
+                if c.name not in names and c.status is not Status.UNKNOWN
+                and c.status.code > max(status.code, 0)]
+    detail = ", ".join(bad)
+    if advisory:
+        detail += ("; " if detail else "") + "advisory: " + ", ".join(advisory)
+    return CheckResult("overall", group, status, float(status.code), "status", detail)
+
+
 def worst(statuses: Iterable[Status]) -> Status:
     """Overall status: the worst known status; unknown only when nothing is known."""
     known = [s for s in statuses if s is not Status.UNKNOWN]

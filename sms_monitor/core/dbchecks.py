@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sms_monitor.core.classify import CheckResult, Status, grade, worst
+from sms_monitor.core.classify import CheckResult, Status, grade, overall_check
 from sms_monitor.core.content import ContentReport
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.keywords import OPTIN, OPTOUT
@@ -20,6 +20,8 @@ from sms_monitor.core.thresholds import Threshold
 GROUP = "database"
 DB_CHECK_NAMES = ("invalid_phone_numbers", "optout_unprocessed", "sent_to_opted_out",
                   "queue_delay", "reconciliation", "sms_fallback", "content")
+# the contract's database checks decide ``overall``; the rest are advisory
+DB_CONTRACT_CHECKS = DB_CHECK_NAMES[:4]
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,7 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
             "templates", f"{len(under)} of {len(report.templates)} templates delivered under "
                          f"{threshold:.0%} in 7 days" + (f"; findings {rules}" if rules else "")))
 
-    overall = worst(c.status for c in checks)
-    bad = [c.name for c in checks if c.status is overall and overall is not Status.GREEN]
-    checks.append(CheckResult("overall", GROUP, overall, float(overall.code), "status",
-                              ", ".join(bad)))
+    checks.append(overall_check(GROUP, checks, DB_CONTRACT_CHECKS))
     return checks
 
 
