@@ -184,7 +184,8 @@ def _calling_code(value: object) -> str:
 
 def _url(key: str, value: object) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-        raise ConfigError(key, f"expected an http:// or https:// URL, got {value!r}")
+        shown = re.sub(r"//[^/@\s]*@", "//***@", value) if isinstance(value, str) else value
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {shown!r}")
     return value.rstrip("/")
 
 

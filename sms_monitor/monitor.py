@@ -376,6 +376,8 @@ class Monitor:
                         for s in self.accounts if s.last_success is not None}
         if self.database_last_success is not None:
             last_success["database"] = self.database_last_success
+        if self.statuspage is not None and self.statuspage.last_ok is not None:
+            last_success["statuspage"] = self.statuspage.last_ok
         snapshot = Snapshot(
             taken_at=self.clock(),
             accounts=tuple(accounts),

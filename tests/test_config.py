@@ -90,3 +90,11 @@ def test_cli_exits_2_with_one_line_and_no_secret(capsys: pytest.CaptureFixture[s
     assert "--config" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.toml")], env=ENV) == 2
     assert main(["run", "--web.listen-address", "nowhere"], env=ENV) == 2
+
+
+def test_a_malformed_url_with_credentials_is_refused_without_showing_them(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["check"], env={**ENV, "SMS_MONITOR_TWILIO_API_URL": "htp://ops:hunter2pw@proxy"})
+    err = capsys.readouterr().err
+    assert rc == 2 and "SMS_MONITOR_TWILIO_API_URL" in err
+    assert "hunter2pw" not in err and "//***@proxy" in err

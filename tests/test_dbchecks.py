@@ -90,7 +90,8 @@ def test_failed_query_is_unknown_and_named() -> None:
 
 @pytest.mark.parametrize(("body", "kind"), [
     ("STOP", "optout"), (" stop ", "optout"), ("Stop\n", "optout"), ("unsubscribe", "optout"),
-    ("STOPALL", "optout"), ("QUIT", "optout"), ("start", "optin"), ("UNSTOP", "optin"),
+    ("STOPALL", "optout"), ("QUIT", "optout"), ("cancel", "optout"), ("End", "optout"),
+    ("OPTOUT", "optout"), ("revoke", "optout"), ("start", "optin"), ("UNSTOP", "optin"),
     ("Yes", "optin"), ("help", "help"), ("don't stop my reminders", None), ("STOP please", None),
     ("stop.", None), ("", None), (None, None)])
 def test_keywords_are_whole_bodies(body: str | None, kind: str | None) -> None:

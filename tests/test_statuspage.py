@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from sms_monitor.config import load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.core.facts import StatusPageFacts
 from sms_monitor.core.statuspage import statuspage_check
@@ -13,7 +14,7 @@ from sms_monitor.monitor import Monitor
 from sms_monitor.simulator.server import SimulatorServer, statuspage_summary
 from sms_monitor.simulator.state import SimState
 from sms_monitor.sources.statuspage import parse_summary
-from tests.conftest import FakeClock, SleepRecorder, settings_for
+from tests.conftest import FakeClock, SleepRecorder, demo_env, settings_for
 
 
 def test_only_sms_components_count_and_incidents_are_open_ones() -> None:
@@ -79,3 +80,20 @@ def test_monitor_reads_it_shows_it_and_keeps_it_out_of_overall(
         assert snap.statuspage_check.status is Status.UNKNOWN
         assert registry.get_sample_value("twilio_statuspage_up") == 0
         assert snap.accounts[0].overall is Status.GREEN  # nothing else is affected
+
+
+@pytest.mark.parametrize("given", ["/statuspage", "/statuspage/", "/statuspage/api/v2",
+                                   "/statuspage/api/v2/summary.json"])
+def test_the_url_may_be_the_api_base_or_the_summary(simulator: SimulatorServer,
+                                                    clock: FakeClock, given: str) -> None:
+    settings = load_settings(demo_env(simulator.url)
+                             | {"SMS_MONITOR_STATUSPAGE_URL": simulator.url + given},
+                             {"number_type": "toll_free"})
+    snap = Monitor(settings, clock=clock, sleep=SleepRecorder()).run_cycle()
+    assert snap.statuspage is not None and snap.statuspage.ok
+    assert snap.last_success["statuspage"] == clock()
+
+
+def test_an_empty_url_disables_the_status_page(simulator: SimulatorServer) -> None:
+    assert settings_for(simulator.url).statuspage_url is None  # demo_env sets it empty
+    assert load_settings({}, {"statuspage_url": ""}, require_accounts=False).statuspage_url is None

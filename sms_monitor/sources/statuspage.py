@@ -53,13 +53,17 @@ def parse_summary(doc: Any, pattern: str = DEFAULT_COMPONENTS) -> StatusPageFact
 class StatusPageSource:
     def __init__(self, url: str, timeout: float = 5.0, interval: float = 120.0,
                  pattern: str = DEFAULT_COMPONENTS) -> None:
-        # the contract names the API base; a full summary.json URL works too
-        self.url = url if url.endswith(".json") else url.rstrip("/") + "/api/v2/summary.json"
+        # the contract names the API base (with or without /api/v2); a full summary.json
+        # URL works too
+        base = url.rstrip("/")
+        self.url = base if base.endswith(".json") else (
+            base + "/summary.json" if base.endswith("/api/v2") else base + "/api/v2/summary.json")
         self.timeout = timeout
         self.interval = interval
         self.pattern = pattern
         self.session = requests.Session()
         self.last: StatusPageFacts | None = None
+        self.last_ok: float | None = None  # when the page was last read successfully
         self.errors = 0
 
     def poll(self, now: float) -> StatusPageFacts:
@@ -73,6 +77,7 @@ class StatusPageSource:
             resp.raise_for_status()
             facts = parse_summary(resp.json(), self.pattern)
             facts = StatusPageFacts(**{**facts.__dict__, "read_at": now})
+            self.last_ok = now
         except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
             self.errors += 1
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
