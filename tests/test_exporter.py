@@ -7,6 +7,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,22 +18,38 @@ from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import SimState
 from tests.conftest import FakeClock, SleepRecorder, settings_for
 
+# name -> (type, labels), as the contract's table fixes them
 CONTRACT_METRICS = {
-    "sms_health_status": "gauge",
-    "sms_delivery_success_ratio": "gauge",
-    "sms_error_ratio": "gauge",
-    "sms_delivery_latency_seconds": "histogram",
-    "sms_window_messages": "gauge",
-    "sms_window_error_messages": "gauge",
-    "twilio_account_balance": "gauge",
-    "twilio_account_status": "gauge",
-    "twilio_phone_number_sms_capable": "gauge",
-    "twilio_api_request_duration_seconds": "histogram",
-    "twilio_api_requests": "counter",  # exposed as twilio_api_requests_total
-    "twilio_up": "gauge",
-    "sms_monitor_last_success_timestamp_seconds": "gauge",
-    "sms_monitor_build_info": "gauge",
+    "sms_health_status": ("gauge", {"account", "check"}),
+    "sms_delivery_success_ratio": ("gauge", {"account"}),
+    "sms_error_ratio": ("gauge", {"account"}),
+    "sms_delivery_latency_seconds": ("histogram", {"account"}),
+    "sms_window_messages": ("gauge", {"account", "direction", "status"}),
+    "sms_window_error_messages": ("gauge", {"account", "error_code"}),
+    "twilio_account_balance": ("gauge", {"account", "currency"}),
+    "twilio_account_status": ("gauge", {"account", "status"}),
+    "twilio_phone_number_sms_capable": ("gauge", {"account", "phone_number"}),
+    "twilio_api_request_duration_seconds": ("histogram", {"account", "endpoint"}),
+    "twilio_api_requests": ("counter", {"account", "endpoint", "code"}),  # ..._total
+    "twilio_up": ("gauge", {"account"}),
+    "sms_monitor_last_success_timestamp_seconds": ("gauge", {"source"}),
+    "sms_monitor_build_info": ("gauge", {"version"}),
 }
+CONTRACT_DATABASE_METRICS = {
+    "sms_clients_invalid_phone_numbers": ("gauge", {"column"}),
+    "sms_optout_unprocessed_messages": ("gauge", set()),
+    "sms_sent_to_opted_out_messages": ("gauge", set()),
+    "sms_notification_queue_delay_seconds": ("gauge", set()),
+}
+
+
+def assert_contract(families: dict[str, Any], metrics: dict[str, tuple[str, set[str]]]) -> None:
+    for name, (kind, labels) in metrics.items():
+        assert name in families, name
+        assert families[name].type == kind, name
+        assert families[name].samples, name
+        for sample in families[name].samples:
+            assert set(sample.labels) - {"le"} == labels, (name, sample.labels)
 
 
 @pytest.fixture
@@ -142,10 +159,7 @@ def test_exposition_has_every_contract_metric_and_no_private_data(
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body)}
-    for name, kind in CONTRACT_METRICS.items():
-        assert name in families, name
-        assert families[name].type == kind, name
-        assert families[name].samples, name
+    assert_contract(families, CONTRACT_METRICS)
     assert "cached from the last poll" in families["sms_health_status"].documentation
     # no recipient's number and no message text in any label value
     labels = {v for f in families.values() for s in f.samples for v in s.labels.values()}
@@ -173,3 +187,35 @@ def test_scrape_reads_the_snapshot_and_never_polls(monitor: Monitor, sim_state: 
         get(exporter.url + "/")
     assert sim_state.requests == before
 
+
+
+def test_the_database_metrics_of_the_contract(simulator: SimulatorServer, clock: FakeClock,
+                                              tmp_path: Any) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine
+
+    from sms_monitor.config import load_settings
+    from sms_monitor.db.fixture import seed_demo
+    from tests.conftest import demo_env
+
+    url = f"sqlite:///{tmp_path / 'practice.db'}"
+    seed_demo(create_engine(url), datetime.fromtimestamp(clock(), UTC))
+    settings = load_settings(demo_env(simulator.url) | {"SMS_MONITOR_DATABASE_URL": url},
+                             {"number_type": "toll_free", "alerts": {"enabled": False}})
+    monitor = Monitor(settings, clock=clock, sleep=SleepRecorder())
+    server = ExporterServer(("127.0.0.1", 0), monitor.holder).start()
+    try:
+        monitor.run_cycle()
+        _, body, _ = get(server.url + "/metrics")
+    finally:
+        server.stop()
+        monitor.close()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert_contract(families, CONTRACT_DATABASE_METRICS)
+    columns = {s.labels["column"]: s.value
+               for s in families["sms_clients_invalid_phone_numbers"].samples}
+    assert set(columns) == {"phone", "cell_phone"} and columns["phone"] > 0
+    sources = {s.labels["source"] for s in
+               families["sms_monitor_last_success_timestamp_seconds"].samples}
+    assert sources == {"twilio:primary", "database"}
