@@ -53,8 +53,40 @@ class Demo:
         shutil.rmtree(self.database_path.parent, ignore_errors=True)
 
 
+def demo_settings(env: Mapping[str, str], file_data: Mapping[str, Any] | None,
+                  listen_address: str | None, sim_url: str, db_url: str, state_dir: Path
+                  ) -> Settings:
+    """The demo's settings: the user's SMS_MONITOR_* variables and file, pointed at the
+    simulator and the practice database (a ConfigError for a bad value)."""
+    demo_env = {k: v for k, v in env.items()
+                if k.startswith("SMS_MONITOR_")
+                and k not in ("SMS_MONITOR_TWILIO_API_URL", "SMS_MONITOR_DATABASE_URL",
+                              "SMS_MONITOR_STATUSPAGE_URL")}
+    demo_env.update({
+        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
+        "SMS_MONITOR_TWILIO_API_URL": sim_url,
+        "SMS_MONITOR_DATABASE_URL": db_url,
+        "SMS_MONITOR_STATUSPAGE_URL": f"{sim_url}/statuspage",
+    })
+    demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", POLL_INTERVAL)
+    demo_env.setdefault("SMS_MONITOR_STATE_DIR", str(state_dir))
+    demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
+    data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
+            "alerts": {"max_window": "1h"}, "statuspage_interval": "10s",
+            "database": {"optout_grace": OPTOUT_GRACE},
+            "canary": {"to": CANARY_HANDSET, "interval": "30s", "timeout": "2m"},
+            **(file_data or {})}
+    data.pop("accounts", None)
+    return load_settings(demo_env, data, listen_address=listen_address)
+
+
 def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, Any] | None,
                listen_address: str | None) -> Demo:
+    # every value is checked before anything starts; the real URLs are filled in below
+    demo_settings(env, file_data, listen_address, "http://127.0.0.1:9", "sqlite://",
+                  Path(tempfile.gettempdir()))
     state = SimState(rate_per_minute=RATE_PER_MINUTE, history_seconds=WINDOW_SECONDS,
                      scenario=scenario)
     state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
@@ -84,28 +116,7 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
     state.on_outbound = application_logs
     sim = SimulatorServer(("127.0.0.1", 0), state).start()
 
-    demo_env = {k: v for k, v in env.items()
-                if k.startswith("SMS_MONITOR_")
-                and k not in ("SMS_MONITOR_TWILIO_API_URL", "SMS_MONITOR_DATABASE_URL",
-                              "SMS_MONITOR_STATUSPAGE_URL")}
-    demo_env.update({
-        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
-        "TWILIO_PHONE_NUMBER": DEMO_PHONE_NUMBER,
-        "SMS_MONITOR_TWILIO_API_URL": sim.url,
-        "SMS_MONITOR_DATABASE_URL": url,
-        "SMS_MONITOR_STATUSPAGE_URL": f"{sim.url}/statuspage",
-    })
-    demo_env.setdefault("SMS_MONITOR_POLL_INTERVAL", POLL_INTERVAL)
-    demo_env.setdefault("SMS_MONITOR_STATE_DIR", str(db_path.parent))
-    demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
-    data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
-            "alerts": {"max_window": "1h"}, "statuspage_interval": "10s",
-            "database": {"optout_grace": OPTOUT_GRACE},
-            "canary": {"to": CANARY_HANDSET, "interval": "30s", "timeout": "2m"},
-            **(file_data or {})}
-    data.pop("accounts", None)
-    settings = load_settings(demo_env, data, listen_address=listen_address)
+    settings = demo_settings(env, file_data, listen_address, sim.url, url, db_path.parent)
     # The simulator plays Twilio's webhooks: signed status callbacks for every message and
     # the incoming messages, posted to the demo's own endpoints as its story unfolds.
     host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "") else settings.listen_host

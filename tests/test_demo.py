@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.test_cli import _free_port
 
 
@@ -132,3 +134,20 @@ def test_demo_stop_turns_red_when_the_grace_period_ends_not_at_the_next_poll(
         # the next poll
         _wait_for(lambda: "sms_optout_unprocessed_messages 2.0" in _get(base + "/metrics"),
                   "optout_unprocessed counting the new STOP", timeout=15)
+
+
+def test_a_bad_demo_config_exits_2_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import glob
+    import tempfile
+
+    from sms_monitor.cli import main
+
+    config = tmp_path / "demo.toml"
+    config.write_text('[canary]\nto = "+15558675310"\ninterval = "soon"\n')
+    pattern = str(Path(tempfile.gettempdir()) / "sms-monitor-demo-*")
+    before = set(glob.glob(pattern))
+    assert main(["demo", "--config", str(config)], env={}) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "canary.interval" in err[0]
+    assert set(glob.glob(pattern)) == before  # no practice database was seeded
