@@ -18,6 +18,7 @@ from sms_monitor.export.http import ExporterServer, build_registry
 from sms_monitor.monitor import Monitor
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
+from sms_monitor.sources.canary import CanaryProber
 from tests.conftest import FakeClock, SleepRecorder, demo_env
 
 HANDSET = "+15558675310"
@@ -99,13 +100,21 @@ def sample(monitor: Monitor, name: str, **labels: str) -> float | None:
         name, {"account": "primary", "mode": "delivery", **labels})
 
 
-def test_a_probe_is_followed_to_delivered_and_kept_out_of_the_statistics(
-        sim: tuple[SimulatorServer, SimState], clock: FakeClock) -> None:
+@pytest.fixture
+def probing(sim: tuple[SimulatorServer, SimState], clock: FakeClock
+            ) -> tuple[Monitor, CanaryProber, SimState]:
+    """A monitor with a canary, after its first cycle."""
     server, state = sim
     monitor = canary_monitor(server.url, clock)
     monitor.run_cycle()
     assert monitor.canary is not None
-    sid = monitor.canary.send()
+    return monitor, monitor.canary, state
+
+
+def test_a_probe_is_followed_to_delivered_and_kept_out_of_the_statistics(
+        probing: tuple[Monitor, CanaryProber, SimState], clock: FakeClock) -> None:
+    monitor, canary, state = probing
+    sid = canary.send()
     assert sid is not None
     msg = state.accounts[DEMO_ACCOUNT_SID].messages[state.accounts[DEMO_ACCOUNT_SID].index[sid]]
     assert msg.to == HANDSET and msg.final_status == "delivered"
@@ -154,14 +163,11 @@ def test_a_signed_callback_settles_the_probe_before_any_read(
 
 
 def test_a_refused_send_is_a_failed_probe_and_is_not_retried(
-        sim: tuple[SimulatorServer, SimState], clock: FakeClock) -> None:
-    server, state = sim
-    monitor = canary_monitor(server.url, clock)
-    monitor.run_cycle()
-    assert monitor.canary is not None
+        probing: tuple[Monitor, CanaryProber, SimState]) -> None:
+    monitor, canary, state = probing
     state.faults.server_error_every = 1
     before = state.requests
-    assert monitor.canary.send() is None
+    assert canary.send() is None
     assert state.requests - before == 1  # a retried create could send twice
     state.faults.server_error_every = 0
     monitor.run_cycle()
