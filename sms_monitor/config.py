@@ -304,6 +304,20 @@ _CANARY_KEYS = {"enabled", "account", "to", "from", "interval", "timeout", "body
 TEST_FROM = "+15005550006"  # the magic number Twilio's test credentials send from
 
 
+def _store_url(key: str, value: object) -> str:
+    """A URL of one of sms-monitor's own stores (SQLite or PostgreSQL, via SQLAlchemy)."""
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigError(key, "expected an SQLAlchemy URL")
+    _check_sqlalchemy_url(key, value)
+    return value
+
+
+def _table_prefix(key: str, value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", value):
+        raise ConfigError(key, f"expected a table name prefix, got {value!r}")
+    return value
+
+
 def _words(key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(
             isinstance(w, str) and w.strip() and len(w) <= 40 for w in value):
@@ -317,13 +331,10 @@ def _inbound(raw: object, alerts: AlertsConfig | None, env: Mapping[str, str],
     state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
     default = alerts.store_url if alerts is not None else \
         f"sqlite:///{Path(state_dir).absolute() / 'audit.db'}"
-    url = env.get("SMS_MONITOR_AUDIT_URL") or raw.get("audit_url", default)
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError("inbound.audit_url", "expected an SQLAlchemy URL")
-    _check_sqlalchemy_url("inbound.audit_url", url)
-    prefix = raw.get("prefix", alerts.prefix if alerts is not None else "sms_monitor_")
-    if not isinstance(prefix, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", prefix):
-        raise ConfigError("inbound.prefix", f"expected a table name prefix, got {prefix!r}")
+    url = _store_url("inbound.audit_url",
+                     env.get("SMS_MONITOR_AUDIT_URL") or raw.get("audit_url", default))
+    prefix = _table_prefix("inbound.prefix", raw.get(
+        "prefix", alerts.prefix if alerts is not None else "sms_monitor_"))
     config = InboundConfig(
         audit_url=url, prefix=prefix,
         optin_keywords=_words("inbound.optin_keywords", raw["optin_keywords"])
@@ -427,14 +438,9 @@ def _alerts(raw: object, database: DatabaseConfig | None, window: float,
     if not raw.get("enabled", True) or database is None:
         return None
     state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
-    store = env.get("SMS_MONITOR_ALERT_STORE_URL") or raw.get(
-        "store_url", f"sqlite:///{Path(state_dir).absolute() / 'alerts.db'}")
-    if not isinstance(store, str) or "://" not in store:
-        raise ConfigError("alerts.store_url", "expected an SQLAlchemy URL")
-    _check_sqlalchemy_url("alerts.store_url", store)
-    prefix = raw.get("prefix", "sms_monitor_")
-    if not isinstance(prefix, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", prefix):
-        raise ConfigError("alerts.prefix", f"expected a table name prefix, got {prefix!r}")
+    store = _store_url("alerts.store_url", env.get("SMS_MONITOR_ALERT_STORE_URL") or raw.get(
+        "store_url", f"sqlite:///{Path(state_dir).absolute() / 'alerts.db'}"))
+    prefix = _table_prefix("alerts.prefix", raw.get("prefix", "sms_monitor_"))
     schema = raw.get("schema")
     if schema is not None and (not isinstance(schema, str)
                                or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", schema)):
@@ -492,10 +498,8 @@ def _database(url: str | None, raw: object) -> DatabaseConfig | None:
     except KeyError as exc:
         raise ConfigError(f"database.{exc.args[0]}", "unknown table or column of the runbook schema"
                           ) from None
-    keywords = raw.get("optout_keywords", list(DEFAULT_OPTOUT))
-    if not isinstance(keywords, list) or not keywords or not all(
-            isinstance(k, str) and k.strip() for k in keywords):
-        raise ConfigError("database.optout_keywords", "expected a list of words")
+    keywords = _words("database.optout_keywords", raw["optout_keywords"]) \
+        if "optout_keywords" in raw else DEFAULT_OPTOUT
     region = raw.get("default_region", "US")
     if not isinstance(region, str) or not re.match(r"^[A-Z]{2}$", region):
         raise ConfigError("database.default_region", f"expected a region code like 'US', got {region!r}")
@@ -518,7 +522,7 @@ def _database(url: str | None, raw: object) -> DatabaseConfig | None:
         statement_timeout=dur("statement_timeout", 5.0),
         connect_timeout=dur("connect_timeout", 5.0),
         optout_grace=dur("optout_grace", 300.0),
-        optout_keywords=tuple(k.strip().upper() for k in keywords),
+        optout_keywords=keywords,
         default_region=region,
         reconcile_lag=dur("reconcile_lag", 120.0),
         fallback_share=float(share),
