@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from sms_monitor.core.records import DELIVERED_STATUSES, FINAL_STATUSES
 
-RESULTS = ("delivered", "accepted", "failed", "timeout", "send_error")
 SUCCESS = frozenset({"delivered", "accepted"})
 
 
@@ -34,19 +33,13 @@ class CanaryView:
     in_flight: int = 0
 
 
-@dataclass
-class _Probe:
-    sent_at: float
-    created: float | None  # Twilio's date_created, if known
-
-
 class CanaryTracker:
     def __init__(self, account: str, timeout: float, api_only: bool = False) -> None:
         self.account = account
         self.timeout = timeout
         self.api_only = api_only
         self._lock = threading.Lock()
-        self._pending: dict[str, _Probe] = {}
+        self._pending: dict[str, float] = {}  # SID -> when it was sent (our clock)
         # every SID the canary sent recently, so the poller's copies stay out of the statistics
         self._recent: deque[str] = deque(maxlen=10_000)
         self._known: set[str] = set()
@@ -69,7 +62,7 @@ class CanaryTracker:
             if self.api_only:
                 self._finish("accepted", at, api_seconds)
             else:
-                self._pending[sid] = _Probe(sent_at=at, created=None)
+                self._pending[sid] = at
 
     def send_failed(self, at: float) -> None:
         with self._lock:
@@ -81,11 +74,11 @@ class CanaryTracker:
         if sid not in self._known:
             return False
         with self._lock:
-            probe = self._pending.get(sid)
-            if probe is None or status not in FINAL_STATUSES:
+            sent_at = self._pending.get(sid)
+            if sent_at is None or status not in FINAL_STATUSES:
                 return True
             del self._pending[sid]
-            start = created if created is not None else probe.sent_at
+            start = created if created is not None else sent_at
             if status in DELIVERED_STATUSES:
                 self._finish("delivered", at, max(0.0, at - start))
             else:
@@ -95,13 +88,13 @@ class CanaryTracker:
     def pending(self, sent_before: float | None = None) -> list[str]:
         """Probes in flight (sent before ``sent_before``, when given)."""
         with self._lock:
-            return [sid for sid, p in self._pending.items()
-                    if sent_before is None or p.sent_at < sent_before]
+            return [sid for sid, at in self._pending.items()
+                    if sent_before is None or at < sent_before]
 
     def expire(self, now: float) -> int:
         """Probes older than the timeout have failed; returns how many."""
         with self._lock:
-            late = [sid for sid, p in self._pending.items() if now - p.sent_at >= self.timeout]
+            late = [sid for sid, at in self._pending.items() if now - at >= self.timeout]
             for sid in late:
                 del self._pending[sid]
                 self._finish("timeout", now, None)
