@@ -61,8 +61,8 @@ class SimMessage:
     status_callback: str | None = None  # the StatusCallback URL given at creation, if any
 
     def transitions(self) -> list[tuple[str, float]]:
-        """The statuses the message goes through, each with the moment it starts (the same
-        story :meth:`status_at` tells)."""
+        """The statuses the message goes through, each with the moment it starts: the one
+        story both the API (:meth:`status_at`) and the webhooks tell."""
         if not self.outbound:
             return [("received", self.created)]
         if self.final_status == "failed":
@@ -74,17 +74,15 @@ class SimMessage:
         return steps
 
     def status_at(self, now: float) -> tuple[str, float, float | None]:
-        """(status, date_updated, date_sent) at ``now``."""
-        age = now - self.created
+        """(status, date_updated, date_sent) at ``now``: the latest of :meth:`transitions`."""
+        steps = self.transitions()
+        status, updated = steps[0]
+        for step, at in steps[1:]:
+            if at <= now:
+                status, updated = step, at
         if not self.outbound:
-            return "received", self.created, self.created
-        if self.final_status == "failed":
-            return "failed", self.created, None
-        if age < 1.0:
-            return "queued", self.created, None
-        if age < self.settle_after:
-            return "sent", self.created + 1.0, self.created + 1.0
-        return self.final_status, self.created + self.settle_after, self.created + 1.0
+            return status, updated, self.created
+        return status, updated, None if status in ("queued", "failed") else self.created + 1.0
 
     def as_json(self, now: float) -> dict[str, object]:
         status, updated, sent = self.status_at(now)
