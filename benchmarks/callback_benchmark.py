@@ -73,8 +73,8 @@ from urllib.parse import urlencode
 from twilio.request_validator import RequestValidator
 
 from sms_monitor.core.snapshot import SnapshotHolder
-from sms_monitor.export.http import ExporterServer
-from sms_monitor.export.webhooks import STATUS_PATH, CallbackInbox
+from sms_monitor.inputs.webhooks import STATUS_PATH, CallbackInbox
+from sms_monitor.outputs.http import ExporterServer
 
 HOST = "127.0.0.1"
 ACCOUNT_SID = "AC" + "b3" * 16

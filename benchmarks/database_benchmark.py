@@ -61,9 +61,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.config import DatabaseConfig
 from sms_monitor.core.peers import normalise
-from sms_monitor.db.fixture import create_runbook_schema
+from sms_monitor.inputs.database import DatabaseSource, describe_error
 from sms_monitor.logs import configure as configure_logs
-from sms_monitor.sources.database import DatabaseSource, describe_error
+from sms_monitor.simulator.practice_db import create_runbook_schema
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DBNAME = "sms_monitor_bench"

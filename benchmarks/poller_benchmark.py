@@ -57,9 +57,9 @@ from urllib.parse import urlencode
 from sms_monitor.config import load_settings
 from sms_monitor.core.snapshot import Snapshot
 from sms_monitor.core.window import MessageWindow
-from sms_monitor.export.http import ExporterServer
 from sms_monitor.logs import configure as configure_logs
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer
 from sms_monitor.simulator.state import (
     DEMO_ACCOUNT_SID,
     DEMO_AUTH_TOKEN,

@@ -19,7 +19,7 @@ from sms_monitor import __version__, logs
 from sms_monitor.config import ConfigError, Settings, load_file, load_settings, parse_listen_address
 from sms_monitor.core.classify import Status
 from sms_monitor.core.snapshot import Snapshot
-from sms_monitor.export.webconfig import WebConfig
+from sms_monitor.outputs.webconfig import WebConfig
 from sms_monitor.simulator.scenarios import SCENARIOS
 
 log = structlog.get_logger("sms_monitor.cli")
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _simulate(args)
         web = None
         if getattr(args, "web_config", None):
-            from sms_monitor.export.webconfig import load_web_config
+            from sms_monitor.outputs.webconfig import load_web_config
 
             web = load_web_config(args.web_config)
         if args.command == "demo":
@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None) -> int:
     from sms_monitor.daemon import Daemon
-    from sms_monitor.export.http import ExporterServer
     from sms_monitor.monitor import Monitor
+    from sms_monitor.outputs.http import ExporterServer
 
     stopping = threading.Event()
 
@@ -180,7 +180,7 @@ def _check(settings: Settings, as_json: bool) -> int:
 
 
 def _read_rules(settings: Settings) -> list[dict[str, object]]:
-    from sms_monitor.sources.database import DatabaseSource, describe_error
+    from sms_monitor.inputs.database import DatabaseSource, describe_error
 
     if settings.database is None:
         raise ConfigError("SMS_MONITOR_DATABASE_URL", "not set: notification_rules live there")

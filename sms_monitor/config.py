@@ -18,7 +18,7 @@ from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.keywords import DEFAULT_HELP, DEFAULT_OPTIN, DEFAULT_OPTOUT
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
-from sms_monitor.db.names import SchemaNames
+from sms_monitor.inputs.schema_names import SchemaNames
 
 DEFAULT_API_URL = "https://api.twilio.com"
 DEFAULT_LISTEN = "0.0.0.0:9839"

@@ -17,8 +17,8 @@ import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sms_monitor.export.http import ExporterServer
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer
 
 log = structlog.get_logger("sms_monitor.daemon")
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from sms_monitor.config import Settings, load_settings
-from sms_monitor.db.fixture import (
+from sms_monitor.simulator.practice_db import (
     DEMO_LIVE_STOP,
     DEMO_OPTED_OUT,
     DEMO_UNPROCESSED_STOP,

@@ -37,13 +37,13 @@ from sms_monitor.core.snapshot import AccountSnapshot, DatabaseSnapshot, Snapsho
 from sms_monitor.core.stats import window_stats
 from sms_monitor.core.statuspage import statuspage_check
 from sms_monitor.core.window import MessageWindow
-from sms_monitor.db.audit import KeywordAudit
-from sms_monitor.export.webhooks import CallbackInbox, InboundEvent
-from sms_monitor.sources.canary import CanaryProber
-from sms_monitor.sources.database import DatabaseSource
-from sms_monitor.sources.statuspage import StatusPageSource
-from sms_monitor.sources.telemetry import RequestLog
-from sms_monitor.sources.twilio import TwilioPoller
+from sms_monitor.inputs.canary import CanaryProber
+from sms_monitor.inputs.database import DatabaseSource
+from sms_monitor.inputs.statuspage import StatusPageSource
+from sms_monitor.inputs.telemetry import RequestLog
+from sms_monitor.inputs.twilio import TwilioPoller
+from sms_monitor.inputs.webhooks import CallbackInbox, InboundEvent
+from sms_monitor.storage.audit import KeywordAudit
 
 log = structlog.get_logger("sms_monitor.monitor")
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.config import Settings, load_settings
-from sms_monitor.db.fixture import create_runbook_schema, runbook_metadata, runbook_rules
+from sms_monitor.simulator.practice_db import create_runbook_schema, runbook_metadata, runbook_rules
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import (
     DEMO_ACCOUNT_SID,

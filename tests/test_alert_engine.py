@@ -210,7 +210,7 @@ def test_broken_row_is_logged_once_per_change(
     reports = [e for e in logs if e["event"] == "alert_rule_unusable"]
     assert [(e["rule"], "ninety" in e["reason"] or "0-100" in e["reason"]) for e in reports] == \
         [("Typo", True), ("Typo", True)]
-    from sms_monitor.export.http import build_registry
+    from sms_monitor.outputs.http import build_registry
 
     registry = build_registry(m.holder)
     assert registry.get_sample_value("sms_alert_rule_invalid", {"rule": "Typo"}) == 1
@@ -265,7 +265,7 @@ def test_unusable_store_is_reported_and_monitoring_goes_on(
     snap = m.run_cycle()
     assert snap.alerts is not None and not snap.alerts.store_ok
     assert snap.accounts[0].overall.value == "green"
-    from sms_monitor.export.http import build_registry
+    from sms_monitor.outputs.http import build_registry
 
     assert build_registry(m.holder).get_sample_value("sms_alert_store_up") == 0
     m.close()

@@ -10,8 +10,8 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from sms_monitor.core.classify import Status
-from sms_monitor.export.http import ExporterServer, build_registry
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
 from tests.conftest import FakeClock, SleepRecorder, settings_for

@@ -14,11 +14,11 @@ from twilio.request_validator import RequestValidator
 from sms_monitor.config import ConfigError, load_settings
 from sms_monitor.core.canary import CanaryTracker
 from sms_monitor.daemon import Daemon
-from sms_monitor.export.http import ExporterServer, build_registry
+from sms_monitor.inputs.canary import CanaryProber
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
-from sms_monitor.sources.canary import CanaryProber
 from tests.conftest import FakeClock, SleepRecorder, demo_env
 
 HANDSET = "+15558675310"

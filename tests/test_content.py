@@ -13,7 +13,7 @@ from sms_monitor.core.content import content_report, findings, is_gsm7, normalis
 from sms_monitor.core.dbchecks import DatabaseView, database_checks
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS
-from sms_monitor.db.fixture import create_runbook_schema
+from sms_monitor.simulator.practice_db import create_runbook_schema
 from tests.test_database import insert_rows, source
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

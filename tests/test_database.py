@@ -19,13 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sms_monitor.config import DatabaseConfig, load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
-from sms_monitor.db.fixture import create_runbook_schema, runbook_metadata
-from sms_monitor.db.names import SchemaNames
-from sms_monitor.export.http import build_registry
+from sms_monitor.inputs.database import DatabaseSource
+from sms_monitor.inputs.schema_names import SchemaNames
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import build_registry
+from sms_monitor.simulator.practice_db import create_runbook_schema, runbook_metadata
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, SimState
-from sms_monitor.sources.database import DatabaseSource
 from tests.conftest import FakeClock, SleepRecorder, demo_env
 
 
@@ -408,7 +408,7 @@ def test_check_json_against_postgresql(pg_url: str, live_simulator: SimulatorSer
 
 
 def test_sqlite_demo_database_gives_every_check(tmp_path: Path) -> None:
-    from sms_monitor.db.fixture import DEMO_OPTED_OUT, DEMO_UNPROCESSED_STOP, seed_demo
+    from sms_monitor.simulator.practice_db import DEMO_OPTED_OUT, DEMO_UNPROCESSED_STOP, seed_demo
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     seed_demo(create_engine(url), NOW)

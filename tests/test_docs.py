@@ -9,8 +9,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from sms_monitor.config import load_settings
-from sms_monitor.export.http import build_registry
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from tests.conftest import FakeClock, SleepRecorder, settings_for
 

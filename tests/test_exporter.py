@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sms_monitor.export.http import ExporterServer, build_registry
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import SimState
 from tests.conftest import FakeClock, SleepRecorder, settings_for
@@ -196,7 +196,7 @@ def test_the_database_metrics_of_the_contract(simulator: SimulatorServer, clock:
     from sqlalchemy import create_engine
 
     from sms_monitor.config import load_settings
-    from sms_monitor.db.fixture import seed_demo
+    from sms_monitor.simulator.practice_db import seed_demo
     from tests.conftest import demo_env
 
     url = f"sqlite:///{tmp_path / 'practice.db'}"

@@ -17,8 +17,8 @@ from twilio.request_validator import RequestValidator
 from sms_monitor.config import load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.daemon import DEADLINE_GAP, Daemon
-from sms_monitor.export.http import ExporterServer, build_registry
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
 from tests.conftest import FakeClock, SleepRecorder, demo_env
@@ -232,8 +232,8 @@ def test_deadlines_share_cycles_and_a_wave_of_stops_is_paced(
 
 
 def test_the_audit_table_on_postgresql(pg_url: str) -> None:
-    from sms_monitor.db.audit import KeywordAudit
-    from sms_monitor.export.webhooks import InboundEvent
+    from sms_monitor.inputs.webhooks import InboundEvent
+    from sms_monitor.storage.audit import KeywordAudit
 
     audit = KeywordAudit(pg_url, "smsm_", accounts={DEMO_ACCOUNT_SID: "primary"})
     try:
@@ -282,8 +282,8 @@ def test_a_hung_audit_store_never_delays_twilio_or_the_deadline(
 
 
 def test_a_row_the_store_refuses_does_not_hold_back_the_others(tmp_path: Path) -> None:
-    from sms_monitor.db.audit import KeywordAudit
-    from sms_monitor.export.webhooks import InboundEvent
+    from sms_monitor.inputs.webhooks import InboundEvent
+    from sms_monitor.storage.audit import KeywordAudit
 
     audit = KeywordAudit(f"sqlite:///{tmp_path / 'a.db'}")
     audit._ensure_table()

@@ -9,11 +9,11 @@ from sms_monitor.config import load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.core.facts import StatusPageFacts
 from sms_monitor.core.statuspage import statuspage_check
-from sms_monitor.export.http import build_registry
+from sms_monitor.inputs.statuspage import parse_summary
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer, statuspage_summary
 from sms_monitor.simulator.state import SimState
-from sms_monitor.sources.statuspage import parse_summary
 from tests.conftest import FakeClock, SleepRecorder, demo_env, settings_for
 
 

@@ -12,8 +12,8 @@ import requests
 
 from sms_monitor.cli import main
 from sms_monitor.core.snapshot import SnapshotHolder
-from sms_monitor.export.http import ExporterServer
-from sms_monitor.export.webconfig import load_web_config
+from sms_monitor.outputs.http import ExporterServer
+from sms_monitor.outputs.webconfig import load_web_config
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
 

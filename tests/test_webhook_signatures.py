@@ -16,9 +16,9 @@ from twilio.request_validator import RequestValidator
 
 from sms_monitor.config import load_settings
 from sms_monitor.core.snapshot import SnapshotHolder
-from sms_monitor.export.http import ExporterServer, build_registry
-from sms_monitor.export.webhooks import CallbackInbox
+from sms_monitor.inputs.webhooks import CallbackInbox
 from sms_monitor.monitor import Monitor
+from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
 from tests.conftest import FakeClock, SleepRecorder, demo_env

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from sms_monitor.db.names import SchemaNames
+from sms_monitor.inputs.schema_names import SchemaNames
 
 TEXT_ARRAY = ARRAY(Text).with_variant(JSON(), "sqlite")
 INT_ARRAY = ARRAY(Integer).with_variant(JSON(), "sqlite")

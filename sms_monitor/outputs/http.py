@@ -15,9 +15,9 @@ from prometheus_client.process_collector import ProcessCollector
 
 from sms_monitor import __version__
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
-from sms_monitor.export.collector import SnapshotCollector
-from sms_monitor.export.webconfig import OPEN_PATHS, WebConfig
-from sms_monitor.export.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
+from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
+from sms_monitor.outputs.collector import SnapshotCollector
+from sms_monitor.outputs.webconfig import OPEN_PATHS, WebConfig
 
 _COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
 

@@ -27,8 +27,8 @@ from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.keywords import KeywordMatcher
 from sms_monitor.core.peers import calling_code, peer_hash
 from sms_monitor.core.records import MessageRecord
-from sms_monitor.sources.telemetry import RequestLog
-from sms_monitor.sources.twilio_http import MonitoredHttpClient
+from sms_monitor.inputs.telemetry import RequestLog
+from sms_monitor.inputs.twilio_http import MonitoredHttpClient
 
 log = structlog.get_logger("sms_monitor.twilio")
 _KEYWORDS = KeywordMatcher()

@@ -23,10 +23,10 @@ from twilio.rest import Client
 from sms_monitor.config import AccountConfig, CanaryConfig
 from sms_monitor.core.canary import CanaryTracker
 from sms_monitor.core.peers import peer_hash
-from sms_monitor.export.webhooks import STATUS_PATH
-from sms_monitor.sources.telemetry import RequestLog
-from sms_monitor.sources.twilio import failure_kind
-from sms_monitor.sources.twilio_http import MonitoredHttpClient
+from sms_monitor.inputs.telemetry import RequestLog
+from sms_monitor.inputs.twilio import failure_kind
+from sms_monitor.inputs.twilio_http import MonitoredHttpClient
+from sms_monitor.inputs.webhooks import STATUS_PATH
 
 log = structlog.get_logger("sms_monitor.canary")
 

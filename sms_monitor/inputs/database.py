@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sms_monitor.config import DatabaseConfig
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.peers import normalise, peer_hash
-from sms_monitor.db.names import MappedTable
+from sms_monitor.inputs.schema_names import MappedTable
 
 log = structlog.get_logger("sms_monitor.database")
 

@@ -18,7 +18,7 @@ import requests
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 
-from sms_monitor.sources.telemetry import RequestLog
+from sms_monitor.inputs.telemetry import RequestLog
 
 _ENDPOINTS = (
     (re.compile(r"/Usage/Records"), "usage_records"),
