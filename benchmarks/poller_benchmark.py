@@ -10,7 +10,7 @@ offset, so both agree on "now" without waiting:
    messages spread over the last 3,500 s; ``POST /_simulator/clock`` then moves both
    clocks on 60 s so every message is final (delivered/undelivered) but still inside
    the 3,600 s window.
-2. Backfill: the first ``Monitor.run_cycle()`` reads the whole window. Reported:
+2. Backfill: the first ``App.run_cycle()`` reads the whole window. Reported:
    Twilio requests (total and per endpoint), wall and CPU time, records in the window.
 3. Steady state: ``--new`` (default 1,000) messages are created over the last ~50 s
    (all newer than the newest message the monitor holds), both clocks move on 60 s,
@@ -54,11 +54,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlencode
 
+from sms_monitor.app import App, build
 from sms_monitor.config import load_settings
 from sms_monitor.core.snapshot import Snapshot
 from sms_monitor.core.window import MessageWindow
 from sms_monitor.logs import configure as configure_logs
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import ExporterServer
 from sms_monitor.simulator.state import (
     DEMO_ACCOUNT_SID,
@@ -256,7 +256,7 @@ def request_seconds(snap: Snapshot | None) -> dict[str, float]:
     return out
 
 
-def timed_cycle(monitor: Monitor, sim: SimulatorProcess) -> CycleFigures:
+def timed_cycle(monitor: App, sim: SimulatorProcess) -> CycleFigures:
     before = request_counts(monitor.holder.current)
     seconds_before = request_seconds(monitor.holder.current)
     sim_cpu0 = sim.cpu_seconds()
@@ -358,7 +358,7 @@ def _measure(args: argparse.Namespace, res: Results, clock: SyncedClock,
         # 100,000 messages an hour (28/s) is short-code traffic: say so, or `throughput` is red
         settings = load_settings({**env, "SMS_MONITOR_STATUSPAGE_URL": ""},
                                  {"number_type": "short_code"})
-        monitor = Monitor(settings, clock=clock)
+        monitor = build(settings, clock=clock)
         window = monitor.accounts[0].window
 
         # -- 2. backfill ------------------------------------------------------------------
@@ -405,7 +405,7 @@ def _measure(args: argparse.Namespace, res: Results, clock: SyncedClock,
         res.memory = {"peak_rss_mb": rss, "target_mb": RSS_TARGET_MB, "pass": rss < RSS_TARGET_MB}
 
         # -- 5. /metrics latency ----------------------------------------------------------
-        exporter = ExporterServer((HOST, 0), monitor.holder).start()
+        exporter = monitor.exporter((HOST, 0)).start()
         host, port = exporter.server_address[:2]
         latencies, size, errors = scrape(str(host), int(port), args.scrapes)
         ms = sorted(x * 1000.0 for x in latencies)

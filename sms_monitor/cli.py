@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -18,7 +17,6 @@ import structlog
 from sms_monitor import __version__, logs
 from sms_monitor.config import ConfigError, Settings, load_file, load_settings, parse_listen_address
 from sms_monitor.core.classify import Status
-from sms_monitor.core.snapshot import Snapshot
 from sms_monitor.outputs.webconfig import WebConfig
 from sms_monitor.simulator.scenarios import SCENARIOS
 
@@ -101,74 +99,33 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None) -> int:
+    from sms_monitor.app import build
     from sms_monitor.daemon import Daemon
-    from sms_monitor.monitor import Monitor
-    from sms_monitor.outputs.http import ExporterServer
 
     stopping = threading.Event()
 
     def pause(seconds: float) -> None:  # a retry's backoff that SIGTERM cuts short
         stopping.wait(seconds)
 
-    monitor = Monitor(settings, sleep=pause)
+    app = build(settings, sleep=pause)
     try:
-        server = ExporterServer((settings.listen_host, settings.listen_port), monitor.holder,
-                                extra_html=extra_html, web_config=web,
-                                callbacks=monitor.callbacks)
+        server = app.exporter((settings.listen_host, settings.listen_port),
+                              extra_html=extra_html, web_config=web)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
               f"{settings.listen_host}:{settings.listen_port}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"sms-monitor {__version__} serving {server.url}/ (metrics at {server.url}/metrics)",
           file=sys.stderr, flush=True)
-    return Daemon(monitor, server, stopping).run_until_signal()
-
-
-def render_table(snapshot: Snapshot) -> str:
-    rows = [("ACCOUNT", "CHECK", "STATUS", "VALUE", "DETAIL")]
-    for c in snapshot.checks():
-        value = "" if c.value is None else f"{c.value:.4g}"
-        rows.append((c.account, c.name, c.status.value.upper(), value, c.detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
-    under = weak_templates(snapshot)
-    if under:
-        lines.append("")
-        lines.append("TEMPLATES UNDER THE DELIVERY THRESHOLD (7 days, masked):")
-        for t in under:
-            lines.append(f"  {t['id']}  {t['delivered']}/{t['sent']} delivered  "
-                         f"[{', '.join(t['findings'])}]  {t['template']}")
-    lines.append(f"OVERALL: {snapshot.overall.value.upper()}")
-    return "\n".join(lines)
-
-
-def weak_templates(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """Masked templates under the delivery threshold: for the operator at the terminal only."""
-    db = snapshot.database
-    if db is None or db.content is None:
-        return []
-    check = next((c for c in db.checks if c.name == "content"), None)
-    if check is None or not check.value:
-        return []
-    ranked = sorted(db.content.templates, key=lambda t: t.delivery_ratio)
-    return [{"id": t.id, "template": t.masked, "sent": t.sent, "delivered": t.delivered,
-             "findings": sorted(t.findings)} for t in ranked[:int(check.value)]]
-
-
-def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
-    doc: dict[str, Any] = {"overall": snapshot.overall.value,
-                           "checks": [c.as_dict() for c in snapshot.checks()]}
-    under = weak_templates(snapshot)
-    if under:
-        doc["templates_under_threshold"] = under
-    return doc
+    return Daemon(app, server, stopping).run_until_signal()
 
 
 def _check(settings: Settings, as_json: bool) -> int:
-    from sms_monitor.monitor import Monitor
+    from sms_monitor.app import build
+    from sms_monitor.outputs.check import render_table, snapshot_json
 
     try:  # a one-off check reports; it never pages (that is the daemon's job)
-        snapshot = Monitor(replace(settings, alerts=None)).run_cycle()
+        snapshot = build(settings, alerts=False).run_cycle()
     except Exception as exc:  # could not run at all: Nagios UNKNOWN
         print(f"sms-monitor: check could not run: {type(exc).__name__}", file=sys.stderr)
         return Status.UNKNOWN.exit_code

@@ -17,7 +17,7 @@ import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sms_monitor.monitor import Monitor
+from sms_monitor.app import App
 from sms_monitor.outputs.http import ExporterServer
 
 log = structlog.get_logger("sms_monitor.daemon")
@@ -28,10 +28,10 @@ DEADLINE_GAP = 5.0
 
 
 class Daemon:
-    def __init__(self, monitor: Monitor, server: ExporterServer,
+    def __init__(self, app: App, server: ExporterServer,
                  stopping: threading.Event | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.monitor = monitor
+        self.app = app
         self.server = server
         self.stopping = stopping or threading.Event()
         self.clock = clock
@@ -48,7 +48,7 @@ class Daemon:
         with self._cycle_lock:
             self._last_cycle_start = self.clock()
             try:
-                self.monitor.run_cycle()
+                self.app.run_cycle()
             except Exception:  # a bug in one cycle must not stop the daemon
                 log.exception("poll_cycle_failed")
 
@@ -88,7 +88,7 @@ class Daemon:
             self._arm()
 
     def probe(self) -> None:
-        canary = self.monitor.canary
+        canary = self.app.canary
         if canary is None or self.stopping.is_set():
             return
         with self._cycle_lock:  # the probe and the cycle's reads share one HTTP session
@@ -101,23 +101,23 @@ class Daemon:
         self.server.start()
         self.add_jobs()
         self.scheduler.start()
-        log.info("started", listen=self.server.url, accounts=len(self.monitor.accounts),
-                 poll_interval=self.monitor.settings.poll_interval)
+        log.info("started", listen=self.server.url, accounts=len(self.app.accounts),
+                 poll_interval=self.app.settings.poll_interval)
 
     def add_jobs(self) -> None:
         """The poll cycle now and every poll interval; the canary's probe every its interval;
         and a cycle whenever an opt-out's grace period ends."""
         self.scheduler.add_job(
-            self.cycle, "interval", seconds=self.monitor.settings.poll_interval,
+            self.cycle, "interval", seconds=self.app.settings.poll_interval,
             next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
             id="poll", misfire_grace_time=None,
         )
-        canary = self.monitor.settings.canary
+        canary = self.app.settings.canary
         if canary is not None:
             self.scheduler.add_job(
                 self.probe, "interval", seconds=canary.interval, next_run_time=datetime.now(UTC),
                 max_instances=1, coalesce=True, id="canary", misfire_grace_time=None)
-        self.monitor.on_deadline = self.schedule_deadline
+        self.app.on_deadline = self.schedule_deadline
 
     def stop(self, grace: float = 3.0) -> None:
         self.stopping.set()

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from sms_monitor.app import App, build
 from sms_monitor.config import Settings, load_settings
-from sms_monitor.monitor import Monitor
+from sms_monitor.core.snapshot import Published
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import SimState
 from tests.conftest import FakeClock, SleepRecorder, Smtp, demo_env
@@ -24,12 +25,19 @@ def settings(app: str, sim: SimulatorServer, smtp: Smtp, store: str, **alerts: A
     return load_settings(env, {"alerts": {"level2": ["lead@practice.example"], **alerts}})
 
 
-def monitor(s: Settings, clock: FakeClock) -> Monitor:
-    return Monitor(s, clock=clock, sleep=SleepRecorder())
+def monitor(s: Settings, clock: FakeClock) -> App:
+    return build(s, clock=clock, sleep=SleepRecorder())
 
 
-def state_of(m: Monitor, rule: str) -> str:
-    snap = m.holder.current
+def published(m: App) -> Published:
+    """Run a cycle; what readers then see: the snapshot and the alert state beside it."""
+    m.run_cycle()
+    assert m.holder.published is not None
+    return m.holder.published
+
+
+def state_of(m: App, rule: str) -> str:
+    snap = m.holder.published
     assert snap is not None and snap.alerts is not None
     return next(a.state for a in snap.alerts.alerts if a.rule == rule)
 
@@ -114,7 +122,7 @@ def test_smtp_down_then_back(app: str, sim: tuple[SimulatorServer, SimState], sm
     s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
     state.set_scenario("out_of_credit")
     m = monitor(s, clock)
-    snap = m.run_cycle()
+    snap = published(m)
     assert snap.alerts is not None
     assert snap.alerts.notifications[("email", "failed")] == 1
     assert snap.alerts.outbox_pending == 1
@@ -124,7 +132,7 @@ def test_smtp_down_then_back(app: str, sim: tuple[SimulatorServer, SimState], sm
     m.run_cycle()  # still inside the backoff: not retried yet
     assert smtp.inbox.messages == []
     clock.advance(60)
-    snap = m.run_cycle()
+    snap = published(m)
     assert snap.alerts is not None and snap.alerts.outbox_pending == 0
     assert len([x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]) == 1
     m.close()
@@ -142,7 +150,7 @@ def test_broken_row_is_reported_and_the_rest_work(
     engine.dispose()
     state.set_scenario("out_of_credit")
     m = monitor(settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}"), clock)
-    snap = m.run_cycle()
+    snap = published(m)
     assert snap.alerts is not None
     assert snap.alerts.broken == (("Nonsense", "unknown metric 'sms_mood'"),)
     assert len([x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]) == 1
@@ -156,7 +164,7 @@ def test_two_replicas_one_pager(app: str, pg_admin: Engine,
     s = settings(app, server, smtp, app)  # both keep alert state in the shared PostgreSQL
     a, b = monitor(s, clock), monitor(s, clock)
     state.set_scenario("out_of_credit")
-    snap_a, snap_b = a.run_cycle(), b.run_cycle()
+    snap_a, snap_b = published(a), published(b)
     assert snap_a.alerts is not None and snap_b.alerts is not None
     assert (snap_a.alerts.leader, snap_b.alerts.leader) == (True, False)
     assert len([x for x in smtp.inbox.subjects() if "Low Twilio Balance" in x]) == 1
@@ -173,7 +181,7 @@ def test_two_replicas_one_pager(app: str, pg_admin: Engine,
     clock.advance(60)
     b.run_cycle()
     clock.advance(60)
-    snap_b = b.run_cycle()
+    snap_b = published(b)
     assert snap_b.alerts is not None and snap_b.alerts.leader
     state.set_scenario("healthy")
     clock.advance(60)
@@ -212,7 +220,7 @@ def test_broken_row_is_logged_once_per_change(
         [("Typo", True), ("Typo", True)]
     from sms_monitor.outputs.http import build_registry
 
-    registry = build_registry(m.holder)
+    registry = build_registry(m.holder, m.areas)
     assert registry.get_sample_value("sms_alert_rule_invalid", {"rule": "Typo"}) == 1
     assert registry.get_sample_value("sms_alert_leader") == 1
     assert registry.get_sample_value(
@@ -262,10 +270,10 @@ def test_unusable_store_is_reported_and_monitoring_goes_on(
         app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock) -> None:
     server, _ = sim
     m = monitor(settings(app, server, smtp, "sqlite:////proc/no-such-dir/alerts.db"), clock)
-    snap = m.run_cycle()
+    snap = published(m)
     assert snap.alerts is not None and not snap.alerts.store_ok
-    assert snap.accounts[0].overall.value == "green"
+    assert snap.snapshot.accounts[0].overall.value == "green"
     from sms_monitor.outputs.http import build_registry
 
-    assert build_registry(m.holder).get_sample_value("sms_alert_store_up") == 0
+    assert build_registry(m.holder, m.areas).get_sample_value("sms_alert_store_up") == 0
     m.close()

@@ -9,8 +9,8 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
+from sms_monitor.app import App, build
 from sms_monitor.core.classify import Status
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
@@ -19,9 +19,9 @@ from tests.conftest import FakeClock, SleepRecorder, settings_for
 
 @pytest.fixture
 def setup(simulator: SimulatorServer, clock: FakeClock
-          ) -> Iterator[tuple[Monitor, ExporterServer, FakeClock]]:
-    monitor = Monitor(settings_for(simulator.url), clock=clock, sleep=SleepRecorder())
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+          ) -> Iterator[tuple[App, ExporterServer, FakeClock]]:
+    monitor = build(settings_for(simulator.url), clock=clock, sleep=SleepRecorder())
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     yield monitor, server, clock
     server.stop()
 
@@ -42,7 +42,7 @@ def callback(sid: str, status: str, **extra: str) -> dict[str, str]:
 
 
 def test_signed_callbacks_update_the_same_records_and_never_go_back(
-        setup: tuple[Monitor, ExporterServer, FakeClock], sim_state: SimState) -> None:
+        setup: tuple[App, ExporterServer, FakeClock], sim_state: SimState) -> None:
     monitor, server, clock = setup
     monitor.run_cycle()
     window = monitor.accounts[0].window
@@ -69,7 +69,7 @@ def test_signed_callbacks_update_the_same_records_and_never_go_back(
     assert window.pending["SM" + "f" * 32][1] == 30003  # unknown SIDs are kept for the poll
 
 
-def test_rejections_are_counted_by_reason(setup: tuple[Monitor, ExporterServer, FakeClock]
+def test_rejections_are_counted_by_reason(setup: tuple[App, ExporterServer, FakeClock]
                                           ) -> None:
     monitor, server, _ = setup
     sid = "SM" + "a" * 32
@@ -83,7 +83,7 @@ def test_rejections_are_counted_by_reason(setup: tuple[Monitor, ExporterServer, 
     assert requests.post(url, data=b"a=" + b"x" * 70_000, timeout=5).status_code == 413
     assert requests.post(server.url + "/elsewhere", data=b"", timeout=5).status_code == 404
     monitor.run_cycle()
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
 
     def n(outcome: str) -> float | None:
         return registry.get_sample_value("sms_monitor_webhook_requests_total",

@@ -11,12 +11,12 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
+from sms_monitor.app import App, build
 from sms_monitor.config import ConfigError, load_settings
 from sms_monitor.core.canary import CanaryTracker
 from sms_monitor.daemon import Daemon
 from sms_monitor.inputs.canary import CanaryProber
-from sms_monitor.monitor import Monitor
-from sms_monitor.outputs.http import ExporterServer, build_registry
+from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
 from tests.conftest import FakeClock, SleepRecorder, demo_env
@@ -88,21 +88,21 @@ def sim(clock: FakeClock) -> Iterator[tuple[SimulatorServer, SimState]]:
 
 
 def canary_monitor(url: str, clock: FakeClock, env: dict[str, str] | None = None,
-                   **canary: Any) -> Monitor:
+                   **canary: Any) -> App:
     settings = load_settings(demo_env(url) | (env or {}),
                              {"number_type": "toll_free", "window": "10m",
                               "canary": {"to": HANDSET, "interval": "1m", **canary}})
-    return Monitor(settings, clock=clock, sleep=SleepRecorder())
+    return build(settings, clock=clock, sleep=SleepRecorder())
 
 
-def sample(monitor: Monitor, name: str, **labels: str) -> float | None:
-    return build_registry(monitor.holder).get_sample_value(
+def sample(monitor: App, name: str, **labels: str) -> float | None:
+    return build_registry(monitor.holder, monitor.areas).get_sample_value(
         name, {"account": "primary", "mode": "delivery", **labels})
 
 
 @pytest.fixture
 def probing(sim: tuple[SimulatorServer, SimState], clock: FakeClock
-            ) -> tuple[Monitor, CanaryProber, SimState]:
+            ) -> tuple[App, CanaryProber, SimState]:
     """A monitor with a canary, after its first cycle."""
     server, state = sim
     monitor = canary_monitor(server.url, clock)
@@ -112,7 +112,7 @@ def probing(sim: tuple[SimulatorServer, SimState], clock: FakeClock
 
 
 def test_a_probe_is_followed_to_delivered_and_kept_out_of_the_statistics(
-        probing: tuple[Monitor, CanaryProber, SimState], clock: FakeClock) -> None:
+        probing: tuple[App, CanaryProber, SimState], clock: FakeClock) -> None:
     monitor, canary, state = probing
     sid = canary.send()
     assert sid is not None
@@ -139,8 +139,7 @@ def test_a_signed_callback_settles_the_probe_before_any_read(
         sim: tuple[SimulatorServer, SimState], clock: FakeClock) -> None:
     server, state = sim
     monitor = canary_monitor(server.url, clock)
-    exporter = ExporterServer(("127.0.0.1", 0), monitor.holder,
-                              callbacks=monitor.callbacks).start()
+    exporter = monitor.exporter(("127.0.0.1", 0)).start()
     try:
         assert monitor.canary is not None
         sid = monitor.canary.send()
@@ -163,7 +162,7 @@ def test_a_signed_callback_settles_the_probe_before_any_read(
 
 
 def test_a_refused_send_is_a_failed_probe_and_is_not_retried(
-        probing: tuple[Monitor, CanaryProber, SimState]) -> None:
+        probing: tuple[App, CanaryProber, SimState]) -> None:
     monitor, canary, state = probing
     state.faults.server_error_every = 1
     before = state.requests
@@ -200,7 +199,7 @@ def test_test_credentials_exercise_the_api_without_following(
     assert sid is not None and sid in state.accounts[TEST_SID].index
     assert sid not in state.accounts[DEMO_ACCOUNT_SID].index
     monitor.run_cycle()
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     labels = {"account": "primary", "mode": "api"}
     assert registry.get_sample_value("sms_canary_success", labels) == 1
     assert registry.get_sample_value("sms_canary_probes_total", {**labels, "result": "accepted"}
@@ -249,7 +248,7 @@ def test_the_daemon_sends_a_probe_every_interval(
         sim: tuple[SimulatorServer, SimState], clock: FakeClock) -> None:
     server, _ = sim
     monitor = canary_monitor(server.url, clock)
-    exporter = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks)
+    exporter = monitor.exporter(("127.0.0.1", 0))
     daemon = Daemon(monitor, exporter)
     daemon.add_jobs()
     daemon.scheduler.start(paused=True)

@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from sms_monitor.app import build
 from sms_monitor.config import DatabaseConfig, load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.inputs.database import DatabaseSource
 from sms_monitor.inputs.schema_names import SchemaNames
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import build_registry
+from sms_monitor.outputs.metrics import DatabaseArea
 from sms_monitor.simulator.practice_db import create_runbook_schema, runbook_metadata
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, SimState
@@ -216,7 +217,7 @@ def practice(url: str, now: datetime) -> None:
 def run_monitor(url: str, sim: SimulatorServer, clock: FakeClock, **db: Any) -> Snapshot:
     env = demo_env(sim.url) | {"SMS_MONITOR_DATABASE_URL": url}
     settings = load_settings(env, {"number_type": "toll_free", "database": db})
-    monitor = Monitor(settings, clock=clock, sleep=SleepRecorder())
+    monitor = build(settings, clock=clock, sleep=SleepRecorder())
     try:
         return monitor.run_cycle()
     finally:
@@ -449,5 +450,5 @@ def test_a_stuck_queue_is_red_with_the_oldest_wait_exported(
     assert check.value == pytest.approx(12 * 60, abs=1)
     holder = SnapshotHolder()
     holder.publish(snap)
-    assert build_registry(holder).get_sample_value(
+    assert build_registry(holder, [DatabaseArea]).get_sample_value(
         "sms_notification_queue_delay_seconds") == pytest.approx(12 * 60, abs=1)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sms_monitor.app import build
 from sms_monitor.config import load_settings
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from tests.conftest import FakeClock, SleepRecorder, settings_for
@@ -21,9 +21,9 @@ def test_every_exported_metric_is_in_the_metrics_reference(simulator: SimulatorS
                                                            clock: FakeClock) -> None:
     from prometheus_client.exposition import generate_latest
 
-    monitor = Monitor(settings_for(simulator.url), clock=clock, sleep=SleepRecorder())
+    monitor = build(settings_for(simulator.url), clock=clock, sleep=SleepRecorder())
     monitor.run_cycle()
-    text = generate_latest(build_registry(monitor.holder)).decode()
+    text = generate_latest(build_registry(monitor.holder, monitor.areas)).decode()
     doc = (ROOT / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`((?:sms|twilio)_[a-z_]+)`", doc))
     for family in text_string_to_metric_families(text):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sms_monitor.monitor import Monitor
+from sms_monitor.app import App, build
 from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import SimState
@@ -53,13 +53,13 @@ def assert_contract(families: dict[str, Any], metrics: dict[str, tuple[str, set[
 
 
 @pytest.fixture
-def monitor(simulator: SimulatorServer, clock: FakeClock) -> Monitor:
-    return Monitor(settings_for(simulator.url), clock=clock, sleep=SleepRecorder())
+def monitor(simulator: SimulatorServer, clock: FakeClock) -> App:
+    return build(settings_for(simulator.url), clock=clock, sleep=SleepRecorder())
 
 
 @pytest.fixture
-def exporter(monitor: Monitor) -> Iterator[ExporterServer]:
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder).start()
+def exporter(monitor: App) -> Iterator[ExporterServer]:
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     yield server
     server.stop()
 
@@ -72,9 +72,9 @@ def get(url: str) -> tuple[int, str, dict[str, str]]:
         return err.code, err.read().decode(), dict(err.headers)
 
 
-def test_sample_values_match_the_snapshot(monitor: Monitor) -> None:
+def test_sample_values_match_the_snapshot(monitor: App) -> None:
     snap = monitor.run_cycle()
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     acct = {"account": "primary"}
     stats = snap.accounts[0].stats
     assert stats is not None
@@ -101,8 +101,8 @@ def test_sample_values_match_the_snapshot(monitor: Monitor) -> None:
                                      {"source": "twilio:primary"}) == snap.taken_at
 
 
-def test_red_scenario_changes_the_exported_status(monitor: Monitor, sim_state: SimState) -> None:
-    registry = build_registry(monitor.holder)
+def test_red_scenario_changes_the_exported_status(monitor: App, sim_state: SimState) -> None:
+    registry = build_registry(monitor.holder, monitor.areas)
     monitor.run_cycle()
     sim_state.set_scenario("out_of_credit")
     monitor.run_cycle()
@@ -119,8 +119,8 @@ def test_red_scenario_changes_the_exported_status(monitor: Monitor, sim_state: S
     assert registry.get_sample_value("twilio_up", {"account": "primary"}) == 0
 
 
-def test_poll_errors_are_counted_by_part_and_cause(monitor: Monitor, sim_state: SimState) -> None:
-    registry = build_registry(monitor.holder)
+def test_poll_errors_are_counted_by_part_and_cause(monitor: App, sim_state: SimState) -> None:
+    registry = build_registry(monitor.holder, monitor.areas)
     sim_state.faults.malformed_messages = True
     monitor.run_cycle()
     monitor.run_cycle()
@@ -131,7 +131,7 @@ def test_poll_errors_are_counted_by_part_and_cause(monitor: Monitor, sim_state: 
     assert registry.get_sample_value("sms_delivery_success_ratio", {"account": "primary"}) is None
 
 
-def test_http_endpoints_before_and_after_the_first_cycle(monitor: Monitor,
+def test_http_endpoints_before_and_after_the_first_cycle(monitor: App,
                                                          exporter: ExporterServer) -> None:
     assert get(exporter.url + "/healthz")[0] == 200
     assert get(exporter.url + "/readyz")[0] == 503
@@ -153,7 +153,7 @@ def test_http_endpoints_before_and_after_the_first_cycle(monitor: Monitor,
 
 
 def test_exposition_has_every_contract_metric_and_no_private_data(
-        monitor: Monitor, exporter: ExporterServer) -> None:
+        monitor: App, exporter: ExporterServer) -> None:
     monitor.run_cycle()
     status, body, headers = get(exporter.url + "/metrics")
     assert status == 200
@@ -167,7 +167,7 @@ def test_exposition_has_every_contract_metric_and_no_private_data(
     assert "Riverside" not in body
 
 
-def test_promtool_check_metrics_is_clean(monitor: Monitor, exporter: ExporterServer) -> None:
+def test_promtool_check_metrics_is_clean(monitor: App, exporter: ExporterServer) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is required (Debian package 'prometheus'; .ci/run installs it)"
     monitor.run_cycle()
@@ -178,7 +178,7 @@ def test_promtool_check_metrics_is_clean(monitor: Monitor, exporter: ExporterSer
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
 
 
-def test_scrape_reads_the_snapshot_and_never_polls(monitor: Monitor, sim_state: SimState,
+def test_scrape_reads_the_snapshot_and_never_polls(monitor: App, sim_state: SimState,
                                                    exporter: ExporterServer) -> None:
     monitor.run_cycle()
     before = sim_state.requests
@@ -203,8 +203,8 @@ def test_the_database_metrics_of_the_contract(simulator: SimulatorServer, clock:
     seed_demo(create_engine(url), datetime.fromtimestamp(clock(), UTC))
     settings = load_settings(demo_env(simulator.url) | {"SMS_MONITOR_DATABASE_URL": url},
                              {"number_type": "toll_free", "alerts": {"enabled": False}})
-    monitor = Monitor(settings, clock=clock, sleep=SleepRecorder())
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder).start()
+    monitor = build(settings, clock=clock, sleep=SleepRecorder())
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     try:
         monitor.run_cycle()
         _, body, _ = get(server.url + "/metrics")

@@ -14,10 +14,10 @@ import requests
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
+from sms_monitor.app import App, build
 from sms_monitor.config import load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.daemon import DEADLINE_GAP, Daemon
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
@@ -40,23 +40,23 @@ def quiet(clock: FakeClock) -> Iterator[SimulatorServer]:
 
 
 def make_monitor(pg_url: str, sim: SimulatorServer, clock: FakeClock, audit_url: str,
-                 **extra: Any) -> Monitor:
+                 **extra: Any) -> App:
     env = demo_env(sim.url) | {"SMS_MONITOR_DATABASE_URL": pg_url,
                                "SMS_MONITOR_AUDIT_URL": audit_url}
     settings = load_settings(env, {"number_type": "toll_free", "alerts": {"enabled": False},
                                    **extra})
-    return Monitor(settings, clock=clock, sleep=SleepRecorder())
+    return build(settings, clock=clock, sleep=SleepRecorder())
 
 
 @pytest.fixture
 def served(pg_url: str, quiet: SimulatorServer, clock: FakeClock, tmp_path: Path
-           ) -> Iterator[tuple[Monitor, ExporterServer, list[float], str]]:
+           ) -> Iterator[tuple[App, ExporterServer, list[float], str]]:
     practice(pg_url, datetime.fromtimestamp(clock(), UTC))
     audit_url = f"sqlite:///{tmp_path / 'audit.db'}"
     monitor = make_monitor(pg_url, quiet, clock, audit_url)
     deadlines: list[float] = []
     monitor.on_deadline = deadlines.append
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     yield monitor, server, deadlines, audit_url
     server.stop()
     monitor.close()
@@ -86,7 +86,7 @@ def audit_rows(url: str) -> list[dict[str, Any]]:
 
 
 def test_stop_by_webhook_turns_red_exactly_when_the_grace_period_ends(
-        served: tuple[Monitor, ExporterServer, list[float], str], clock: FakeClock) -> None:
+        served: tuple[App, ExporterServer, list[float], str], clock: FakeClock) -> None:
     monitor, server, deadlines, audit_url = served
     assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
     stop_at = clock()
@@ -109,7 +109,7 @@ def test_stop_by_webhook_turns_red_exactly_when_the_grace_period_ends(
     assert rows == [{"received_at": stop_at, "account": "primary",
                      "message_sid": "SM" + "1" * 32, "kind": "optout", "keyword": "STOP",
                      "number_masked": "+*********01"}]
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     assert registry.get_sample_value("sms_inbound_keywords_total",
                                      {"account": "primary", "kind": "optout"}) == 1
     assert registry.get_sample_value("sms_monitor_webhook_requests_total",
@@ -118,7 +118,7 @@ def test_stop_by_webhook_turns_red_exactly_when_the_grace_period_ends(
 
 
 def test_only_whole_body_keywords_count_and_start_cancels_a_stop(
-        served: tuple[Monitor, ExporterServer, list[float], str], clock: FakeClock) -> None:
+        served: tuple[App, ExporterServer, list[float], str], clock: FakeClock) -> None:
     monitor, server, deadlines, audit_url = served
     assert inbound(server, "please don't stop my reminders", sid="SM" + "2" * 32
                    ).status_code == 200
@@ -134,20 +134,20 @@ def test_only_whole_body_keywords_count_and_start_cancels_a_stop(
     assert db_checks(monitor.run_cycle())["optout_unprocessed"].status is Status.GREEN
     assert [(r["kind"], r["keyword"]) for r in audit_rows(audit_url)] == [
         ("optout", "STOP"), ("optin", "UNSTOP"), ("help", "HELP")]
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     for kind, n in (("optout", 1), ("optin", 1), ("help", 1)):
         assert registry.get_sample_value("sms_inbound_keywords_total",
                                          {"account": "primary", "kind": kind}) == n
 
 
 def test_unsigned_and_forged_inbound_requests_are_refused_and_counted(
-        served: tuple[Monitor, ExporterServer, list[float], str], clock: FakeClock) -> None:
+        served: tuple[App, ExporterServer, list[float], str], clock: FakeClock) -> None:
     monitor, server, deadlines, _ = served
     assert inbound(server, "STOP", token=None).status_code == 403
     assert inbound(server, "STOP", token="0" * 32).status_code == 403
     assert deadlines == []
     monitor.run_cycle()
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     for outcome in ("unsigned", "bad_signature"):
         assert registry.get_sample_value("sms_monitor_webhook_requests_total",
                                          {"endpoint": "inbound", "outcome": outcome}) == 1
@@ -162,7 +162,7 @@ def test_an_unwritable_audit_store_loses_nothing(
     blocker.write_text("a file where the store's directory should be")
     audit_url = f"sqlite:///{blocker / 'audit.db'}"
     monitor = make_monitor(pg_url, quiet, clock, audit_url)
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     try:
         assert inbound(server, "STOP").status_code == 200  # Twilio still gets its answer
         assert monitor.audit is not None
@@ -170,13 +170,13 @@ def test_an_unwritable_audit_store_loses_nothing(
         clock.advance(301)
         snap = monitor.run_cycle()
         assert db_checks(snap)["optout_unprocessed"].status is Status.RED  # seen in memory
-        registry = build_registry(monitor.holder)
+        registry = build_registry(monitor.holder, monitor.areas)
         assert registry.get_sample_value("sms_monitor_keyword_audit_queued_rows") == 1
         assert registry.get_sample_value("sms_monitor_keyword_audit_write_failures_total") >= 1
         blocker.unlink()  # the operator fixes the store
         assert monitor.audit.flush()
         monitor.run_cycle()
-        registry = build_registry(monitor.holder)
+        registry = build_registry(monitor.holder, monitor.areas)
         assert registry.get_sample_value("sms_monitor_keyword_audit_queued_rows") == 0
         assert [r["kind"] for r in audit_rows(audit_url)] == ["optout"]
     finally:
@@ -187,7 +187,7 @@ def test_an_unwritable_audit_store_loses_nothing(
 def test_deadlines_share_cycles_and_a_wave_of_stops_is_paced(
         pg_url: str, quiet: SimulatorServer, clock: FakeClock, tmp_path: Path) -> None:
     monitor = make_monitor(pg_url, quiet, clock, f"sqlite:///{tmp_path / 'a.db'}")
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks)
+    server = monitor.exporter(("127.0.0.1", 0))
     daemon = Daemon(monitor, server, clock=clock)
     daemon.scheduler.start(paused=True)
 
@@ -267,7 +267,7 @@ def test_a_hung_audit_store_never_delays_twilio_or_the_deadline(
                            f"postgresql+psycopg://postgres@127.0.0.1:{port}/audit")
     deadlines: list[float] = []
     monitor.on_deadline = deadlines.append
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     try:
         started = time.monotonic()
         for i in range(3):
@@ -298,14 +298,14 @@ def test_a_row_the_store_refuses_does_not_hold_back_the_others(tmp_path: Path) -
 
 
 def test_a_retried_or_replayed_inbound_message_counts_once(
-        served: tuple[Monitor, ExporterServer, list[float], str]) -> None:
+        served: tuple[App, ExporterServer, list[float], str]) -> None:
     monitor, server, deadlines, _ = served
     for _ in range(3):
         answer = inbound(server, "STOP", sid="SM" + "6" * 32)
         assert answer.status_code == 200 and answer.content.endswith(b"<Response></Response>")
     assert len(deadlines) == 1
     monitor.run_cycle()
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     assert registry.get_sample_value("sms_inbound_keywords_total",
                                      {"account": "primary", "kind": "optout"}) == 1
     assert registry.get_sample_value("sms_monitor_webhook_requests_total",

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from sms_monitor.app import App, build
 from sms_monitor.core.classify import Status
 from sms_monitor.core.snapshot import Snapshot
-from sms_monitor.monitor import Monitor
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, SimState
 from tests.conftest import FakeClock, SleepRecorder, settings_for
@@ -24,8 +24,8 @@ def requests_to(snap: Snapshot, endpoint: str, code: str | None = None) -> int:
 
 
 def make_monitor(url: str, clock: FakeClock, sleep: SleepRecorder | None = None,
-                 **file: object) -> Monitor:
-    return Monitor(settings_for(url, **file), clock=clock, sleep=sleep or SleepRecorder())
+                 **file: object) -> App:
+    return build(settings_for(url, **file), clock=clock, sleep=sleep or SleepRecorder())
 
 
 def test_backfill_reads_the_window_across_pages(simulator: SimulatorServer, sim_state: SimState,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import requests
 
+from sms_monitor.app import build
 from sms_monitor.config import load_settings
 from sms_monitor.core.classify import Status
 from sms_monitor.core.facts import StatusPageFacts
 from sms_monitor.core.statuspage import statuspage_check
 from sms_monitor.inputs.statuspage import parse_summary
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer, statuspage_summary
 from sms_monitor.simulator.state import SimState
@@ -49,8 +49,8 @@ def test_monitor_reads_it_shows_it_and_keeps_it_out_of_overall(
     settings = settings_for(simulator.url, statuspage_interval="2m")
     settings = type(settings)(**{**settings.__dict__,
                                  "statuspage_url": simulator.url + "/statuspage"})
-    monitor = Monitor(settings, clock=clock, sleep=SleepRecorder())
-    registry = build_registry(monitor.holder)
+    monitor = build(settings, clock=clock, sleep=SleepRecorder())
+    registry = build_registry(monitor.holder, monitor.areas)
     snap = monitor.run_cycle()
     assert snap.statuspage_check is not None and snap.statuspage_check.status is Status.GREEN
     assert registry.get_sample_value("twilio_statuspage_up") == 1
@@ -89,7 +89,7 @@ def test_the_url_may_be_the_api_base_or_the_summary(simulator: SimulatorServer,
     settings = load_settings(demo_env(simulator.url)
                              | {"SMS_MONITOR_STATUSPAGE_URL": simulator.url + given},
                              {"number_type": "toll_free"})
-    snap = Monitor(settings, clock=clock, sleep=SleepRecorder()).run_cycle()
+    snap = build(settings, clock=clock, sleep=SleepRecorder()).run_cycle()
     assert snap.statuspage is not None and snap.statuspage.ok
     assert snap.last_success["statuspage"] == clock()
 

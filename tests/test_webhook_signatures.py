@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
+from sms_monitor.app import App, build
 from sms_monitor.config import load_settings
 from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.inputs.webhooks import CallbackInbox
-from sms_monitor.monitor import Monitor
 from sms_monitor.outputs.http import ExporterServer, build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, SimState
@@ -119,11 +119,11 @@ def quiet(clock: FakeClock) -> Iterator[tuple[SimulatorServer, SimState]]:
 
 @pytest.fixture
 def monitored(quiet: tuple[SimulatorServer, SimState], clock: FakeClock
-              ) -> Iterator[tuple[Monitor, ExporterServer, SimState]]:
+              ) -> Iterator[tuple[App, ExporterServer, SimState]]:
     sim, state = quiet
     settings = load_settings(demo_env(sim.url), {"number_type": "toll_free", "window": "10m"})
-    monitor = Monitor(settings, clock=clock, sleep=SleepRecorder())
-    server = ExporterServer(("127.0.0.1", 0), monitor.holder, callbacks=monitor.callbacks).start()
+    monitor = build(settings, clock=clock, sleep=SleepRecorder())
+    server = monitor.exporter(("127.0.0.1", 0)).start()
     yield monitor, server, state
     server.stop()
 
@@ -136,7 +136,7 @@ def make_messages(state: SimState, clock: FakeClock, n: int) -> list[str]:
 
 
 def test_the_same_callback_ten_times_and_reverse_order_count_once(
-        monitored: tuple[Monitor, ExporterServer, SimState], clock: FakeClock) -> None:
+        monitored: tuple[App, ExporterServer, SimState], clock: FakeClock) -> None:
     monitor, server, state = monitored
     first, second = make_messages(state, clock, 2)
     monitor.run_cycle()
@@ -150,7 +150,7 @@ def test_the_same_callback_ten_times_and_reverse_order_count_once(
     assert window.records[first].status == window.records[second].status == "delivered"
     assert window.latency.count == 2
     assert window.timed == {"callback": 2}
-    registry = build_registry(monitor.holder)
+    registry = build_registry(monitor.holder, monitor.areas)
     assert registry.get_sample_value("sms_delivery_latency_seconds_count",
                                      {"account": "primary"}) == 2
     assert registry.get_sample_value("sms_delivery_latency_source_total",
@@ -158,7 +158,7 @@ def test_the_same_callback_ten_times_and_reverse_order_count_once(
 
 
 def test_callbacks_racing_polls_count_each_delivery_once(
-        monitored: tuple[Monitor, ExporterServer, SimState], clock: FakeClock) -> None:
+        monitored: tuple[App, ExporterServer, SimState], clock: FakeClock) -> None:
     monitor, server, state = monitored
     sids = make_messages(state, clock, 40)
     monitor.run_cycle()

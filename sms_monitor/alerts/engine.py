@@ -58,9 +58,11 @@ class AlertEngine:
         self._reported = current
         return rules, broken
 
-    def cycle(self, snapshot: Snapshot, records: Mapping[str, Sequence[MessageRecord]],
-              rows: Sequence[Mapping[str, Any]] | None) -> AlertsSnapshot:
+    def cycle(self, snapshot: Snapshot) -> AlertsSnapshot:
+        """Evaluate the rules the database part read against the published snapshot."""
         now = self.clock()
+        rows = snapshot.database.facts.rule_rows if snapshot.database is not None else None
+        records = {a.account: a.records for a in snapshot.accounts}
         rules, broken = self.parse(rows or [])
         leader = self.leadership.check()
         store_ok = True
@@ -88,7 +90,7 @@ class AlertEngine:
         return AlertsSnapshot(leader=leader, alerts=tuple(views),
                               broken=tuple((b.name, b.reason) for b in broken),
                               notifications=dict(self.sent), outbox_pending=pending,
-                              store_ok=store_ok, rules_ok=rows is not None)
+                              store_ok=store_ok)
 
     def _recipients(self, rule: Rule, level: int) -> list[str]:
         out: list[str] = []

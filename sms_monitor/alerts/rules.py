@@ -132,7 +132,7 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
             cond = json.loads(cond)
         except ValueError:
             return broken("trigger_conditions is not valid JSON")
-    if not isinstance(cond, dict):
+    if not isinstance(cond, Mapping):
         return broken("trigger_conditions must be a JSON object")
     metric = cond.get("metric")
     if not isinstance(metric, str) or not metric:

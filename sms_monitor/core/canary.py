@@ -1,6 +1,6 @@
 """The synthetic canary's bookkeeping: probes in flight, their outcomes, the latest result.
 
-Pure and thread-safe: the edge (``sources/canary.py``) reports what it sent and what it
+Pure and thread-safe: the edge (``inputs/canary.py``) reports what it sent and what it
 read; status callbacks report what Twilio told us; the clock is injected. A probe ends as
 ``delivered`` (end-to-end latency known), ``failed`` (undelivered or failed at Twilio),
 ``timeout`` (nothing final within the timeout) or, before that, ``send_error`` (the API
@@ -12,25 +12,36 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sms_monitor.core.classify import CheckResult, Status
+from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.records import DELIVERED_STATUSES, FINAL_STATUSES
 
 SUCCESS = frozenset({"delivered", "accepted"})
 
 
 @dataclass(frozen=True)
-class CanaryView:
-    """What the exporter shows of the canary at one moment."""
+class CanaryView(Immutable):
+    """The canary's part of the snapshot: what it has seen of its probes at one moment."""
 
     account: str
     api_only: bool
-    results: dict[str, int] = field(default_factory=dict)  # probes by result, since start
+    results: Mapping[str, int] = field(default_factory=dict)  # probes by result, since start
     success: bool | None = None  # the last finished probe's outcome (None: none finished yet)
     latency: float | None = None  # its end-to-end (or API) latency, seconds
     last_success: float | None = None  # when the last successful probe finished
     last_result: str | None = None
     in_flight: int = 0
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        return ()  # the canary is judged by its alerts (SmsCanaryFailing), not a check
+
+    @property
+    def verdict(self) -> Status | None:
+        return None
 
 
 class CanaryTracker:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sms_monitor.core.classify import CheckResult, Status, grade, overall_check
 from sms_monitor.core.content import ContentReport
 from sms_monitor.core.facts import DatabaseFacts
+from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.keywords import OPTIN, OPTOUT
 from sms_monitor.core.peers import peer_hash
 from sms_monitor.core.records import MessageRecord
@@ -54,7 +55,7 @@ def latest_optouts(events: Iterable[KeywordEvent]) -> dict[int, float]:
 
 
 @dataclass(frozen=True)
-class DatabaseView:
+class DatabaseView(Immutable):
     """Everything the database checks need from the Twilio side, computed by the monitor."""
 
     candidates: Mapping[str, float] = field(default_factory=dict)  # number -> STOP time

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sms_monitor.core.frozen import Immutable
 
 # Failure kinds a source reports for one request.
 TIMEOUT = "timeout"
@@ -16,7 +19,7 @@ UNREACHABLE = frozenset({TIMEOUT, CONNECTION})
 
 
 @dataclass(frozen=True)
-class AccountFacts:
+class AccountFacts(Immutable):
     """What one poll of one Twilio account learned, besides message records."""
 
     balance: float | None = None
@@ -34,14 +37,14 @@ class AccountFacts:
     spend_currency: str | None = None
     spend_as_of: float | None = None  # when the usage figures were read (POSIX seconds)
     # request part ("balance", "account", "phone_number", "messages") -> failure kind
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class DatabaseFacts:
+class DatabaseFacts(Immutable):
     """What one poll of the application database learned; None where a query failed."""
 
-    invalid_phones: dict[str, int] | None = None  # logical column -> count
+    invalid_phones: Mapping[str, int] | None = None  # logical column -> count
     queue_delay: float | None = None  # mean seconds, SMS rows created in the last hour
     queue_sent: int | None = None  # SMS rows created in the last hour and sent
     queue_unsent: int | None = None  # ... not sent yet
@@ -49,14 +52,14 @@ class DatabaseFacts:
     sms_disabled: int | None = None  # settings rows with SMS off
     settings_rows: int | None = None
     opted_out: frozenset[int] | None = None  # peer hashes of opted-out clients' numbers
-    client_optout: dict[str, bool] | None = None  # candidate number -> any client not opted out
+    client_optout: Mapping[str, bool] | None = None  # candidate number -> any client not opted out
     logged_recipients: int | None = None  # SMS recipients logged in the reconciliation span
     # (digit-masked message text, sent, delivered) of the last 7 days; None when not read
-    content_rows: list[tuple[str, int, int]] | None = None
+    content_rows: Sequence[tuple[str, int, int]] | None = None
     # notification_rules rows with the runbook's column names; None when unreadable
-    rule_rows: list[dict[str, object]] | None = None
-    failures: dict[str, str] = field(default_factory=dict)  # query -> one-line reason
-    causes: dict[str, str] = field(default_factory=dict)  # query -> bounded cause label
+    rule_rows: Sequence[Mapping[str, object]] | None = None
+    failures: Mapping[str, str] = field(default_factory=dict)  # query -> one-line reason
+    causes: Mapping[str, str] = field(default_factory=dict)  # query -> bounded cause label
 
     @property
     def up(self) -> bool:
@@ -64,11 +67,11 @@ class DatabaseFacts:
 
 
 @dataclass(frozen=True)
-class StatusPageFacts:
+class StatusPageFacts(Immutable):
     ok: bool
     error: str | None = None
     indicator: str | None = None  # none, minor, major, critical
-    components: dict[str, str] = field(default_factory=dict)  # name -> status (relevant ones)
+    components: Mapping[str, str] = field(default_factory=dict)  # name -> status (relevant ones)
     open_incidents: int = 0
     incident_names: tuple[str, ...] = ()
     read_at: float = 0.0

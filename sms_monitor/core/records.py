@@ -16,7 +16,7 @@ FAILED_STATUSES = frozenset({"undelivered", "failed"})
 CARRIER_FILTERED_ERROR = 30007
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MessageRecord:
     """What sms-monitor remembers of one Twilio message.
 

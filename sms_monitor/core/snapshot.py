@@ -1,33 +1,68 @@
-"""The immutable Snapshot every reader (scrape, check, landing page) reads.
+"""The immutable Snapshot every reader (scrape, ``check``, landing page, alert engine) reads.
 
-A poll cycle builds a new Snapshot and swaps it in atomically; readers never
-call sources, so a scrape never waits for Twilio.
+A cycle reads each input into a *part* (frozen: its facts, checks and counters at that
+moment) and publishes them together as one Snapshot, swapped in atomically; readers never
+call inputs, so a scrape never waits for Twilio. The alert engine reads the published
+snapshot and publishes its own state beside it (:class:`Published`), never into it.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from sms_monitor.core.canary import CanaryView
 from sms_monitor.core.classify import CheckResult, Status, worst
 from sms_monitor.core.content import ContentReport
+from sms_monitor.core.dbchecks import KeywordEvent
+from sms_monitor.core.events import CallbackEvent
 from sms_monitor.core.facts import AccountFacts, DatabaseFacts, StatusPageFacts
+from sms_monitor.core.frozen import Immutable
+from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.window import HistogramState
 
 
+class Part(Protocol):
+    """What one input contributes to a snapshot."""
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]: ...
+
+    @property
+    def verdict(self) -> Status | None:
+        """Its say in ``overall`` (None: its checks are advisory, shown but not counted)."""
+        ...
+
+
+P = TypeVar("P")
+
+# Part keys: one per input instance.
+DATABASE = "database"
+STATUSPAGE = "statuspage"
+CANARY = "canary"
+WEBHOOKS = "webhooks"
+
+
+def account_key(name: str) -> str:
+    return f"twilio:{name}"
+
+
 @dataclass(frozen=True)
-class RequestTelemetry:
+class RequestTelemetry(Immutable):
     """Cumulative Twilio request counts and durations up to the snapshot."""
 
-    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # account, endpoint, code
-    durations: dict[tuple[str, str], HistogramState] = field(default_factory=dict)
-    retries: dict[tuple[str, str], int] = field(default_factory=dict)  # account, reason
+    counts: Mapping[tuple[str, str, str], int] = field(default_factory=dict)  # account, endpoint, code
+    durations: Mapping[tuple[str, str], HistogramState] = field(default_factory=dict)
+    retries: Mapping[tuple[str, str], int] = field(default_factory=dict)  # account, reason
 
 
 @dataclass(frozen=True)
-class AccountSnapshot:
+class AccountSnapshot(Immutable):
+    """A Twilio account's part."""
+
     account: str
     checks: tuple[CheckResult, ...]
     facts: AccountFacts
@@ -38,29 +73,98 @@ class AccountSnapshot:
     window_records: int
     malformed_records: int = 0
     # cumulative failed poll parts: (part, cause) -> count
-    poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    poll_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
     # deliveries in the latency histogram by where their time came from (callback, poll)
-    timed: dict[str, int] = field(default_factory=dict)
+    timed: Mapping[str, int] = field(default_factory=dict)
+    # every record held (the window, or a longer alert-rule window), as the cycle left them
+    records: tuple[MessageRecord, ...] = field(default=(), repr=False)
+    # keyword messages polled, with the sender's number (in memory only): (sid, event)
+    keywords: tuple[tuple[str, KeywordEvent], ...] = field(default=(), repr=False)
 
     @property
     def overall(self) -> Status:
         return self.checks[-1].status if self.checks else Status.UNKNOWN
 
+    @property
+    def verdict(self) -> Status | None:
+        return self.overall
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
 
 @dataclass(frozen=True)
-class DatabaseSnapshot:
+class DatabaseSnapshot(Immutable):
+    """The application database's part (the pseudo-account ``database``)."""
+
     checks: tuple[CheckResult, ...]
     facts: DatabaseFacts
     sent_to_opted_out: int | None
     optout_unprocessed: int | None
     twilio_in_span: int | None
     poll_seconds: float
-    query_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (query, cause)
+    query_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (query, cause)
     content: ContentReport | None = None
 
     @property
     def overall(self) -> Status:
         return self.checks[-1].status if self.checks else Status.UNKNOWN
+
+    @property
+    def verdict(self) -> Status | None:
+        return self.overall
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class StatusPagePart:
+    """Twilio's status page: shown with the checks, never part of ``overall``."""
+
+    facts: StatusPageFacts
+    check: CheckResult
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        return (self.check,)
+
+    @property
+    def verdict(self) -> Status | None:
+        return None
+
+
+@dataclass(frozen=True)
+class AuditCounts:
+    """The keyword audit table's writer, since start."""
+
+    queued: int = 0
+    written: int = 0
+    failures: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class WebhooksPart(Immutable):
+    """Twilio's webhooks (status callbacks, incoming messages) since the last cycle."""
+
+    # requests by (endpoint, outcome), since start
+    requests: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    inbound_keywords: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
+    dropped: int = 0  # status events lost before a cycle applied them
+    audit: AuditCounts | None = None
+    # accepted status callbacks that arrived since the last cycle
+    status_events: tuple[CallbackEvent, ...] = field(default=(), repr=False)
+    # keyword messages posted to /twilio/inbound, with the sender (in memory only)
+    keywords: tuple[tuple[str, KeywordEvent], ...] = field(default=(), repr=False)
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        return ()
+
+    @property
+    def verdict(self) -> Status | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -79,66 +183,109 @@ class AlertView:
 
 
 @dataclass(frozen=True)
-class AlertsSnapshot:
+class AlertsSnapshot(Immutable):
+    """The alert engine's state after it evaluated a snapshot."""
+
     leader: bool
     alerts: tuple[AlertView, ...] = ()
     broken: tuple[tuple[str, str], ...] = ()  # (rule, reason)
-    notifications: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, outcome)
+    notifications: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (channel, outcome)
     outbox_pending: int = 0
     store_ok: bool = True
-    rules_ok: bool = True
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Immutable):
     taken_at: float
-    accounts: tuple[AccountSnapshot, ...] = ()
+    # one part per input, in the order the cycle read them (accounts, database, ...)
+    parts: Mapping[str, Part] = field(default_factory=dict)
     requests: RequestTelemetry = field(default_factory=RequestTelemetry)
-    last_success: dict[str, float] = field(default_factory=dict)  # source -> POSIX seconds
+    last_success: Mapping[str, float] = field(default_factory=dict)  # source -> POSIX seconds
     cycles: int = 0
     cycle_seconds: float = 0.0
-    database: DatabaseSnapshot | None = None
-    alerts: AlertsSnapshot | None = None
-    statuspage: StatusPageFacts | None = None
-    statuspage_check: CheckResult | None = None  # shown with the checks, not in overall
-    # webhook requests by (endpoint, outcome)
-    callbacks: dict[tuple[str, str], int] = field(default_factory=dict)
-    inbound_keywords: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
-    callback_drops: int = 0  # status events lost before a cycle applied them
-    # keyword audit rows: queued, written, write failures, dropped
-    audit: tuple[int, int, int, int] | None = None
-    canary: CanaryView | None = None
+
+    def part(self, key: str, kind: type[P]) -> P | None:
+        value = self.parts.get(key)
+        return value if isinstance(value, kind) else None
+
+    def parts_of(self, kind: type[P]) -> Iterator[P]:
+        return (p for p in self.parts.values() if isinstance(p, kind))
+
+    @property
+    def accounts(self) -> tuple[AccountSnapshot, ...]:
+        return tuple(self.parts_of(AccountSnapshot))
+
+    @property
+    def database(self) -> DatabaseSnapshot | None:
+        return self.part(DATABASE, DatabaseSnapshot)
+
+    @property
+    def statuspage(self) -> StatusPageFacts | None:
+        sp = self.part(STATUSPAGE, StatusPagePart)
+        return sp.facts if sp is not None else None
+
+    @property
+    def statuspage_check(self) -> CheckResult | None:
+        sp = self.part(STATUSPAGE, StatusPagePart)
+        return sp.check if sp is not None else None
+
+    @property
+    def canary(self) -> CanaryView | None:
+        return self.part(CANARY, CanaryView)
+
+    @property
+    def webhooks(self) -> WebhooksPart:
+        return self.part(WEBHOOKS, WebhooksPart) or WebhooksPart()
 
     def checks(self) -> list[CheckResult]:
-        out = [c for a in self.accounts for c in a.checks]
-        if self.database is not None:
-            out.extend(self.database.checks)
-        if self.statuspage_check is not None:
-            out.append(self.statuspage_check)
-        return out
+        return [c for p in self.parts.values() for c in p.checks]
 
     @property
     def overall(self) -> Status:
-        groups = [a.overall for a in self.accounts]
-        if self.database is not None:
-            groups.append(self.database.overall)
-        return worst(groups)
+        return worst(v for p in self.parts.values() if (v := p.verdict) is not None)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What readers see: the last snapshot and the alert engine's state after it."""
+
+    snapshot: Snapshot
+    alerts: AlertsSnapshot | None = None
 
 
 class SnapshotHolder:
-    """Holds the latest Snapshot; replacing it is a single reference assignment."""
+    """Holds the latest :class:`Published`; replacing it is a single reference assignment."""
 
     def __init__(self) -> None:
-        self._current: Snapshot | None = None
+        self._published: Published | None = None
         self._ready = threading.Event()
 
     @property
+    def published(self) -> Published | None:
+        return self._published
+
+    @property
     def current(self) -> Snapshot | None:
-        return self._current
+        p = self._published
+        return p.snapshot if p is not None else None
+
+    @property
+    def alerts(self) -> AlertsSnapshot | None:
+        p = self._published
+        return p.alerts if p is not None else None
 
     def publish(self, snapshot: Snapshot) -> None:
-        self._current = snapshot
+        """A new snapshot; the alert state stays the last one published until the engine
+        has evaluated this snapshot (a scrape in between never loses the alert metrics)."""
+        previous = self._published
+        self._published = Published(snapshot, previous.alerts if previous else None)
         self._ready.set()
+
+    def publish_alerts(self, alerts: AlertsSnapshot) -> None:
+        """The alert engine's state for the snapshot already published."""
+        p = self._published
+        if p is not None:
+            self._published = Published(p.snapshot, alerts)
 
     @property
     def ready(self) -> bool:

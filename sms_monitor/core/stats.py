@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.records import (
     CARRIER_FILTERED_ERROR,
     DELIVERED_STATUSES,
@@ -15,7 +16,7 @@ from sms_monitor.core.records import (
 
 
 @dataclass(frozen=True)
-class WindowStats:
+class WindowStats(Immutable):
     window_seconds: float
     outbound: int = 0
     delivered: int = 0
@@ -27,9 +28,9 @@ class WindowStats:
     peak_minute: int = 0  # outbound messages created in the busiest wall-clock minute
     segments: int = 0  # segments of outbound messages
     international: int = 0  # outbound messages to another calling code than home
-    spend_by_country: dict[str, float] = field(default_factory=dict)  # calling code -> price
-    by_status: dict[tuple[str, str], int] = field(default_factory=dict)  # (direction, status)
-    by_error: dict[str, int] = field(default_factory=dict)  # error code as text
+    spend_by_country: Mapping[str, float] = field(default_factory=dict)  # calling code -> price
+    by_status: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (direction, status)
+    by_error: Mapping[str, int] = field(default_factory=dict)  # error code as text
 
     @property
     def settled(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sms_monitor.core.records import FINAL_STATUSES, MessageRecord
 
@@ -93,10 +93,9 @@ class MessageWindow:
         early = self.pending.pop(record.sid, None)
         if early is not None and not (record.final and early[0] not in FINAL_STATUSES):
             # the callback came first: its status, and its arrival as the delivery time
-            record.status, record.updated = early[0], early[2]
+            record = replace(record, status=early[0], updated=early[2],
+                             error_code=early[1] if early[1] is not None else record.error_code)
             source = "callback"
-            if early[1] is not None:
-                record.error_code = early[1]
         old = self.records.get(record.sid)
         if old is not None:
             if old.final and not record.final:
@@ -104,7 +103,7 @@ class MessageWindow:
             if old.delivered:
                 # Already observed in the latency histogram; keep the first delivery time.
                 if record.delivered:
-                    record.updated = old.updated
+                    record = replace(record, updated=old.updated)
             elif record.delivered:
                 self._observe_delivery(record, source)
         elif record.delivered:
@@ -125,11 +124,8 @@ class MessageWindow:
             if prev is None or not (prev[0] in FINAL_STATUSES and status not in FINAL_STATUSES):
                 self.pending[sid] = (status, error_code, at)
             return
-        new = MessageRecord(sid=sid, outbound=old.outbound, status=status,
-                            error_code=error_code if error_code is not None else old.error_code,
-                            created=old.created, updated=at, price=old.price,
-                            segments=old.segments, peer=old.peer, country=old.country,
-                            keyword=old.keyword)
+        new = replace(old, status=status, updated=at,
+                      error_code=error_code if error_code is not None else old.error_code)
         self.upsert(new, source="callback")
 
     def _observe_delivery(self, record: MessageRecord, source: str) -> None:

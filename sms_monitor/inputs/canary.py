@@ -12,7 +12,7 @@ Sends are never retried: a retried create can send the test message twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
@@ -20,9 +20,11 @@ import structlog
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
-from sms_monitor.config import AccountConfig, CanaryConfig
-from sms_monitor.core.canary import CanaryTracker
+from sms_monitor.config import AccountConfig, CanaryConfig, Settings
+from sms_monitor.core.canary import CanaryTracker, CanaryView
 from sms_monitor.core.peers import peer_hash
+from sms_monitor.core.snapshot import CANARY, WEBHOOKS, WebhooksPart
+from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 from sms_monitor.inputs.telemetry import RequestLog
 from sms_monitor.inputs.twilio import failure_kind
 from sms_monitor.inputs.twilio_http import MonitoredHttpClient
@@ -93,3 +95,43 @@ class CanaryProber:
                 self.tracker.observe(sid, message.status, updated.timestamp(),
                                      created=created.timestamp())
         self.tracker.expire(now)
+
+
+class CanaryInput:
+    """The canary on the seam: each cycle settles its probes (callbacks first, then reads
+    by SID) and hands back the tracker's view. Probes are sent by the daemon's own job."""
+
+    key = CANARY
+    stage = OBSERVE
+
+    def __init__(self, prober: CanaryProber) -> None:
+        self.prober = prober
+
+    @property
+    def last_success(self) -> float | None:
+        return None  # the probe's own last success is a metric of its part
+
+    def read(self, ctx: CycleContext) -> CanaryView:
+        webhooks = ctx.parts.get(WEBHOOKS)
+        if isinstance(webhooks, WebhooksPart):
+            for e in webhooks.status_events:
+                self.prober.tracker.observe(e.sid, e.status, e.at)
+        try:
+            self.prober.follow()
+        except Exception as exc:  # the probe must never cost a cycle
+            log.exception("canary_follow_crashed", error=type(exc).__name__)
+        return self.prober.tracker.view()
+
+    def close(self) -> None:
+        pass
+
+
+def build(settings: Settings, wiring: Wiring) -> Sequence[Input]:
+    canary = settings.canary
+    if canary is None:
+        return []
+    account = next(a for a in settings.accounts if a.name == canary.account)
+    prober = CanaryProber(canary, account, wiring.requests_log, timeout=settings.request_timeout,
+                          public_url=settings.public_url, clock=wiring.clock)
+    wiring.excludes[account.name] = prober.excludes
+    return [CanaryInput(prober)]

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import requests
 import structlog
 
+from sms_monitor.config import Settings
 from sms_monitor.core.facts import StatusPageFacts
+from sms_monitor.core.snapshot import STATUSPAGE, StatusPagePart
+from sms_monitor.core.statuspage import statuspage_check
+from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 
 log = structlog.get_logger("sms_monitor.statuspage")
 
@@ -86,3 +91,32 @@ class StatusPageSource:
             facts = StatusPageFacts(ok=False, error=reason, read_at=now)
         self.last = facts
         return facts
+
+
+class StatusPageInput:
+    """The status page on the seam: its part is the facts and the ``twilio_status`` check."""
+
+    key = STATUSPAGE
+    stage = OBSERVE
+
+    def __init__(self, source: StatusPageSource) -> None:
+        self.source = source
+
+    @property
+    def last_success(self) -> float | None:
+        return self.source.last_ok
+
+    def read(self, ctx: CycleContext) -> StatusPagePart:
+        facts = self.source.poll(ctx.now)
+        return StatusPagePart(facts, statuspage_check(facts))
+
+    def close(self) -> None:
+        self.source.session.close()
+
+
+def build(settings: Settings, wiring: Wiring) -> Sequence[Input]:
+    if not settings.statuspage_url:
+        return []
+    return [StatusPageInput(StatusPageSource(settings.statuspage_url,
+                                             timeout=min(5.0, settings.request_timeout),
+                                             interval=settings.statuspage_interval))]

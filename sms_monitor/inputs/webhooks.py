@@ -20,12 +20,12 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import structlog
 from twilio.request_validator import RequestValidator
 
+from sms_monitor.core.events import CallbackEvent, InboundEvent
 from sms_monitor.core.keywords import KeywordMatcher
 
 log = structlog.get_logger("sms_monitor.webhooks")
@@ -35,27 +35,6 @@ STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
 ENDPOINTS = {STATUS_PATH: "status", INBOUND_PATH: "inbound"}
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-
-@dataclass(frozen=True)
-class CallbackEvent:
-    account_sid: str
-    sid: str
-    status: str
-    error_code: int | None
-    at: float  # when it arrived (POSIX seconds)
-
-
-@dataclass(frozen=True)
-class InboundEvent:
-    """An incoming keyword message. ``number`` is the sender's, held in memory only."""
-
-    account_sid: str
-    sid: str
-    number: str
-    kind: str  # optout, optin or help
-    keyword: str  # the word itself, upper case
-    at: float  # when it arrived (POSIX seconds)
 
 
 class CallbackInbox:

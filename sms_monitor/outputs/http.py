@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import html
 import socket
 import threading
-import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -13,18 +12,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
-from sms_monitor import __version__
-from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
+from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
 from sms_monitor.outputs.collector import SnapshotCollector
+from sms_monitor.outputs.metrics import Area
+from sms_monitor.outputs.pages import landing_page
 from sms_monitor.outputs.webconfig import OPEN_PATHS, WebConfig
 
-_COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
 
-
-def build_registry(holder: SnapshotHolder) -> CollectorRegistry:
+def build_registry(holder: SnapshotHolder, areas: Sequence[type[Area]] = ()) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(holder))
+    registry.register(SnapshotCollector(holder, areas))
     ProcessCollector(registry=registry)
     return registry
 
@@ -105,61 +103,10 @@ class ExporterHandler(BaseHTTPRequestHandler):
             else:
                 self._send(503, b"waiting for the first poll cycle\n", "text/plain; charset=utf-8")
         elif path == "/":
-            self._send(200, landing_page(holder, self.server.extra_html).encode(),
+            self._send(200, landing_page(holder, self.server.pages, self.server.extra_html).encode(),
                        "text/html; charset=utf-8")
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-
-def landing_page(holder: SnapshotHolder, extra_html: str = "") -> str:
-    snap = holder.current
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>sms-monitor</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
-        "td.s{color:#fff;font-weight:bold}</style></head><body>",
-        f"<h1>sms-monitor {html.escape(__version__)}</h1>",
-        "<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
-        "<a href='/readyz'>/readyz</a></p>",
-    ]
-    if snap is None:
-        parts.append("<p>Waiting for the first poll cycle.</p>")
-    else:
-        age = max(0.0, time.time() - snap.taken_at)
-        parts.append(f"<p>Overall: <b>{snap.overall.value}</b>; last poll {age:.0f}s ago.</p>")
-        parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
-                     "<th>detail</th></tr>")
-        for c in snap.checks():
-            value = "" if c.value is None else f"{c.value:.4g} {c.unit}"
-            colour = _COLOURS[c.status.value]
-            parts.append(
-                f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
-                f"<td class='s' style='background:{colour}'>{c.status.value}</td>"
-                f"<td>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
-        parts.append("</table>")
-        parts.append(realtime_summary(snap))
-    parts.append(extra_html)
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-def realtime_summary(snap: Snapshot) -> str:
-    """Where delivery times come from, and the canary's last probe (HTML, escaped)."""
-    lines = []
-    for a in snap.accounts:
-        callback, poll = a.timed.get("callback", 0), a.timed.get("poll", 0)
-        if callback or poll:
-            lines.append(f"{html.escape(a.account)}: {callback} of {callback + poll} delivery "
-                         f"times from status callbacks, {poll} from polls")
-    c = snap.canary
-    if c is not None:
-        counts = ", ".join(f"{n} {r}" for r, n in sorted(c.results.items())) or "none settled"
-        last = "no probe settled yet" if c.last_result is None else (
-            f"last probe {c.last_result}" + (f" in {c.latency:.1f} s" if c.latency is not None
-                                             else ""))
-        mode = "API only, test credentials" if c.api_only else "end to end"
-        lines.append(f"canary ({html.escape(c.account)}, {mode}): {last}; probes: {counts}; "
-                     f"{c.in_flight} in flight")
-    return "".join(f"<p>{line}</p>" for line in lines)
 
 
 class ExporterServer(ThreadingHTTPServer):
@@ -169,12 +116,14 @@ class ExporterServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
                  extra_html: str = "", web_config: WebConfig | None = None,
-                 callbacks: CallbackInbox | None = None) -> None:
+                 callbacks: CallbackInbox | None = None,
+                 areas: Sequence[type[Area]] = ()) -> None:
         super().__init__(address, ExporterHandler)
         self.web_config = web_config
         self.callbacks = callbacks
         self.holder = holder
-        self.registry = build_registry(holder)
+        self.registry = build_registry(holder, areas)
+        self.pages = [a() for a in areas]
         self.extra_html = extra_html
         self._thread: threading.Thread | None = None
 

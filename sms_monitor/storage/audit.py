@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from sms_monitor.inputs.webhooks import InboundEvent
+from sms_monitor.core.events import InboundEvent
 from sms_monitor.logs import mask_phone
 
 log = structlog.get_logger("sms_monitor.audit")

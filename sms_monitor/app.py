@@ -1,0 +1,173 @@
+"""The composition root: every part of sms-monitor is built here, from the settings.
+
+Adding an input is its own modules (the reading edge under ``inputs/``, its pure checks
+under ``core/``, its metric area under ``outputs/metrics/``), its tests, and one line in
+:data:`UNITS`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sms_monitor.config import Settings
+from sms_monitor.core.keywords import KeywordMatcher
+from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
+from sms_monitor.cycle import run_cycle
+from sms_monitor.inputs import account, database_input, statuspage, webhook_input
+from sms_monitor.inputs import canary as canary_input
+from sms_monitor.inputs.account import AccountInput
+from sms_monitor.inputs.base import Input, Wiring
+from sms_monitor.inputs.canary import CanaryInput, CanaryProber
+from sms_monitor.inputs.database_input import DatabaseInput
+from sms_monitor.inputs.telemetry import RequestLog
+from sms_monitor.inputs.webhook_input import WebhookInput
+from sms_monitor.inputs.webhooks import CallbackInbox
+from sms_monitor.outputs.metrics import (
+    AccountArea,
+    Area,
+    CanaryArea,
+    CostArea,
+    DatabaseArea,
+    RequestArea,
+    StatusPageArea,
+    WebhookArea,
+    WindowArea,
+)
+from sms_monitor.storage.audit import KeywordAudit
+
+if TYPE_CHECKING:
+    from sms_monitor.alerts.engine import AlertEngine
+    from sms_monitor.outputs.http import ExporterServer
+
+Clock = Callable[[], float]
+Factory = Callable[[Settings, Wiring], Sequence[Input]]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One kind of input: how it is built, and the metric areas that show its part."""
+
+    name: str
+    build: Factory
+    areas: tuple[type[Area], ...] = ()
+
+
+UNITS: tuple[Unit, ...] = (
+    Unit("webhooks", webhook_input.build, (WebhookArea,)),
+    Unit("twilio", account.build, (AccountArea, WindowArea, CostArea, RequestArea)),
+    Unit("database", database_input.build, (DatabaseArea,)),
+    Unit("statuspage", statuspage.build, (StatusPageArea,)),
+    Unit("canary", canary_input.build, (CanaryArea,)),
+)
+
+
+def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
+    from sms_monitor.alerts.engine import AlertEngine
+    from sms_monitor.alerts.leader import Leadership
+    from sms_monitor.alerts.notify import Notifier
+    from sms_monitor.alerts.store import AlertStore
+
+    cfg = settings.alerts
+    assert cfg is not None
+    store = AlertStore(cfg.store_url, cfg.prefix, cfg.schema)  # created on first use
+    return AlertEngine(
+        config=cfg, accounts=[a.name for a in settings.accounts],
+        notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
+                          timeout=settings.request_timeout),
+        store=store, leadership=Leadership(cfg.store_url), clock=clock,
+        min_samples=settings.min_samples)
+
+
+@dataclass
+class App:
+    """Everything one process runs: the inputs, the snapshot holder, the alert engine."""
+
+    settings: Settings
+    inputs: tuple[Input, ...]
+    wiring: Wiring
+    areas: tuple[type[Area], ...]
+    alerts: AlertEngine | None = None
+    holder: SnapshotHolder = field(default_factory=SnapshotHolder)
+    cycles: int = 0
+
+    @property
+    def clock(self) -> Clock:
+        return self.wiring.clock
+
+    @property
+    def requests_log(self) -> RequestLog:
+        return self.wiring.requests_log
+
+    def run_cycle(self) -> Snapshot:
+        self.cycles += 1
+        return run_cycle(self.inputs, holder=self.holder, requests_log=self.wiring.requests_log,
+                         clock=self.wiring.clock, cycles=self.cycles, alerts=self.alerts)
+
+    def exporter(self, address: tuple[str, int], **kwargs: Any) -> ExporterServer:
+        """The HTTP server for this app: its snapshot, its metric areas, its webhooks."""
+        from sms_monitor.outputs.http import ExporterServer
+
+        return ExporterServer(address, self.holder, callbacks=self.callbacks, areas=self.areas,
+                              **kwargs)
+
+    def close(self) -> None:
+        for inp in self.inputs:
+            inp.close()
+        if self.alerts is not None:
+            self.alerts.close()
+
+    # Handles for the daemon, the HTTP server and tests.
+    @property
+    def accounts(self) -> list[AccountInput]:
+        return [i for i in self.inputs if isinstance(i, AccountInput)]
+
+    @property
+    def webhooks(self) -> WebhookInput:
+        return next(i for i in self.inputs if isinstance(i, WebhookInput))
+
+    @property
+    def callbacks(self) -> CallbackInbox:
+        return self.webhooks.inbox
+
+    @property
+    def audit(self) -> KeywordAudit | None:
+        return self.webhooks.audit
+
+    @property
+    def database(self) -> DatabaseInput | None:
+        return next((i for i in self.inputs if isinstance(i, DatabaseInput)), None)
+
+    @property
+    def canary(self) -> CanaryProber | None:
+        return next((i.prober for i in self.inputs if isinstance(i, CanaryInput)), None)
+
+    @property
+    def on_deadline(self) -> Callable[[float], None] | None:
+        return self.wiring.on_deadline
+
+    @on_deadline.setter
+    def on_deadline(self, hook: Callable[[float], None] | None) -> None:
+        self.wiring.on_deadline = hook
+
+
+def keyword_matcher(settings: Settings) -> KeywordMatcher:
+    db, inbound = settings.database, settings.inbound
+    return KeywordMatcher(
+        **({"optout": db.optout_keywords} if db else {}),
+        **({"optin": inbound.optin_keywords, "help_words": inbound.help_keywords}
+           if inbound else {}))
+
+
+def build(settings: Settings, *, clock: Clock = time.time,
+          sleep: Callable[[float], None] = time.sleep, alerts: bool = True,
+          units: Sequence[Unit] = UNITS) -> App:
+    """Build every part from the settings. ``alerts=False`` leaves the alert engine out (a
+    one-off ``check`` reports; paging is the daemon's job)."""
+    wiring = Wiring(clock=clock, sleep=sleep, keywords=keyword_matcher(settings))
+    inputs = tuple(i for unit in units for i in unit.build(settings, wiring))
+    engine = build_alert_engine(settings, clock) if alerts and settings.alerts else None
+    return App(settings=settings, inputs=inputs, wiring=wiring,
+               areas=tuple(a for unit in units for a in unit.areas), alerts=engine)

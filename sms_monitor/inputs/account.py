@@ -1,0 +1,183 @@
+"""A Twilio account as an input: probes and the message log, read incrementally into the
+account's window; status callbacks applied to the same records.
+
+The window and the Usage Records figures (read every ``usage_interval``) live here between
+cycles; the part it hands back is frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import structlog
+
+from sms_monitor.config import AccountConfig, Settings
+from sms_monitor.core.checks import account_checks
+from sms_monitor.core.dbchecks import KeywordEvent
+from sms_monitor.core.facts import AccountFacts
+from sms_monitor.core.snapshot import WEBHOOKS, AccountSnapshot, WebhooksPart, account_key
+from sms_monitor.core.stats import window_stats
+from sms_monitor.core.window import MessageWindow
+from sms_monitor.inputs.base import POLL, CycleContext, Input, Wiring
+from sms_monitor.inputs.twilio import TwilioPoller
+
+log = structlog.get_logger("sms_monitor.account")
+
+
+def month_fraction(now: float) -> float:
+    """Share of the current calendar month (UTC) that has passed at ``now``."""
+    t = datetime.fromtimestamp(now, UTC)
+    start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start.replace(year=start.year + 1, month=1) if start.month == 12
+           else start.replace(month=start.month + 1))
+    return (t - start) / (end - start)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """SMS spend from Usage Records, and when it was read."""
+
+    today: float
+    month: float
+    currency: str | None
+    read_at: float
+
+
+def retention(settings: Settings) -> float:
+    """How long message records are kept: the window, or a longer alert rule window."""
+    alerts = settings.alerts
+    return max(settings.window_seconds, alerts.max_window if alerts else 0.0)
+
+
+class AccountInput:
+    stage = POLL
+
+    def __init__(self, config: AccountConfig, settings: Settings, wiring: Wiring) -> None:
+        self.config = config
+        self.settings = settings
+        self.key = account_key(config.name)
+        self._wiring = wiring
+        self.clock = wiring.clock
+        self.poller = TwilioPoller(config, settings, wiring.requests_log, sleep=wiring.sleep)
+        self.poller.keywords = wiring.keywords
+        self.window = MessageWindow(retention(settings), settings.settle_seconds)
+        self.usage: Usage | None = None
+        self.malformed_total = 0
+        self.errors: Counter[tuple[str, str]] = Counter()
+        self._last_success: float | None = None
+
+    @property
+    def last_success(self) -> float | None:
+        return self._last_success
+
+    def close(self) -> None:
+        pass
+
+    def _excluded(self, sid: str, peer: int | None) -> bool:
+        excludes = self._wiring.excludes.get(self.config.name)
+        return excludes is not None and excludes(sid, peer)
+
+    def apply_callbacks(self, webhooks: WebhooksPart | None) -> None:
+        """Status callbacks for this account's messages (the canary's are not ours)."""
+        for e in webhooks.status_events if webhooks is not None else ():
+            if e.account_sid == self.config.account_sid and not self._excluded(e.sid, None):
+                self.window.apply_callback(e.sid, e.status, e.error_code, e.at)
+
+    def read(self, ctx: CycleContext) -> AccountSnapshot:
+        """A failure of Twilio is a fact of the part; a bug while reading leaves this
+        account's checks unknown and never costs the others."""
+        try:
+            self.apply_callbacks(ctx.parts.get(WEBHOOKS))  # type: ignore[arg-type]
+            return self._read()
+        except Exception as exc:
+            log.exception("account_poll_crashed", account=self.config.name,
+                          error=type(exc).__name__)
+            self.errors["poll", "internal"] += 1
+            facts = AccountFacts(phone_number=self.config.phone_number,
+                                 failures={"poll": "internal"})
+            checks = account_checks(self.config.name, facts, None,
+                                    dict(self.settings.thresholds), self.settings.min_samples)
+            return AccountSnapshot(
+                account=self.config.name, checks=tuple(checks), facts=facts, stats=None,
+                latency=self.window.latency.freeze(), up=False, poll_seconds=0.0,
+                window_records=len(self.window), malformed_records=self.malformed_total,
+                poll_errors=self.errors, timed=self.window.timed,
+                records=tuple(self.window.records.values()), keywords=self._keywords())
+
+    def _facts_with_usage(self, facts: AccountFacts, now: float) -> AccountFacts:
+        if facts.spend_month is not None and facts.spend_today is not None:
+            self.usage = Usage(facts.spend_today, facts.spend_month, facts.spend_currency, now)
+        if self.usage is None:
+            return facts
+        return replace(facts, spend_today=self.usage.today, spend_month=self.usage.month,
+                       spend_currency=self.usage.currency, spend_as_of=self.usage.read_at)
+
+    def _read(self) -> AccountSnapshot:
+        started = time.monotonic()
+        now = self.clock()
+        settings = self.settings
+        horizon = self.window.fetch_horizon(now)
+        usage_due = self.usage is None or now - self.usage.read_at >= settings.usage_interval
+        result = self.poller.poll(horizon, read_usage=usage_due)
+        now = self.clock()
+        facts = self._facts_with_usage(result.facts, now)
+        # a read that failed part-way is dropped whole: its pages would move the horizon past
+        # what was not read
+        if facts.messages_ok:
+            for rec in result.records:
+                if self._excluded(rec.sid, rec.peer):
+                    continue  # the probe's own messages are not the practice's traffic
+                self.window.upsert(rec, result.keyword_numbers.get(rec.sid))
+            self.window.backfilled = True
+        self.window.prune(now)
+        self.malformed_total += result.malformed
+        for part, cause in facts.failures.items():
+            self.errors[part, cause] += 1
+        if result.malformed:
+            log.warning("twilio_malformed_messages", account=self.config.name,
+                        count=result.malformed)
+        up = not (set(facts.failures) - {"usage"})  # spend is read now and then
+        if up:
+            self._last_success = now
+        stats = window_stats(self.window.records.values(), now, settings.window_seconds,
+                             home_code=settings.home_country_code)
+        checks = account_checks(self.config.name, facts, stats, dict(settings.thresholds),
+                                settings.min_samples, self.config.throughput_limit,
+                                budget=self.config.monthly_budget,
+                                month_elapsed=month_fraction(now))
+        elapsed = time.monotonic() - started
+        log.info("twilio_poll_done", account=self.config.name, pages=result.pages,
+                 fetched=len(result.records), window=len(self.window), up=up,
+                 overall=checks[-1].status.value, seconds=round(elapsed, 3))
+        return AccountSnapshot(
+            account=self.config.name,
+            checks=tuple(checks),
+            facts=facts,
+            stats=stats,
+            latency=self.window.latency.freeze(),
+            timed=self.window.timed,
+            up=up,
+            poll_seconds=elapsed,
+            window_records=len(self.window),
+            malformed_records=self.malformed_total,
+            poll_errors=self.errors,
+            records=tuple(self.window.records.values()),
+            keywords=self._keywords(),
+        )
+
+    def _keywords(self) -> tuple[tuple[str, KeywordEvent], ...]:
+        records = self.window.records
+        out = []
+        for sid, number in self.window.keyword_numbers.items():
+            rec = records.get(sid)
+            if rec is not None and rec.keyword:
+                out.append((sid, KeywordEvent(number, rec.created, rec.keyword)))
+        return tuple(out)
+
+
+def build(settings: Settings, wiring: Wiring) -> Sequence[Input]:
+    return [AccountInput(a, settings, wiring) for a in settings.accounts]

@@ -1,0 +1,47 @@
+"""``sms-monitor check``'s output: a table for the terminal, or one JSON object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sms_monitor.core.snapshot import Snapshot
+
+
+def render_table(snapshot: Snapshot) -> str:
+    rows = [("ACCOUNT", "CHECK", "STATUS", "VALUE", "DETAIL")]
+    for c in snapshot.checks():
+        value = "" if c.value is None else f"{c.value:.4g}"
+        rows.append((c.account, c.name, c.status.value.upper(), value, c.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    under = weak_templates(snapshot)
+    if under:
+        lines.append("")
+        lines.append("TEMPLATES UNDER THE DELIVERY THRESHOLD (7 days, masked):")
+        for t in under:
+            lines.append(f"  {t['id']}  {t['delivered']}/{t['sent']} delivered  "
+                         f"[{', '.join(t['findings'])}]  {t['template']}")
+    lines.append(f"OVERALL: {snapshot.overall.value.upper()}")
+    return "\n".join(lines)
+
+
+def weak_templates(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Masked templates under the delivery threshold: for the operator at the terminal only."""
+    db = snapshot.database
+    if db is None or db.content is None:
+        return []
+    check = db.check("content")
+    if check is None or not check.value:
+        return []
+    ranked = sorted(db.content.templates, key=lambda t: t.delivery_ratio)
+    return [{"id": t.id, "template": t.masked, "sent": t.sent, "delivered": t.delivered,
+             "findings": sorted(t.findings)} for t in ranked[:int(check.value)]]
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    doc: dict[str, Any] = {"overall": snapshot.overall.value,
+                           "checks": [c.as_dict() for c in snapshot.checks()]}
+    under = weak_templates(snapshot)
+    if under:
+        doc["templates_under_threshold"] = under
+    return doc

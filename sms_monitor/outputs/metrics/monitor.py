@@ -1,0 +1,109 @@
+"""The monitor's own areas: every check's state, the cycle and each source's health, and
+the alert engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from sms_monitor.core.snapshot import AlertsSnapshot, Snapshot
+from sms_monitor.outputs.metrics.base import CACHED, Area
+
+
+class HealthArea(Area):
+    """Every check of every part (``sms_health_status``)."""
+
+    def collect(self, snap: Snapshot) -> Iterator[Metric]:
+        status = GaugeMetricFamily(
+            "sms_health_status",
+            "Check state: 0 green, 1 yellow, 2 red, -1 unknown" + CACHED,
+            labels=["account", "check"],
+        )
+        for c in snap.checks():
+            status.add_metric([c.account, c.name], c.status.code)
+        yield status
+
+
+class MonitorArea(Area):
+    """The cycle, each source's last success and ``up``, and the webhook receiver's health."""
+
+    def collect(self, snap: Snapshot) -> Iterator[Metric]:
+        last = GaugeMetricFamily("sms_monitor_last_success_timestamp_seconds",
+                                 "When each source was last polled without error",
+                                 labels=["source"])
+        for source, ts in sorted(snap.last_success.items()):
+            last.add_metric([source], ts)
+        poll = GaugeMetricFamily("sms_monitor_poll_duration_seconds",
+                                 "Duration of the last poll of each account", labels=["account"])
+        records = GaugeMetricFamily("sms_monitor_window_records",
+                                    "Message records held in memory for the window",
+                                    labels=["account"])
+        malformed = CounterMetricFamily("sms_monitor_malformed_records",
+                                        "Twilio message records skipped as unusable",
+                                        labels=["account"])
+        errors = CounterMetricFamily("sms_monitor_poll_errors",
+                                     "Failed parts of account polls (balance, account, phone_number, "
+                                     "messages) by cause", labels=["account", "part", "cause"])
+        for a in snap.accounts:
+            for (part, cause), n in sorted(a.poll_errors.items()):
+                errors.add_metric([a.account, part, cause], n)
+            poll.add_metric([a.account], a.poll_seconds)
+            records.add_metric([a.account], a.window_records)
+            malformed.add_metric([a.account], a.malformed_records)
+        up = GaugeMetricFamily("sms_monitor_up", "1 when the source's last poll fully succeeded",
+                               labels=["source"])
+        for a in snap.accounts:
+            up.add_metric([f"twilio:{a.account}"], 1 if a.up else 0)
+        if snap.database is not None:
+            up.add_metric(["database"], 1 if snap.database.facts.up else 0)
+        hooks = CounterMetricFamily(
+            "sms_monitor_webhook_requests", "Twilio webhook requests (status callbacks, incoming "
+            "messages) by outcome (accepted, unsigned, bad_signature, unknown_account, malformed, "
+            "too_large, rate_limited, internal)",
+            labels=["endpoint", "outcome"])
+        for (endpoint, outcome), n in sorted(snap.webhooks.requests.items()):
+            hooks.add_metric([endpoint, outcome], n)
+        drops = CounterMetricFamily(
+            "sms_monitor_webhook_events_dropped",
+            "Accepted status callbacks lost before a cycle applied them (more than 100,000 "
+            "waiting: cycles too far apart for the callback rate)")
+        drops.add_metric([], snap.webhooks.dropped)
+        cycles = CounterMetricFamily("sms_monitor_poll_cycles", "Completed poll cycles")
+        cycles.add_metric([], snap.cycles)
+        taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
+                                  "When the exported snapshot was built")
+        taken.add_metric([], snap.taken_at)
+        yield from (last, up, poll, records, malformed, errors, hooks, drops, cycles, taken)
+
+
+def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
+    """The alert engine's state, published beside the snapshot it evaluated."""
+    leader = GaugeMetricFamily("sms_alert_leader",
+                               "1 when this replica evaluates rules and sends notifications")
+    leader.add_metric([], 1 if al.leader else 0)
+    state = GaugeMetricFamily(
+        "sms_alert_state", "notification_rules alerts: 0 inactive, 1 pending, 2 firing",
+        labels=["rule", "target", "severity"])
+    level = GaugeMetricFamily("sms_alert_escalation_level",
+                              "Escalation level of firing alerts (1-3)", labels=["rule", "target"])
+    codes = {"inactive": 0, "pending": 1, "firing": 2}
+    for a in al.alerts:
+        state.add_metric([a.rule, a.target, a.severity], codes.get(a.state, 0))
+        if a.state == "firing":
+            level.add_metric([a.rule, a.target], a.level)
+    invalid = GaugeMetricFamily("sms_alert_rule_invalid",
+                                "1 for each alert rule row that cannot be used (see the log)",
+                                labels=["rule"])
+    for rule, _reason in al.broken:
+        invalid.add_metric([rule], 1)
+    sent = CounterMetricFamily("sms_alert_notifications",
+                               "Notification attempts by channel and outcome",
+                               labels=["channel", "outcome"])
+    for (channel, outcome), n in sorted(al.notifications.items()):
+        sent.add_metric([channel, outcome], n)
+    pending = GaugeMetricFamily("sms_alert_outbox_pending", "Notifications not delivered yet")
+    pending.add_metric([], al.outbox_pending)
+    store = GaugeMetricFamily("sms_alert_store_up", "1 when the alert store was usable")
+    store.add_metric([], 1 if al.store_ok else 0)
+    yield from (leader, state, level, invalid, sent, pending, store)

@@ -1,0 +1,44 @@
+"""The landing page ``/``: every check, the verdict, and each area's lines."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Sequence
+
+from sms_monitor import __version__
+from sms_monitor.core.snapshot import SnapshotHolder
+from sms_monitor.outputs.metrics import Area
+
+_COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown": "#616161"}
+
+
+def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html: str = "") -> str:
+    snap = holder.current
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>sms-monitor</title>",
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
+        "td.s{color:#fff;font-weight:bold}</style></head><body>",
+        f"<h1>sms-monitor {html.escape(__version__)}</h1>",
+        "<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
+        "<a href='/readyz'>/readyz</a></p>",
+    ]
+    if snap is None:
+        parts.append("<p>Waiting for the first poll cycle.</p>")
+    else:
+        age = max(0.0, time.time() - snap.taken_at)
+        parts.append(f"<p>Overall: <b>{snap.overall.value}</b>; last poll {age:.0f}s ago.</p>")
+        parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
+                     "<th>detail</th></tr>")
+        for c in snap.checks():
+            value = "" if c.value is None else f"{c.value:.4g} {c.unit}"
+            colour = _COLOURS[c.status.value]
+            parts.append(
+                f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
+                f"<td class='s' style='background:{colour}'>{c.status.value}</td>"
+                f"<td>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
+        parts.append("</table>")
+        parts.extend(f"<p>{html.escape(line)}</p>" for a in areas for line in a.page_lines(snap))
+    parts.append(extra_html)
+    parts.append("</body></html>")
+    return "".join(parts)
