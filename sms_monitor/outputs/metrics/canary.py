@@ -11,7 +11,16 @@ from sms_monitor.outputs.metrics.base import Area
 
 
 class CanaryArea(Area):
-    """The canary's probes: results, in flight, the last success and its latency."""
+    """The canary's probes: results, in flight, the last success and its latency.
+
+    Sample::
+
+        sms_canary_probes_total{account="primary",mode="delivery",result="delivered"} 5.0
+        sms_canary_probes_total{account="primary",mode="delivery",result="timeout"} 1.0
+        sms_canary_in_flight{account="primary",mode="delivery"} 1.0
+        sms_canary_success{account="primary",mode="delivery"} 1.0
+        sms_canary_latency_seconds{account="primary",mode="delivery"} 6.5
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         c = snap.canary

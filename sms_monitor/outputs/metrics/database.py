@@ -11,7 +11,19 @@ from sms_monitor.outputs.metrics.base import CACHED, Area
 
 
 class DatabaseArea(Area):
-    """The database checks' numbers, the content report and query errors."""
+    """The database checks' numbers, the content report and query errors.
+
+    Sample::
+
+        sms_clients_invalid_phone_numbers{column="phone"} 2.0
+        sms_optout_unprocessed_messages 0.0
+        sms_sent_to_opted_out_messages 0.0
+        sms_notification_queue_delay_seconds 12.5
+        sms_notifications_last_hour{state="unsent"} 1.0
+        sms_reconciliation_ratio 1.0
+        sms_notification_settings_sms_disabled 3.0
+        sms_monitor_database_query_errors_total{cause="timeout",query="content"} 2.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         db = snap.database

@@ -12,7 +12,16 @@ from sms_monitor.outputs.metrics.base import CACHED, Area
 
 
 class HealthArea(Area):
-    """Every check of every part (``sms_health_status``)."""
+    """Every check of every part (``sms_health_status``).
+
+    Sample::
+
+        sms_health_status{account="primary",check="delivery_rate"} 2.0
+        sms_health_status{account="primary",check="carrier_filtering"} 1.0
+        sms_health_status{account="primary",check="overall"} 2.0
+        sms_health_status{account="database",check="content"} -1.0
+        sms_health_status{account="twilio",check="twilio_status"} 1.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         status = GaugeMetricFamily(
@@ -26,7 +35,18 @@ class HealthArea(Area):
 
 
 class MonitorArea(Area):
-    """The cycle, each source's last success and ``up``, and the webhook receiver's health."""
+    """The cycle, each source's last success and ``up``, and the webhook receiver's health.
+
+    Sample::
+
+        sms_monitor_last_success_timestamp_seconds{source="twilio:primary"} 1.779999995e+09
+        sms_monitor_up{source="database"} 1.0
+        sms_monitor_poll_duration_seconds{account="primary"} 0.5
+        sms_monitor_window_records{account="primary"} 11.0
+        sms_monitor_poll_errors_total{account="primary",cause="timeout",part="usage"} 1.0
+        sms_monitor_webhook_requests_total{endpoint="status",outcome="accepted"} 7.0
+        sms_monitor_poll_cycles_total 1.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         last = GaugeMetricFamily("sms_monitor_last_success_timestamp_seconds",

@@ -11,7 +11,14 @@ from sms_monitor.outputs.metrics.base import Area
 
 
 class StatusPageArea(Area):
-    """The SMS-related components and open incidents of Twilio's status page."""
+    """The SMS-related components and open incidents of Twilio's status page.
+
+    Sample::
+
+        twilio_statuspage_up 1.0
+        twilio_statuspage_component_status{component="REST API",status="degraded_performance"} 1.0
+        twilio_statuspage_open_incidents 1.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         sp = snap.statuspage

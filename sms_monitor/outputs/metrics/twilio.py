@@ -11,7 +11,16 @@ from sms_monitor.outputs.metrics.base import CACHED, Area, buckets
 
 
 class AccountArea(Area):
-    """Balance, status, sending number, API probe and ``twilio_up`` of each account."""
+    """Balance, status, sending number, API probe and ``twilio_up`` of each account.
+
+    Sample::
+
+        twilio_account_balance{account="primary",currency="USD"} 120.5
+        twilio_account_status{account="primary",status="active"} 1.0
+        twilio_phone_number_sms_capable{account="primary",phone_number="+15005550006"} 1.0
+        twilio_api_response_time_seconds{account="primary"} 0.25
+        twilio_up{account="primary"} 1.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         balance = GaugeMetricFamily("twilio_account_balance", "Account balance in its currency"
@@ -43,7 +52,23 @@ class AccountArea(Area):
 
 
 class WindowArea(Area):
-    """The message window of each account: delivery, errors, latency, counts by status."""
+    """The message window of each account: delivery, errors, latency, counts by status.
+
+    Sample::
+
+        sms_delivery_success_ratio{account="primary"} 0.8888888888888888
+        sms_error_ratio{account="primary"} 0.1
+        sms_delivery_latency_mean_seconds{account="primary"} 7.5
+        sms_delivery_latency_seconds_bucket{account="primary",le="10.0"} 7.0
+        sms_delivery_latency_seconds_count{account="primary"} 8.0
+        sms_delivery_latency_seconds_sum{account="primary"} 60.0
+        sms_delivery_latency_source_total{account="primary",source="callback"} 6.0
+        sms_window_messages{account="primary",direction="outbound",status="delivered"} 8.0
+        sms_window_messages{account="primary",direction="outbound",status="undelivered"} 1.0
+        sms_window_error_messages{account="primary",error_code="30007"} 1.0
+        sms_window_carrier_filtered_messages{account="primary"} 1.0
+        sms_window_seconds{account="primary"} 3600.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         delivery = GaugeMetricFamily(
@@ -113,7 +138,15 @@ class WindowArea(Area):
 
 
 class CostArea(Area):
-    """Spend, budget, segments, destinations and throughput of each account."""
+    """Spend, budget, segments, destinations and throughput of each account.
+
+    Sample::
+
+        sms_window_segments_per_message{account="primary"} 1.0
+        sms_window_international_ratio{account="primary"} 0.0
+        sms_throughput_peak_messages_per_second{account="primary"} 0.016666666666666666
+        sms_throughput_utilisation_ratio{account="primary"} 0.016666666666666666
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         spend = GaugeMetricFamily(
@@ -169,7 +202,16 @@ class CostArea(Area):
 
 
 class RequestArea(Area):
-    """Every Twilio API request: counts by status, durations, retries."""
+    """Every Twilio API request: counts by status, durations, retries.
+
+    Sample::
+
+        twilio_api_requests_total{account="primary",code="429",endpoint="messages"} 1.0
+        twilio_api_request_duration_seconds_bucket{account="primary",endpoint="balance",le="0.5"} 2.0
+        twilio_api_request_duration_seconds_count{account="primary",endpoint="balance"} 3.0
+        twilio_api_request_duration_seconds_sum{account="primary",endpoint="balance"} 1.25
+        twilio_api_retries_total{account="primary",reason="rate_limited"} 1.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         total = CounterMetricFamily("twilio_api_requests", "Twilio API requests by HTTP status "

@@ -11,7 +11,16 @@ from sms_monitor.outputs.metrics.base import Area
 
 
 class WebhookArea(Area):
-    """Webhook requests by outcome, keyword messages, and the keyword audit writer."""
+    """Webhook requests by outcome, keyword messages, and the keyword audit writer.
+
+    Sample::
+
+        sms_inbound_keywords_total{account="primary",kind="optout"} 2.0
+        sms_monitor_keyword_audit_queued_rows 0.0
+        sms_monitor_keyword_audit_rows_total 2.0
+        sms_monitor_keyword_audit_write_failures_total 1.0
+        sms_monitor_keyword_audit_dropped_rows_total 0.0
+    """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         hooks = snap.webhooks
