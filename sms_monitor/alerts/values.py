@@ -52,13 +52,14 @@ def value(rule: Rule, target: str, inputs: AlertInputs) -> float | None:
             if db.sent_to_opted_out is None or db.optout_unprocessed is None:
                 return None
             return float(db.sent_to_opted_out + db.optout_unprocessed)
-        return _status(db.checks, rule.check)
+        check = db.check(rule.check) if rule.check is not None else None
+        return None if check is None or check.status is Status.UNKNOWN else float(check.status.code)
 
     accounts = _accounts(inputs, target)
     if not accounts:
         return None
     if rule.check is not None:
-        statuses = [next((c.status for c in a.checks if c.name == rule.check), Status.UNKNOWN)
+        statuses = [c.status if (c := a.check(rule.check)) is not None else Status.UNKNOWN
                     for a in accounts]
         overall = worst(statuses)
         return None if overall is Status.UNKNOWN else float(overall.code)
@@ -104,11 +105,3 @@ def _known_max(values: Iterable[float | None]) -> float | None:
     if not known or any(v is None for v in known):
         return None
     return max(v for v in known if v is not None)
-
-
-def _status(checks: Sequence[object], name: str | None) -> float | None:
-    for c in checks:
-        if getattr(c, "name", None) == name:
-            status = getattr(c, "status", Status.UNKNOWN)
-            return None if status is Status.UNKNOWN else float(status.code)
-    return None
