@@ -27,11 +27,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from sms_monitor.core.e164 import is_e164
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
 from sms_monitor.simulator.webhooks import KEEP, Keep, WebhookSender, check_url
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 MAX_BODY = 1600  # characters, Twilio's limit for a message body
 
 _BASE = r"^/2010-04-01/Accounts/(?P<acc>AC[0-9a-fA-F]{32})"
@@ -205,7 +205,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         state = self.server.state
         sender = fields.get("from")
         body = fields.get("body", "")
-        if not isinstance(sender, str) or not _E164.match(sender):
+        if not isinstance(sender, str) or not is_e164(sender):  # (narrows the type)
             self._json(400, {"error": "from must be a phone number in E.164 (+15551234567)"})
             return
         if not isinstance(body, str) or len(body) > MAX_BODY:
@@ -367,7 +367,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def _create_message(self, acc: SimAccount, form: dict[str, list[str]]) -> None:
         state = self.server.state
         to = (form.get("To") or [""])[-1]
-        if not _E164.match(to):
+        if not is_e164(to):
             self._json(400, twilio_error(400, 21211, "Invalid 'To' Phone Number"))
             return
         callback = (form.get("StatusCallback") or [""])[-1] or None
