@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sms_monitor.core.e164 import is_e164
+from sms_monitor.simulator.forms import like
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
 from sms_monitor.simulator.webhooks import KEEP, Keep, WebhookSender, check_url
@@ -159,11 +160,19 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if url.path == "/_simulator/faults":
             fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
             faults = self.server.state.faults
+            current = vars(faults)
+            parsed: dict[str, object] = {}
             for key, value in fields.items():
-                if not hasattr(faults, key):
+                if key not in current:
                     self._json(400, {"error": f"unknown fault {key!r}"})
                     return
-                setattr(faults, key, type(getattr(faults, key))(value))
+                try:
+                    parsed[key] = like(current[key], value)
+                except ValueError as exc:  # nothing is applied unless every value parses
+                    self._json(400, twilio_error(400, 20001, f"Invalid {key}: {exc}"))
+                    return
+            for key, value in parsed.items():
+                setattr(faults, key, value)
             self._json(200, vars(faults))
             return
         if url.path == "/_simulator/webhooks":
