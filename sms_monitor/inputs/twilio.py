@@ -83,7 +83,6 @@ class PollResult:
     keyword_numbers: dict[str, str] = field(default_factory=dict)  # sid -> sender (E.164)
     pages: int = 0
     malformed: int = 0
-    reached_horizon: bool = False
 
 
 class TwilioPoller:
@@ -224,13 +223,11 @@ class TwilioPoller:
                     result.malformed += 1
                     continue
                 if rec.created < horizon:
-                    result.reached_horizon = True
                     return
                 result.records.append(rec)
                 if rec.keyword and isinstance(inst.from_, str):
                     result.keyword_numbers[rec.sid] = inst.from_
             if seen == 0:
-                result.reached_horizon = True
                 return
         if result.pages >= self.settings.max_pages:
             log.warning("twilio_page_cap_reached", account=self.account.name,
