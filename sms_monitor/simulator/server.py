@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sms_monitor.core.e164 import is_e164
+from sms_monitor.inputs.statuspage import COMPONENT_STATES
 from sms_monitor.simulator.forms import like
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
@@ -148,7 +149,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             return
         if url.path == "/_simulator/statuspage":
             fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
-            allowed = (*STATUSPAGE_STATES, "down", "malformed")
+            allowed = (*COMPONENT_STATES, "down", "malformed")
             status = str(fields.get("component_status", "operational"))
             if status not in allowed:
                 self._json(400, {"error": f"component_status must be one of {allowed}"})
@@ -437,10 +438,6 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             "start": 0,
             "uri": uri,
         })
-
-
-STATUSPAGE_STATES = ("operational", "degraded_performance", "partial_outage", "major_outage",
-                     "under_maintenance")
 
 
 def statuspage_summary(messaging: str, incident: str, now: float) -> dict[str, Any]:
