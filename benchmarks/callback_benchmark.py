@@ -229,7 +229,6 @@ class GenSpec:
     port: int
     token: str
     tag: int  # distinguishes runs in the MessageSids
-    proc_index: int
     first_conn: int  # global index of this process's first connection
     conns: int  # connections in this process
     total_conns: int  # connections in all processes
@@ -516,7 +515,7 @@ def run_load(ctx: Any, server: ServerProcess, args: argparse.Namespace, token: s
     first = 0
     try:
         for p, n in enumerate(conns):
-            spec = GenSpec(port=server.port, token=token, tag=tag, proc_index=p, first_conn=first,
+            spec = GenSpec(port=server.port, token=token, tag=tag, first_conn=first,
                            conns=n, total_conns=args.connections, duration=duration, rate=rate,
                            pool_per_conn=pool_per_conn, cpus=gen_cpus)
             first += n

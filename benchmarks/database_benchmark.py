@@ -60,6 +60,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.config import DatabaseConfig
+from sms_monitor.core.e164 import E164
 from sms_monitor.core.peers import normalise
 from sms_monitor.inputs.database import DatabaseSource, describe_error
 from sms_monitor.logs import configure as configure_logs
@@ -104,7 +105,7 @@ RUNBOOK_FOR_CHECK = {"invalid_phone_numbers": "issue1_phone_format",
 RUNBOOK_LABEL = {"issue1_phone_format": "Issue 1", "issue3_volume_delay": "Issue 3",
                  "issue5_optout": "Issue 5", "issue2_content": "Issue 2"}
 
-E164_SQL = "'^\\+[1-9]\\d{1,14}$'"
+E164_SQL = f"'{E164.pattern}'"  # as the monitor's query renders it
 INDEXES: dict[str, str] = {
     "notification_logs_sms_created_at_idx":
         "CREATE INDEX notification_logs_sms_created_at_idx ON notification_logs (created_at) "

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from sms_monitor.config import Settings, load_settings
+from sms_monitor.inputs.webhooks import INBOUND_PATH, STATUS_PATH
 from sms_monitor.simulator.practice_db import (
     DEMO_LIVE_STOP,
     DEMO_OPTED_OUT,
@@ -122,8 +123,8 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
     host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "") else settings.listen_host
     public = settings.public_url or f"http://{host}:{settings.listen_port}"
     settings = replace(settings, public_url=public)
-    sim.webhooks.configure(status_url=f"{public}/twilio/status",
-                           inbound_url=f"{public}/twilio/inbound")
+    sim.webhooks.configure(status_url=f"{public}{STATUS_PATH}",
+                           inbound_url=f"{public}{INBOUND_PATH}")
     buttons = "".join(
         f"<form method='post' action='{sim.url}/_simulator/scenario' style='display:inline'>"
         f"<input type='hidden' name='name' value='{name}'><button>{name}</button></form> "

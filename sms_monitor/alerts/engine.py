@@ -24,6 +24,7 @@ from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows
 from sms_monitor.alerts.settings import AlertsConfig
 from sms_monitor.alerts.store import AlertStore, StoreError
 from sms_monitor.alerts.values import AlertInputs, targets, value
+from sms_monitor.core.backoff import Backoff
 from sms_monitor.core.checks import CHECK_NAMES
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES
 from sms_monitor.core.records import MessageRecord
@@ -46,6 +47,11 @@ class AlertEngine:
     min_samples: int = 10
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)
     _reported: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        """When a failed notification is tried again: retry_base doubling to retry_max."""
+        return Backoff(self.config.retry_base, self.config.retry_max)
 
     def parse(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Rule], list[BrokenRule]]:
         rules, broken = parse_rows(rows, accounts=self.accounts, checks=ALL_CHECKS,
@@ -174,7 +180,7 @@ class AlertEngine:
                     self.notifier.send(recipient, n)
             except SendError as exc:
                 attempts = int(row["attempts"]) + 1
-                delay = min(self.config.retry_max, self.config.retry_base * 2 ** (attempts - 1))
+                delay = self.retry_backoff.delay(attempts - 1)
                 self.store.mark_failed(row["id"], attempts, now + delay, str(exc))
                 self.sent[channel, "failed"] += 1
                 log.warning("notification_failed", channel=channel, attempts=attempts,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from sms_monitor.alerts.rules import Rule
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
-STATE_CODES = {INACTIVE: 0, PENDING: 1, FIRING: 2}
 # The runbook's escalation path: level 1 under 30 minutes, level 2 to 120, level 3 beyond.
 DEFAULT_LEVELS = (0.0, 30 * 60.0, 120 * 60.0)
 

@@ -94,23 +94,19 @@ def _message_checks(
     w = _window_label(stats.window_seconds)
     out = []
 
-    ratio = stats.delivery_ratio
-    detail = f"{stats.delivered} of {stats.settled} delivered in {w}"
-    if ratio is None or stats.settled < min_samples:
-        out.append(CheckResult("delivery_rate", account, Status.UNKNOWN, ratio, "ratio",
-                               f"{detail} (fewer than {min_samples} settled)"))
-    else:
-        out.append(CheckResult("delivery_rate", account, grade(ratio, thresholds["delivery_rate"]),
-                               ratio, "ratio", detail))
+    def ratio_check(name: str, ratio: float | None, samples: int, detail: str,
+                    counted: str) -> CheckResult:
+        """Graded once ``min_samples`` messages are ``counted``, unknown before."""
+        if ratio is None or samples < min_samples:
+            return CheckResult(name, account, Status.UNKNOWN, ratio, "ratio",
+                               f"{detail} (fewer than {min_samples} {counted})")
+        return CheckResult(name, account, grade(ratio, thresholds[name]), ratio, "ratio", detail)
 
-    ratio = stats.error_ratio
-    detail = f"{stats.with_error} of {stats.outbound} outbound with an error code in {w}"
-    if ratio is None or stats.outbound < min_samples:
-        out.append(CheckResult("error_rate", account, Status.UNKNOWN, ratio, "ratio",
-                               f"{detail} (fewer than {min_samples} sent)"))
-    else:
-        out.append(CheckResult("error_rate", account, grade(ratio, thresholds["error_rate"]),
-                               ratio, "ratio", detail))
+    out.append(ratio_check("delivery_rate", stats.delivery_ratio, stats.settled,
+                           f"{stats.delivered} of {stats.settled} delivered in {w}", "settled"))
+    out.append(ratio_check("error_rate", stats.error_ratio, stats.outbound,
+                           f"{stats.with_error} of {stats.outbound} outbound with an error code "
+                           f"in {w}", "sent"))
 
     mean = stats.latency_mean
     if mean is None:

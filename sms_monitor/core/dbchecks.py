@@ -73,6 +73,9 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
         return CheckResult(name, GROUP, Status.UNKNOWN, None, unit,
                            f"query failed: {facts.failures.get(query, 'not run')}")
 
+    def twilio_unreadable(name: str, unit: str) -> CheckResult:
+        return CheckResult(name, GROUP, Status.UNKNOWN, None, unit, "Twilio message log unreadable")
+
     checks: list[CheckResult] = []
 
     if facts.invalid_phones is None:
@@ -87,8 +90,7 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
     if facts.client_optout is None:
         checks.append(failed("optout_unprocessed", "optout_lookup", "messages"))
     elif not view.messages_ok:
-        checks.append(CheckResult("optout_unprocessed", GROUP, Status.UNKNOWN, None, "messages",
-                                  "Twilio message log unreadable"))
+        checks.append(twilio_unreadable("optout_unprocessed", "messages"))
     else:
         pending = [n for n in view.candidates if facts.client_optout.get(n) is False]
         checks.append(CheckResult(
@@ -99,8 +101,7 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
     if facts.opted_out is None:
         checks.append(failed("sent_to_opted_out", "opted_out_clients", "messages"))
     elif not view.messages_ok:
-        checks.append(CheckResult("sent_to_opted_out", GROUP, Status.UNKNOWN, None, "messages",
-                                  "Twilio message log unreadable"))
+        checks.append(twilio_unreadable("sent_to_opted_out", "messages"))
     else:
         n = sent_to_opted_out(view.outbound, facts.opted_out, view.optout_times)
         checks.append(CheckResult(
@@ -114,8 +115,7 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
     if logged is None:
         checks.append(failed("reconciliation", "reconciliation", "ratio"))
     elif sent is None or not view.messages_ok:
-        checks.append(CheckResult("reconciliation", GROUP, Status.UNKNOWN, None, "ratio",
-                                  "Twilio message log unreadable"))
+        checks.append(twilio_unreadable("reconciliation", "ratio"))
     elif logged < min_samples:
         checks.append(CheckResult("reconciliation", GROUP, Status.UNKNOWN,
                                   sent / logged if logged else None, "ratio",

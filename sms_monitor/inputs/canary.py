@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import requests
 import structlog
-from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
 from sms_monitor.config import AccountConfig, CanaryConfig, Settings
@@ -26,7 +24,7 @@ from sms_monitor.core.peers import peer_hash
 from sms_monitor.core.snapshot import CANARY, WEBHOOKS, WebhooksPart
 from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 from sms_monitor.inputs.telemetry import RequestLog
-from sms_monitor.inputs.twilio import failure_kind
+from sms_monitor.inputs.twilio_errors import TWILIO_FAILURES, failure_kind
 from sms_monitor.inputs.twilio_http import MonitoredHttpClient
 from sms_monitor.inputs.webhooks import STATUS_PATH
 
@@ -69,8 +67,7 @@ class CanaryProber:
             sid = message.sid
             if not isinstance(sid, str) or not sid:
                 raise ValueError("no sid in the answer")
-        except (TwilioException, requests.RequestException, ValueError, TypeError,
-                AttributeError) as exc:
+        except TWILIO_FAILURES as exc:
             self.tracker.send_failed(self.clock())
             log.warning("canary_send_failed", account=self.account.name,
                         cause=failure_kind(exc), error=type(exc).__name__)
@@ -85,8 +82,7 @@ class CanaryProber:
         for sid in self.tracker.pending(sent_before=now - FOLLOW_AFTER):
             try:
                 message = self._api.messages(sid).fetch()
-            except (TwilioException, requests.RequestException, ValueError, TypeError,
-                    AttributeError) as exc:
+            except TWILIO_FAILURES as exc:
                 log.warning("canary_read_failed", account=self.account.name,
                             cause=failure_kind(exc), error=type(exc).__name__)
                 continue

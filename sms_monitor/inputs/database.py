@@ -32,13 +32,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sms_monitor.config import DatabaseConfig
+from sms_monitor.core.e164 import E164
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.peers import normalise, peer_hash
 from sms_monitor.inputs.schema_names import MappedTable
 
 log = structlog.get_logger("sms_monitor.database")
 
-E164 = r"^\+[1-9]\d{1,14}$"
 T = TypeVar("T")
 
 
@@ -134,8 +134,8 @@ class DatabaseSource:
 
     def _not_e164(self, col: Any) -> ColumnElement[bool]:
         if self.dialect == "postgresql":  # inline, to match the recommended partial index
-            return and_(col.is_not(None), col.op("!~")(literal_column(f"'{E164}'")))
-        return and_(col.is_not(None), not_(col.regexp_match(E164)))
+            return and_(col.is_not(None), col.op("!~")(literal_column(f"'{E164.pattern}'")))
+        return and_(col.is_not(None), not_(col.regexp_match(E164.pattern)))
 
     def _mask_digits(self, col: Any) -> Any:
         if self.dialect == "postgresql":

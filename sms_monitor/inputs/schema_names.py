@@ -49,9 +49,6 @@ class MappedTable:
     def c(self, logical: str) -> ColumnClause[Any]:
         return self.columns[logical]
 
-    def column_name(self, logical: str) -> str:
-        return f"{self.name}.{self.columns[logical].name}"
-
 
 @dataclass(frozen=True)
 class SchemaNames:

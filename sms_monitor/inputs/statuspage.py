@@ -23,7 +23,6 @@ from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 
 log = structlog.get_logger("sms_monitor.statuspage")
 
-DEFAULT_URL = "https://status.twilio.com/api/v2/summary.json"
 # Components whose name mentions SMS or messaging (or the REST API the application calls).
 DEFAULT_COMPONENTS = r"(?i)\bsms\b|messag|rest api"
 COMPONENT_STATES = ("operational", "degraded_performance", "partial_outage", "major_outage",

@@ -8,7 +8,6 @@ contract says so).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import requests
 import structlog
-from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from sms_monitor.config import AccountConfig, Settings
@@ -28,30 +25,11 @@ from sms_monitor.core.keywords import KeywordMatcher
 from sms_monitor.core.peers import calling_code, peer_hash
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.inputs.telemetry import RequestLog
+from sms_monitor.inputs.twilio_errors import TWILIO_FAILURES, failure_kind
 from sms_monitor.inputs.twilio_http import MonitoredHttpClient
 
 log = structlog.get_logger("sms_monitor.twilio")
 _KEYWORDS = KeywordMatcher()
-
-
-def failure_kind(exc: BaseException) -> str:
-    """Name the cause of a failed Twilio call in one word."""
-    if isinstance(exc, requests.Timeout):
-        return kinds.TIMEOUT
-    if isinstance(exc, requests.ConnectionError):
-        return kinds.CONNECTION
-    status: int | None = None
-    if isinstance(exc, TwilioRestException):
-        status = exc.status
-    elif isinstance(exc, TwilioException) and len(exc.args) > 1:
-        status = getattr(exc.args[1], "status_code", None)
-    if status is not None:
-        if status == 401:
-            return kinds.AUTH
-        if status >= 500 or status == 429:
-            return kinds.SERVER_ERROR
-        return kinds.CLIENT_ERROR
-    return kinds.MALFORMED
 
 
 def _ts(value: Any) -> float | None:
@@ -105,7 +83,6 @@ class PollResult:
     keyword_numbers: dict[str, str] = field(default_factory=dict)  # sid -> sender (E.164)
     pages: int = 0
     malformed: int = 0
-    reached_horizon: bool = False
 
 
 class TwilioPoller:
@@ -148,8 +125,7 @@ class TwilioPoller:
                 return None
             return (abs(float(today[0].price or 0.0)), abs(float(month[0].price or 0.0)),
                     month[0].price_unit if isinstance(month[0].price_unit, str) else None)
-        except (TwilioException, requests.RequestException, ValueError, TypeError,
-                KeyError, AttributeError) as exc:
+        except TWILIO_FAILURES as exc:
             self._fail("usage", exc, failures)
             return None
 
@@ -169,8 +145,7 @@ class TwilioPoller:
             currency = b.currency
             if balance is None:
                 failures["balance"] = kinds.MALFORMED
-        except (TwilioException, requests.RequestException, ValueError, TypeError,
-                json.JSONDecodeError, KeyError, AttributeError) as exc:
+        except TWILIO_FAILURES as exc:
             seconds = self.http.last_seconds
             self._fail("balance", exc, failures)
 
@@ -180,8 +155,7 @@ class TwilioPoller:
             status = acc.status if isinstance(acc.status, str) else None
             if status is None:
                 failures["account"] = kinds.MALFORMED
-        except (TwilioException, requests.RequestException, ValueError, TypeError,
-                KeyError, AttributeError) as exc:
+        except TWILIO_FAILURES as exc:
             self._fail("account", exc, failures)
 
         found = capable = None
@@ -193,8 +167,7 @@ class TwilioPoller:
                 found = bool(match)
                 caps = match[0].capabilities if match else None
                 capable = bool(isinstance(caps, dict) and caps.get("sms"))
-            except (TwilioException, requests.RequestException, ValueError, TypeError,
-                    KeyError, AttributeError) as exc:
+            except TWILIO_FAILURES as exc:
                 self._fail("phone_number", exc, failures)
 
         usage = self.read_usage(failures) if read_usage else None
@@ -204,8 +177,7 @@ class TwilioPoller:
         try:
             self._read_messages(horizon, result)
             messages_ok = True
-        except (TwilioException, requests.RequestException, ValueError, TypeError,
-                KeyError, AttributeError) as exc:
+        except TWILIO_FAILURES as exc:
             self._fail("messages", exc, failures)
 
         if self.http.saw_401:
@@ -251,13 +223,11 @@ class TwilioPoller:
                     result.malformed += 1
                     continue
                 if rec.created < horizon:
-                    result.reached_horizon = True
                     return
                 result.records.append(rec)
                 if rec.keyword and isinstance(inst.from_, str):
                     result.keyword_numbers[rec.sid] = inst.from_
             if seen == 0:
-                result.reached_horizon = True
                 return
         if result.pages >= self.settings.max_pages:
             log.warning("twilio_page_cap_reached", account=self.account.name,

@@ -18,6 +18,7 @@ import requests
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 
+from sms_monitor.core.backoff import Backoff
 from sms_monitor.inputs.telemetry import RequestLog
 
 _ENDPOINTS = (
@@ -70,8 +71,7 @@ class MonitoredHttpClient(TwilioHttpClient):
         self.account = account
         self.requests_log = log
         self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.backoff = Backoff(backoff, max_backoff, jitter=0.5)  # "equal jitter"
         self._sleep = sleep
         self._jitter = jitter
         self.saw_401 = False
@@ -79,12 +79,6 @@ class MonitoredHttpClient(TwilioHttpClient):
         # Time the last request() spent waiting on Twilio, over all its attempts but not
         # the back-off sleeps between them (a Retry-After is not Twilio being slow).
         self.last_seconds = 0.0
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_backoff)
-        base = min(self.max_backoff, self.backoff * (2**attempt))
-        return base / 2 + base / 2 * self._jitter()  # "equal jitter"
 
     def request(
         self,
@@ -119,7 +113,7 @@ class MonitoredHttpClient(TwilioHttpClient):
                 if attempt >= self.max_retries:
                     raise
                 self.requests_log.retry(self.account, "connection")
-                self._sleep(self._delay(attempt, None))
+                self._sleep(self.backoff.delay(attempt, rand=self._jitter))
                 attempt += 1
                 continue
             status = response.status_code
@@ -131,7 +125,8 @@ class MonitoredHttpClient(TwilioHttpClient):
                 self.saw_401 = True
             if (status == 429 or status >= 500) and attempt < self.max_retries:
                 self.requests_log.retry(self.account, "429" if status == 429 else "5xx")
-                self._sleep(self._delay(attempt, _retry_after(response.headers)))
+                self._sleep(self.backoff.delay(attempt, _retry_after(response.headers),
+                                                rand=self._jitter))
                 attempt += 1
                 continue
             return response

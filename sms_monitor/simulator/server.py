@@ -27,11 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from sms_monitor.core.e164 import is_e164
+from sms_monitor.inputs.statuspage import COMPONENT_STATES
+from sms_monitor.simulator.forms import like
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
 from sms_monitor.simulator.webhooks import KEEP, Keep, WebhookSender, check_url
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 MAX_BODY = 1600  # characters, Twilio's limit for a message body
 
 _BASE = r"^/2010-04-01/Accounts/(?P<acc>AC[0-9a-fA-F]{32})"
@@ -147,7 +149,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             return
         if url.path == "/_simulator/statuspage":
             fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
-            allowed = (*STATUSPAGE_STATES, "down", "malformed")
+            allowed = (*COMPONENT_STATES, "down", "malformed")
             status = str(fields.get("component_status", "operational"))
             if status not in allowed:
                 self._json(400, {"error": f"component_status must be one of {allowed}"})
@@ -159,11 +161,19 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if url.path == "/_simulator/faults":
             fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
             faults = self.server.state.faults
+            current = vars(faults)
+            parsed: dict[str, object] = {}
             for key, value in fields.items():
-                if not hasattr(faults, key):
+                if key not in current:
                     self._json(400, {"error": f"unknown fault {key!r}"})
                     return
-                setattr(faults, key, type(getattr(faults, key))(value))
+                try:
+                    parsed[key] = like(current[key], value)
+                except ValueError as exc:  # nothing is applied unless every value parses
+                    self._json(400, twilio_error(400, 20001, f"Invalid {key}: {exc}"))
+                    return
+            for key, value in parsed.items():
+                setattr(faults, key, value)
             self._json(200, vars(faults))
             return
         if url.path == "/_simulator/webhooks":
@@ -205,7 +215,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         state = self.server.state
         sender = fields.get("from")
         body = fields.get("body", "")
-        if not isinstance(sender, str) or not _E164.match(sender):
+        if not isinstance(sender, str) or not is_e164(sender):  # (narrows the type)
             self._json(400, {"error": "from must be a phone number in E.164 (+15551234567)"})
             return
         if not isinstance(body, str) or len(body) > MAX_BODY:
@@ -367,7 +377,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def _create_message(self, acc: SimAccount, form: dict[str, list[str]]) -> None:
         state = self.server.state
         to = (form.get("To") or [""])[-1]
-        if not _E164.match(to):
+        if not is_e164(to):
             self._json(400, twilio_error(400, 21211, "Invalid 'To' Phone Number"))
             return
         callback = (form.get("StatusCallback") or [""])[-1] or None
@@ -428,10 +438,6 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             "start": 0,
             "uri": uri,
         })
-
-
-STATUSPAGE_STATES = ("operational", "degraded_performance", "partial_outage", "major_outage",
-                     "under_maintenance")
 
 
 def statuspage_summary(messaging: str, incident: str, now: float) -> dict[str, Any]:
