@@ -35,7 +35,6 @@ class AccountFacts(Immutable):
     spend_today: float | None = None  # Usage Records, category sms
     spend_month: float | None = None
     spend_currency: str | None = None
-    spend_as_of: float | None = None  # when the usage figures were read (POSIX seconds)
     # request part ("balance", "account", "phone_number", "messages") -> failure kind
     failures: Mapping[str, str] = field(default_factory=dict)
 

@@ -290,6 +290,3 @@ class SnapshotHolder:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout)

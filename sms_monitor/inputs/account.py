@@ -114,7 +114,7 @@ class AccountInput:
         if self.usage is None:
             return facts
         return replace(facts, spend_today=self.usage.today, spend_month=self.usage.month,
-                       spend_currency=self.usage.currency, spend_as_of=self.usage.read_at)
+                       spend_currency=self.usage.currency)
 
     def _read(self) -> AccountSnapshot:
         started = time.monotonic()

@@ -94,7 +94,10 @@ class MonitorArea(Area):
         taken = GaugeMetricFamily("sms_monitor_snapshot_timestamp_seconds",
                                   "When the exported snapshot was built")
         taken.add_metric([], snap.taken_at)
-        yield from (last, up, poll, records, malformed, errors, hooks, drops, cycles, taken)
+        duration = GaugeMetricFamily("sms_monitor_cycle_duration_seconds",
+                                     "Duration of the last complete cycle (every input read)")
+        duration.add_metric([], snap.cycle_seconds)
+        yield from (last, up, poll, records, malformed, errors, hooks, drops, cycles, taken, duration)
 
 
 def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
