@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -168,7 +167,7 @@ def _check(settings: Settings, as_json: bool) -> int:
     from sms_monitor.monitor import Monitor
 
     try:  # a one-off check reports; it never pages (that is the daemon's job)
-        snapshot = Monitor(replace(settings, alerts=None)).run_cycle()
+        snapshot = Monitor(settings.model_copy(update={"alerts": None})).run_cycle()
     except Exception as exc:  # could not run at all: Nagios UNKNOWN
         print(f"sms-monitor: check could not run: {type(exc).__name__}", file=sys.stderr)
         return Status.UNKNOWN.exit_code
@@ -239,7 +238,8 @@ def _alerts(settings: Settings) -> int:
         print("sms-monitor: alerts are off (set SMS_MONITOR_DATABASE_URL; [alerts] enabled)",
               file=sys.stderr)
         return EXIT_CONFIG
-    store = AlertStore(settings.alerts.store_url, settings.alerts.prefix, settings.alerts.schema)
+    store = AlertStore(settings.alerts.store_url, settings.alerts.prefix,
+                       settings.alerts.store_schema)
     try:
         store.migrate()
         states = store.load_states()

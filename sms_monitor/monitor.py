@@ -58,7 +58,7 @@ def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
 
     cfg = settings.alerts
     assert cfg is not None
-    store = AlertStore(cfg.store_url, cfg.prefix, cfg.schema)  # created on first use
+    store = AlertStore(cfg.store_url, cfg.prefix, cfg.store_schema)  # created on first use
     return AlertEngine(
         config=cfg, accounts=[a.name for a in settings.accounts],
         notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
@@ -124,7 +124,7 @@ class Monitor:
         for state in self.accounts:
             state.poller.keywords = self.keywords
         self.callbacks = CallbackInbox(
-            {a.config.account_sid: a.config.auth_token for a in self.accounts},
+            {a.config.account_sid: a.config.auth_token.get_secret_value() for a in self.accounts},
             public_url=self.settings.public_url, clock=self.clock, keywords=self.keywords,
             on_inbound=self.record_inbound)
         # Keyword messages posted to /twilio/inbound, held (with the sender's number) for the

@@ -34,7 +34,7 @@ def test_file_adds_accounts_thresholds_and_environment_wins() -> None:
     env = {**ENV, "WEST_TOKEN": "west-secret", "SMS_MONITOR_POLL_INTERVAL": "30"}
     s = load_settings(env, data)
     assert [a.name for a in s.accounts] == ["primary", "clinic-west"]
-    assert s.accounts[1].auth_token == "west-secret"
+    assert s.accounts[1].auth_token.get_secret_value() == "west-secret"
     assert s.poll_interval == 30  # environment overrides the file
     assert s.window_seconds == 1800
     assert s.listen_port == 9000
