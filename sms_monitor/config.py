@@ -22,7 +22,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     SecretStr,
     StrictBool,
     ValidationError,
@@ -317,7 +316,7 @@ class AccountConfig(AccountDefaults):
             if not token:
                 raise KeyProblem("auth_token_env", f"environment variable {var} is not set")
             data = {**data, "auth_token": token}
-        if not isinstance(token, str | SecretStr) or not str(token):
+        if token is None or token == "":
             raise KeyProblem("auth_token", "missing (set auth_token or auth_token_env)")
         return data
 
@@ -400,7 +399,7 @@ class AlertsConfig(Section):
     # relative margin past the threshold before a firing alert resolves
     hysteresis: Annotated[Number, Field(ge=0, lt=1)] = 0.02
     level2_after: Duration = DEFAULT_LEVELS[1]
-    level3_after: Duration = DEFAULT_LEVELS[2]
+    level3_after: Duration = Field(DEFAULT_LEVELS[2], validate_default=True)
     level1: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level2: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level3: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
@@ -505,7 +504,7 @@ class Settings(AccountDefaults):
     max_retries: Annotated[WholeNumber, Field(ge=0, le=10)] = 3
     max_pages: Annotated[WholeNumber, Field(ge=1)] = 200
     page_size: Annotated[WholeNumber, Field(ge=1, le=1000)] = 1000
-    thresholds: Annotated[Mapping[str, Threshold], PlainValidator(_thresholds)] = Field(
+    thresholds: Annotated[Mapping[str, Threshold], BeforeValidator(_thresholds)] = Field(
         default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     statuspage_url: OptionalHttpUrl = STATUSPAGE_DEFAULT  # empty: disabled
     statuspage_interval: Duration = 120.0
@@ -671,6 +670,29 @@ def dotted(loc: Loc) -> str:
     return out
 
 
+# Pydantic's own errors, in the words of the rest of this module (the input is shown only
+# where it is a number or a choice: never a token or a URL).
+_REASONS = {
+    "missing": "missing",
+    "model_type": "expected a table", "model_attributes_type": "expected a table",
+    "dict_type": "expected a table", "mapping_type": "expected a table",
+    "tuple_type": "expected a list", "list_type": "expected a list",
+    "string_type": "expected text",
+    "bool_type": "expected true or false, got {input!r}",
+    "bool_parsing": "expected true or false, got {input!r}",
+    "int_type": "expected a whole number, got {input!r}",
+    "int_parsing": "expected a whole number, got {input!r}",
+    "int_from_float": "expected a whole number, got {input!r}",
+    "float_type": "expected a number, got {input!r}",
+    "float_parsing": "expected a number, got {input!r}",
+    "greater_than": "must be more than {gt}, got {input!r}",
+    "greater_than_equal": "must be at least {ge}, got {input!r}",
+    "less_than": "must be less than {lt}, got {input!r}",
+    "less_than_equal": "must be at most {le}, got {input!r}",
+    "literal_error": "expected one of {expected}, got {input!r}",
+}
+
+
 def first_problem(exc: ValidationError) -> tuple[Loc, str]:
     """The first error of ``exc``: where (keys from the top) and one line of why."""
     err: ErrorDetails = exc.errors(include_url=False)[0]
@@ -680,8 +702,8 @@ def first_problem(exc: ValidationError) -> tuple[Loc, str]:
         loc = (*loc, *cause.key.split("."))
     if isinstance(cause, ValueError):
         reason = str(cause)
-    elif err["type"] == "missing":
-        reason = "missing"
+    elif err["type"] in _REASONS:
+        reason = _REASONS[err["type"]].format(**(err.get("ctx") or {}), input=err.get("input"))
     else:
         reason = err["msg"][:1].lower() + err["msg"][1:]
     return loc, " ".join(reason.split())
