@@ -48,7 +48,6 @@ DEFAULT_STATE_DIR = "sms-monitor-state"  # SMS_MONITOR_STATE_DIR: the embedded S
 # Messages per second a sending number can take, by number type (the runbook's table).
 NUMBER_TYPE_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
 NumberType = Literal["long_code", "toll_free", "short_code", "10dlc"]
-NUMBER_TYPES = (*NUMBER_TYPE_LIMITS, "10dlc")
 
 Loc = tuple[str | int, ...]
 
