@@ -72,7 +72,7 @@ def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
 
     cfg = settings.alerts
     assert cfg is not None
-    store = AlertStore(cfg.store_url, cfg.prefix, cfg.schema)  # created on first use
+    store = AlertStore(cfg.store_url, cfg.prefix, cfg.store_schema)  # created on first use
     return AlertEngine(
         config=cfg, accounts=[a.name for a in settings.accounts],
         notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,

@@ -196,7 +196,8 @@ def _alerts(settings: Settings) -> int:
         print("sms-monitor: alerts are off (set SMS_MONITOR_DATABASE_URL; [alerts] enabled)",
               file=sys.stderr)
         return EXIT_CONFIG
-    store = AlertStore(settings.alerts.store_url, settings.alerts.prefix, settings.alerts.schema)
+    store = AlertStore(settings.alerts.store_url, settings.alerts.prefix,
+                       settings.alerts.store_schema)
     try:
         store.migrate()
         states = store.load_states()

@@ -1,7 +1,12 @@
 """Settings from the environment and an optional TOML file, validated before anything starts.
 
-Environment variables override the file. Every problem is reported as one
-:class:`ConfigError` naming the offending key; the CLI turns it into exit status 2.
+Every setting is declared once, as a field of one of the pydantic models below (one model
+per section of the file), and its default is written there and nowhere else.
+:func:`load_settings` lays the environment over the file (:data:`ENVIRONMENT` says which
+variable sets which key) and validates the result with :class:`Settings`. Every problem
+is reported as one :class:`ConfigError` naming the offending key: the file key
+(``database.optout_grace``, ``accounts[0].name``), or the environment variable when the
+value came from there. The CLI turns it into exit status 2.
 """
 
 from __future__ import annotations
@@ -9,21 +14,42 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from sms_monitor.alerts.settings import AlertsConfig
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from sms_monitor.alerts.lifecycle import DEFAULT_LEVELS
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.durations import parse_duration
+from sms_monitor.core.e164 import is_e164
 from sms_monitor.core.keywords import DEFAULT_HELP, DEFAULT_OPTIN, DEFAULT_OPTOUT
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
 from sms_monitor.inputs.schema_names import SchemaNames
 
-DEFAULT_API_URL = "https://api.twilio.com"
-DEFAULT_LISTEN = "0.0.0.0:9839"
 SID_PATTERN = re.compile(r"^AC[0-9a-fA-F]{32}$")
-E164_PATTERN = re.compile(r"^\+[1-9]\d{1,14}$")
+STATUSPAGE_DEFAULT = "https://status.twilio.com/api/v2/summary.json"
+TEST_FROM = "+15005550006"  # the magic number Twilio's test credentials send from
+DEFAULT_STATE_DIR = "sms-monitor-state"  # SMS_MONITOR_STATE_DIR: the embedded SQLite stores
+
+# Messages per second a sending number can take, by number type (the runbook's table).
+NUMBER_TYPE_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
+NumberType = Literal["long_code", "toll_free", "short_code", "10dlc"]
+
+Loc = tuple[str | int, ...]
 
 
 class ConfigError(Exception):
@@ -32,113 +58,598 @@ class ConfigError(Exception):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"configuration error: {key}: {reason}")
         self.key = key
+        self.reason = reason
 
 
-# Messages per second a sending number can take, by number type (the runbook's table).
-NUMBER_TYPE_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
-NUMBER_TYPES = (*NUMBER_TYPE_LIMITS, "10dlc")
+class KeyProblem(ValueError):
+    """Raised by a validator about one key (dotted, relative to where the validator runs:
+    the model for a model validator, the section for a field validator of a section)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
 
 
-@dataclass(frozen=True)
-class AccountConfig:
-    name: str
-    account_sid: str
-    auth_token: str = field(repr=False)
-    phone_number: str | None
-    api_url: str = DEFAULT_API_URL
-    number_type: str = "long_code"
-    throughput_limit: float = 1.0  # messages per second
-    monthly_budget: float | None = None  # in the account's currency; None: no budget check
+# -- values -------------------------------------------------------------------------------
+
+def _env(info: ValidationInfo) -> Mapping[str, str]:
+    """The environment :func:`load_settings` validates with (empty for a model built in code)."""
+    context = info.context if isinstance(info.context, Mapping) else {}
+    env = context.get("env")
+    return env if isinstance(env, Mapping) else {}
 
 
-@dataclass(frozen=True)
-class DatabaseConfig:
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+def _masked(value: object) -> object:
+    """``value`` with any URL credentials hidden, for messages."""
+    return re.sub(r"//[^/@\s]*@", "//***@", value) if isinstance(value, str) else value
+
+
+def _http_url(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {_masked(value)!r}")
+    return value.rstrip("/")
+
+
+def _optional_http_url(value: object) -> str | None:
+    """An http(s) URL; empty (or absent) means off."""
+    return _http_url(value) if value not in (None, "") else None
+
+
+def _check_sqlalchemy_url(url: str) -> None:
+    """A URL SQLAlchemy can use (known dialect, numeric port), or a ValueError saying why not."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a usable SQLAlchemy URL ({re.sub(r'//[^/@]*@', '//', reason)})"
+                         ) from None
+
+
+def _database_url(value: object) -> str | None:
+    """The application database: an SQLAlchemy URL; empty means none."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError("expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
+    _check_sqlalchemy_url(value)
+    return value
+
+
+def _store_url(value: object, info: ValidationInfo) -> str:
+    """A URL of one of sms-monitor's own stores (SQLite or PostgreSQL, via SQLAlchemy);
+    ``{state_dir}`` stands for the absolute SMS_MONITOR_STATE_DIR."""
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError("expected an SQLAlchemy URL")
+    state_dir = Path(_env(info).get("SMS_MONITOR_STATE_DIR") or DEFAULT_STATE_DIR).absolute()
+    url = value.replace("{state_dir}", str(state_dir))
+    _check_sqlalchemy_url(url)
+    return url
+
+
+def _smtp_url(value: object) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not re.match(r"^smtps?://", value):
+        raise ValueError("expected smtp://[user:pass@]host:port")
+    return value
+
+
+def _e164(value: object) -> str:
+    if not isinstance(value, str) or not is_e164(value):
+        raise ValueError("expected an E.164 number such as +15005550006")
+    return value
+
+
+def _sid(value: object) -> str:
+    if not isinstance(value, str) or not SID_PATTERN.match(value):
+        raise ValueError("expected 'AC' followed by 32 hex digits")
+    return value
+
+
+def _pattern(what: str, pattern: str) -> BeforeValidator:
+    def check(value: object) -> str:
+        if not isinstance(value, str) or not re.match(pattern, value):
+            raise ValueError(f"expected {what}, got {value!r}")
+        return value
+    return BeforeValidator(check)
+
+
+def _words(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not value or not all(
+            isinstance(w, str) and w.strip() and len(w) <= 40 for w in value):
+        raise ValueError("expected a non-empty list of words")
+    return tuple(w.strip().upper() for w in value)
+
+
+def _phrases(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise ValueError("expected a list of words or phrases")
+    return tuple(w.strip() for w in value)
+
+
+def _recipients(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of e-mail addresses or URLs")
+    return tuple(value)
+
+
+def _calling_code(value: object) -> str:
+    text = str(value).lstrip("+") if isinstance(value, str | int) and not isinstance(value, bool) \
+        else ""
+    if not re.match(r"^[1-9]\d{0,2}$", text):
+        raise ValueError(f"expected a calling code like 1 or 44, got {value!r}")
+    return text
+
+
+def _split_listen_address(value: object) -> tuple[str, int]:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _listen_address(value: object) -> str:
+    _split_listen_address(value)
+    return str(value)
+
+
+def parse_listen_address(key: str, value: str) -> tuple[str, int]:
+    try:
+        return _split_listen_address(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _thresholds(value: object) -> dict[str, Threshold]:
+    """``[thresholds.<check>]`` tables laid over the contract's defaults."""
+    out = dict(DEFAULT_THRESHOLDS)
+    if value is None:
+        return out
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a table")
+    for check, raw in value.items():
+        if check not in out:
+            raise KeyProblem(check, f"unknown check; known: {', '.join(sorted(out))}")
+        try:
+            bounds = ThresholdBounds.model_validate(raw)
+        except ValidationError as exc:
+            loc, reason = first_problem(exc)
+            raise KeyProblem(dotted((check, *loc)), reason) from None
+        base = out[check]
+        try:
+            out[check] = Threshold(base.good if bounds.green is None else bounds.green,
+                                   base.bad if bounds.red is None else bounds.red,
+                                   base.higher_is_better, base.unit)
+        except ValueError as exc:
+            raise KeyProblem(check, str(exc)) from None
+    return out
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Number = Annotated[float, BeforeValidator(_not_bool)]
+WholeNumber = Annotated[int, BeforeValidator(_not_bool)]
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+OptionalHttpUrl = Annotated[str | None, BeforeValidator(_optional_http_url)]
+StoreUrl = Annotated[str, BeforeValidator(_store_url)]
+E164Number = Annotated[str, BeforeValidator(_e164)]
+AccountSid = Annotated[str, BeforeValidator(_sid)]
+TablePrefix = Annotated[str, _pattern("a table name prefix", r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")]
+Words = Annotated[tuple[str, ...], BeforeValidator(_words)]
+
+
+# -- models: one per section --------------------------------------------------------------
+
+class Section(BaseModel):
+    """Base of every section: immutable, and a key it does not declare is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              hide_input_in_errors=True)
+
+    @classmethod
+    def file_keys(cls) -> list[str]:
+        """The keys this section takes (a field's alias where it has one)."""
+        return sorted(f.alias or name for name, f in cls.model_fields.items() if not f.exclude)
+
+    @classmethod
+    def check_keys(cls, data: Mapping[Any, Any]) -> None:
+        """A KeyProblem for the first key of ``data`` this section does not declare."""
+        fields = {f.alias or name for name, f in cls.model_fields.items()}
+        unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown:
+            raise KeyProblem(unknown[0], f"unknown key; known: {', '.join(cls.file_keys())}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            cls.check_keys(data)
+        return data
+
+
+class ThresholdBounds(Section):
+    """One check's ``[thresholds.<check>]`` table: where green ends and where red begins
+    (the contract's bound where one is not given)."""
+
+    green: Number | None = None
+    red: Number | None = None
+
+
+class AccountDefaults(Section):
+    """Keys of an account that the top level of the file sets for every account."""
+
+    api_url: HttpUrl = "https://api.twilio.com"  # REST API base
+    number_type: NumberType = "long_code"  # of the sending number, for the throughput check
+    throughput_limit: Annotated[float, Field(gt=0), BeforeValidator(_not_bool)] | None = None
+    monthly_budget: Annotated[float, Field(gt=0), BeforeValidator(_not_bool)] | None = None
+
+
+class AccountConfig(AccountDefaults):
+    """One Twilio account (``[[accounts]]``, or the ``primary`` one from TWILIO_*)."""
+
+    name: Annotated[str, _pattern("a short name of letters, digits, '-', '_' or '.'",
+                                  r"^[A-Za-z0-9_.-]{1,64}$")]
+    account_sid: AccountSid
+    auth_token_env: str | None = None  # the variable holding the token
+    auth_token: SecretStr
+    phone_number: E164Number | None = None
+    # messages per second; by default the number type's rate (a 10DLC number must set it)
+    throughput_limit: float = Field(default=None, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_env(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        token, var = data.get("auth_token"), data.get("auth_token_env")
+        if token is None and isinstance(var, str):
+            token = _env(info).get(var)
+            if not token:
+                raise KeyProblem("auth_token_env", f"environment variable {var} is not set")
+            data = {**data, "auth_token": token}
+        if token is None or token == "":
+            raise KeyProblem("auth_token", "missing (set auth_token or auth_token_env)")
+        return data
+
+    @field_validator("throughput_limit", mode="before")
+    @classmethod
+    def _limit_by_type(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"expected messages per second, got {value!r}")
+            return value
+        kind = info.data.get("number_type")
+        if kind == "10dlc":
+            raise ValueError("a 10DLC number's rate depends on its brand registration: set it")
+        return NUMBER_TYPE_LIMITS.get(str(kind), 0.0)
+
+
+class DatabaseConfig(Section):
     """The application database source (``SMS_MONITOR_DATABASE_URL`` and ``[database]``)."""
 
-    url: str = field(repr=False)
-    names: SchemaNames = field(default_factory=SchemaNames)
-    statement_timeout: float = 5.0
-    connect_timeout: float = 5.0
-    optout_grace: float = 300.0
-    optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT
-    default_region: str = "US"
-    reconcile_lag: float = 120.0
-    fallback_share: float = 0.9
-    content_interval: float = 900.0  # seconds between reads of 7 days of message text
+    url: Annotated[str, BeforeValidator(_database_url)] = Field(repr=False)
+    statement_timeout: Duration = 5.0
+    connect_timeout: Duration = 5.0
+    optout_grace: Duration = 300.0  # the application's time to process a STOP
+    optout_keywords: Words = DEFAULT_OPTOUT
+    default_region: Annotated[str, _pattern("a region code like 'US'", r"^[A-Z]{2}$")] = "US"
+    reconcile_lag: Duration = 120.0
+    fallback_share: Annotated[Number, Field(gt=0, le=1)] = 0.9
+    content_interval: Duration = 900.0  # seconds between reads of 7 days of message text
     practice_name: str | None = None  # every template should name the practice
-    spam_words: tuple[str, ...] = DEFAULT_SPAM_WORDS
+    spam_words: Annotated[tuple[str, ...], BeforeValidator(_phrases)] = DEFAULT_SPAM_WORDS
+    tables: Mapping[str, str] = Field(default_factory=dict, repr=False)  # runbook name -> yours
+    columns: Mapping[str, Mapping[str, str]] = Field(default_factory=dict, repr=False)
+    names: SchemaNames = Field(default_factory=SchemaNames, exclude=True)  # from the two above
+
+    @field_validator("practice_name")
+    @classmethod
+    def _practice(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected the practice's name as text")
+        return value.strip() if value else None
+
+    @field_validator("tables", "columns", mode="before")
+    @classmethod
+    def _sql_names(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, Mapping) or (info.field_name == "columns" and not all(
+                isinstance(v, Mapping) for v in value.values())):
+            raise ValueError("expected a table of names")
+        flat = value.values() if info.field_name == "tables" else [
+            x for t, v in value.items() for c, x in v.items()
+            if not (t == "clients" and c == "cell_phone" and x == "")]  # "": no such column
+        for name in flat:
+            if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]{0,126}$", name):
+                raise ValueError(f"not a usable SQL name: {name!r}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_tables(cls, data: Any) -> Any:
+        """``tables`` and ``columns`` laid over the runbook's names."""
+        if not isinstance(data, Mapping) or not ({"tables", "columns"} & set(data)):
+            return data
+        tables, columns = data.get("tables"), data.get("columns")
+        if not isinstance(tables, Mapping | None) or not isinstance(columns, Mapping | None) \
+                or not all(isinstance(v, Mapping) for v in (columns or {}).values()):
+            return data  # the field validators say what is wrong
+        try:
+            return {**data, "names": SchemaNames.from_config(tables, columns)}
+        except KeyError as exc:
+            raise KeyProblem(exc.args[0], "unknown table or column of the runbook schema") from None
 
 
-@dataclass(frozen=True)
-class InboundConfig:
-    """The incoming-message webhook (``[inbound]``): keywords and the audit table's store."""
+class AlertsConfig(Section):
+    """The notification_rules alert engine (``[alerts]``; runs when the database is set)."""
 
-    audit_url: str = field(repr=False)
-    prefix: str = "sms_monitor_"
-    optin_keywords: tuple[str, ...] = DEFAULT_OPTIN
-    help_keywords: tuple[str, ...] = DEFAULT_HELP
+    enabled: StrictBool = True
+    store_url: StoreUrl = Field("sqlite:///{state_dir}/alerts.db", repr=False, validate_default=True)
+    prefix: TablePrefix = "sms_monitor_"
+    store_schema: Annotated[str, _pattern("a schema name", r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] | None \
+        = Field(None, alias="schema")
+    # relative margin past the threshold before a firing alert resolves
+    hysteresis: Annotated[Number, Field(ge=0, lt=1)] = 0.02
+    level2_after: Duration = DEFAULT_LEVELS[1]
+    level3_after: Duration = Field(DEFAULT_LEVELS[2], validate_default=True)
+    level1: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
+    level2: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
+    level3: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
+    alertmanager_url: OptionalHttpUrl = None
+    max_window: Duration = 0.0  # longest rule window; never less than the monitor's window
+    retry_base: ClassVar[float] = 30.0  # notification retries: exponential backoff
+    retry_max: ClassVar[float] = 3600.0
+
+    @field_validator("level3_after")
+    @classmethod
+    def _after_level2(cls, value: float, info: ValidationInfo) -> float:
+        if value <= info.data.get("level2_after", 0.0):
+            raise ValueError("must be later than level2_after")
+        return value
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """When levels 1, 2 and 3 start (firing for)."""
+        return (DEFAULT_LEVELS[0], self.level2_after, self.level3_after)
+
+    @property
+    def level_recipients(self) -> tuple[tuple[str, ...], ...]:
+        return (self.level1, self.level2, self.level3)
 
 
-@dataclass(frozen=True)
-class CanaryConfig:
+class InboundConfig(Section):
+    """The incoming-message webhook (``[inbound]``): keywords and the audit table's store
+    (by default the alert store, and its prefix, when alerts are on)."""
+
+    audit_url: StoreUrl = Field("sqlite:///{state_dir}/audit.db", repr=False, validate_default=True)
+    prefix: TablePrefix = "sms_monitor_"
+    optin_keywords: Words = DEFAULT_OPTIN
+    help_keywords: Words = DEFAULT_HELP
+
+    @field_validator("help_keywords")
+    @classmethod
+    def _one_meaning(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        both = set(value) & set(info.data.get("optin_keywords", ()))
+        if both:
+            raise ValueError(f"{sorted(both)[0]} is also in inbound.optin_keywords: "
+                             "a keyword has one meaning")
+        return value
+
+
+class CanaryConfig(Section):
     """The synthetic probe (``[canary]``): a test message every ``interval``, followed."""
 
-    account: str  # the configured account it sends from
-    to: str = field(repr=False)  # the test handset
-    from_number: str | None = None  # default: the account's phone_number
-    interval: float = 300.0
-    timeout: float = 180.0  # a probe not delivered by then has failed
+    enabled: StrictBool = True
+    account: str | None = None  # the configured account it sends from (default: the first)
+    to: E164Number = Field(repr=False)  # the test handset
+    from_number: E164Number | None = Field(None, alias="from")  # default: the account's number
+    interval: Duration = 300.0
+    timeout: Duration = 180.0  # a probe not delivered by then has failed
     body: str = "sms-monitor canary: no reply needed"
     # Twilio's test credentials: the API path is exercised, nothing is sent or followed
-    test_account_sid: str | None = None
-    test_auth_token: str | None = field(default=None, repr=False)
+    test_account_sid: AccountSid | None = None
+    test_auth_token_env: str = "TWILIO_TEST_AUTH_TOKEN"
+    test_auth_token: SecretStr | None = Field(None, exclude=True)  # read from the variable above
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_env(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, Mapping) or data.get("test_account_sid") is None \
+                or data.get("test_auth_token") is not None:
+            return data
+        var = data.get("test_auth_token_env", cls.model_fields["test_auth_token_env"].default)
+        token = _env(info).get(str(var))
+        if not token:
+            raise KeyProblem("test_auth_token_env", f"environment variable {var} is not set")
+        return {**data, "test_auth_token": token}
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float, info: ValidationInfo) -> float:
+        if "interval" in info.data and value > info.data["interval"] * 10:
+            raise ValueError("at most ten intervals")
+        if value < 30:
+            raise ValueError("at least 30s (a probe is read by SID after 10s)")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _one_segment(cls, value: str) -> str:
+        if not value.strip() or len(value) > 160:
+            raise ValueError("expected one SMS segment of text")
+        return value
 
     @property
     def api_only(self) -> bool:
         return self.test_account_sid is not None
 
 
-@dataclass(frozen=True)
-class Settings:
-    accounts: tuple[AccountConfig, ...] = ()
-    listen_host: str = "0.0.0.0"
-    listen_port: int = 9839
-    poll_interval: float = 60.0
-    window_seconds: float = 3600.0
-    settle_seconds: float = 900.0
-    min_samples: int = 10
-    request_timeout: float = 10.0
-    max_retries: int = 3
-    max_pages: int = 200
-    page_size: int = 1000
-    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    statuspage_url: str | None = None  # None: disabled
-    statuspage_interval: float = 120.0
-    public_url: str | None = None  # how Twilio reaches us, for callback signatures
-    database_url: str | None = field(default=None, repr=False)
-    smtp_url: str | None = field(default=None, repr=False)
+class Settings(AccountDefaults):
+    """The whole configuration: the top level of the file and its sections."""
+
+    listen_address: Annotated[str, BeforeValidator(_listen_address)] = "0.0.0.0:9839"
+    poll_interval: Duration = 60.0
+    window_seconds: Duration = Field(3600.0, alias="window")  # statistics window
+    settle_seconds: Duration = Field(900.0, alias="settle")  # in-flight messages are re-read
+    min_samples: Annotated[WholeNumber, Field(ge=1)] = 10
+    request_timeout: Duration = 10.0
+    max_retries: Annotated[WholeNumber, Field(ge=0, le=10)] = 3
+    max_pages: Annotated[WholeNumber, Field(ge=1)] = 200
+    page_size: Annotated[WholeNumber, Field(ge=1, le=1000)] = 1000
+    thresholds: Annotated[Mapping[str, Threshold], BeforeValidator(_thresholds)] = Field(
+        default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    statuspage_url: OptionalHttpUrl = STATUSPAGE_DEFAULT  # empty: disabled
+    statuspage_interval: Duration = 120.0
+    public_url: OptionalHttpUrl = None  # how Twilio reaches us, for callback signatures
+    home_country_code: Annotated[str, BeforeValidator(_calling_code)] = "1"  # not "international"
+    usage_interval: Duration = 600.0  # seconds between Usage Records reads (spend)
+    database_url: Annotated[str | None, BeforeValidator(_database_url)] = Field(None, repr=False)
+    smtp_url: Annotated[str | None, BeforeValidator(_smtp_url)] = Field(None, repr=False)
     alert_from: str | None = None
-    database: DatabaseConfig | None = None
-    alerts: AlertsConfig | None = None  # the notification_rules engine (needs the database)
-    home_country_code: str = "1"  # calling code that is not "international"
-    usage_interval: float = 600.0  # seconds between Usage Records reads (spend)
-    inbound: InboundConfig | None = None
+    accounts: tuple[AccountConfig, ...] = ()
+    database: DatabaseConfig | None = Field(None, validate_default=True)
+    alerts: AlertsConfig | None = Field(None, validate_default=True)  # needs the database
+    inbound: InboundConfig | None = Field(None, validate_default=True)
     canary: CanaryConfig | None = None
+
+    @property
+    def listen_host(self) -> str:
+        return _split_listen_address(self.listen_address)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _split_listen_address(self.listen_address)[1]
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_names(cls, value: tuple[AccountConfig, ...]) -> tuple[AccountConfig, ...]:
+        names = [a.name for a in value]
+        for n in names:
+            if names.count(n) > 1:
+                raise ValueError(f"account name {n!r} is used twice")
+        return value
+
+    @field_validator("database", mode="wrap")
+    @classmethod
+    def _database(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                  info: ValidationInfo) -> DatabaseConfig | None:
+        """``database_url`` wins over ``[database] url``; without a URL the table is still
+        checked, but the database checks are off."""
+        if value is not None and not isinstance(value, Mapping):
+            return handler(value)
+        table = dict(value or {})
+        if info.data.get("database_url"):
+            table["url"] = info.data["database_url"]
+        if not table.get("url"):
+            handler({**table, "url": "sqlite://"})
+            return None
+        return handler(table)
+
+    @field_validator("alerts", mode="wrap")
+    @classmethod
+    def _alerts(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                info: ValidationInfo) -> AlertsConfig | None:
+        config: AlertsConfig = handler({} if value is None else value)
+        if not config.enabled or info.data.get("database") is None:
+            return None
+        window = info.data.get("window_seconds", 0.0)
+        return config.model_copy(update={"max_window": max(config.max_window, window)})
+
+    @field_validator("inbound", mode="wrap")
+    @classmethod
+    def _inbound(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                 info: ValidationInfo) -> InboundConfig:
+        config: InboundConfig = handler({} if value is None else value)
+        database, alerts = info.data.get("database"), info.data.get("alerts")
+        optout = database.optout_keywords if database is not None else DEFAULT_OPTOUT
+        for key in ("optin_keywords", "help_keywords"):
+            both = set(optout) & set(getattr(config, key))
+            if both:
+                raise KeyProblem(key, f"{sorted(both)[0]} is also in database.optout_keywords: "
+                                      "a keyword has one meaning")
+        if alerts is None:
+            return config
+        shared = {k: getattr(alerts, n) for k, n in (("audit_url", "store_url"), ("prefix", "prefix"))
+                  if k not in config.model_fields_set}
+        return config.model_copy(update=shared)
+
+    @field_validator("canary", mode="wrap")
+    @classmethod
+    def _canary(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                info: ValidationInfo) -> CanaryConfig | None:
+        """Off without a table, with ``enabled = false`` and without accounts; sends from
+        the account's number (Twilio's magic number with test credentials)."""
+        if isinstance(value, Mapping) and (not value or value.get("enabled") is False):
+            CanaryConfig.check_keys(value)
+            return None
+        config: CanaryConfig = handler(value)
+        accounts: tuple[AccountConfig, ...] = info.data.get("accounts", ())
+        if not accounts:
+            return None
+        name = config.account or accounts[0].name
+        account = next((a for a in accounts if a.name == name), None)
+        if account is None:
+            raise KeyProblem("account", f"no configured account is named {name!r}")
+        sender = config.from_number or (TEST_FROM if config.api_only else account.phone_number)
+        if sender is None:
+            raise KeyProblem("from", "the account has no phone_number: set canary.from")
+        if config.api_only and not sender.startswith("+1500555"):
+            raise KeyProblem("from", "with test credentials Twilio sends only from its "
+                                     f"magic numbers such as {TEST_FROM}")
+        return config.model_copy(update={"account": name, "from_number": sender})
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or any output."""
-        out = [a.auth_token for a in self.accounts if a.auth_token]
-        if self.canary is not None and self.canary.test_auth_token:
-            out.append(self.canary.test_auth_token)
+        tokens = [a.auth_token for a in self.accounts]
+        if self.canary is not None and self.canary.test_auth_token is not None:
+            tokens.append(self.canary.test_auth_token)
+        out = [t.get_secret_value() for t in tokens if t.get_secret_value()]
         urls = [self.database_url, self.smtp_url,
+                self.database.url if self.database else None,
                 self.inbound.audit_url if self.inbound else None,
                 self.alerts.store_url if self.alerts else None,
                 self.alerts.alertmanager_url if self.alerts else None]
         for url in urls:
             pw = _url_password(url)
-            if pw:
+            if pw and pw not in out:
                 out.append(pw)
         return out
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "": Settings, "accounts": AccountConfig, "thresholds": ThresholdBounds,
+    "database": DatabaseConfig, "alerts": AlertsConfig, "inbound": InboundConfig,
+    "canary": CanaryConfig,
+}
+
+# Environment variables and the key each sets (they override the file).
+ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    "SMS_MONITOR_TWILIO_API_URL": ("api_url",),
+    "SMS_MONITOR_LISTEN_ADDRESS": ("listen_address",),
+    "SMS_MONITOR_POLL_INTERVAL": ("poll_interval",),
+    "SMS_MONITOR_STATUSPAGE_URL": ("statuspage_url",),
+    "SMS_MONITOR_PUBLIC_URL": ("public_url",),
+    "SMS_MONITOR_DATABASE_URL": ("database_url",),
+    "SMS_MONITOR_SMTP_URL": ("smtp_url",),
+    "SMS_MONITOR_ALERT_FROM": ("alert_from",),
+    "SMS_MONITOR_ALERT_STORE_URL": ("alerts", "store_url"),
+    "SMS_MONITOR_AUDIT_URL": ("inbound", "audit_url"),
+    "SMS_MONITOR_CANARY_TO": ("canary", "to"),
+    "SMS_MONITOR_CANARY_INTERVAL": ("canary", "interval"),
+}
+EMPTY_DISABLES = {"SMS_MONITOR_STATUSPAGE_URL"}  # set but empty: off (others: ignored)
+# The ``primary`` account's keys, from the environment.
+PRIMARY = {"TWILIO_ACCOUNT_SID": "account_sid", "TWILIO_AUTH_TOKEN": "auth_token",
+           "TWILIO_PHONE_NUMBER": "phone_number"}
+# Other variables read: SMS_MONITOR_STATE_DIR (the stores' {state_dir}), and any named by
+# auth_token_env / test_auth_token_env.
 
 
 def _url_password(url: str | None) -> str | None:
@@ -148,120 +659,66 @@ def _url_password(url: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-def parse_listen_address(key: str, value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+# -- errors -------------------------------------------------------------------------------
 
-
-def _duration(key: str, value: object) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(key, str(exc)) from None
-
-
-def _positive_int(key: str, value: object, low: int = 1, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(key, f"expected a whole number, got {value!r}")
-    try:
-        n = int(value)
-    except ValueError:
-        raise ConfigError(key, f"expected a whole number, got {value!r}") from None
-    if n < low or (high is not None and n > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ConfigError(key, f"must be {bound}, got {n}")
-    return n
-
-
-def _calling_code(value: object) -> str:
-    text = str(value).lstrip("+") if isinstance(value, str | int) else ""
-    if not re.match(r"^[1-9]\d{0,2}$", text):
-        raise ConfigError("home_country_code", f"expected a calling code like 1 or 44, got {value!r}")
-    return text
-
-
-def _url(key: str, value: object) -> str:
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-        shown = re.sub(r"//[^/@\s]*@", "//***@", value) if isinstance(value, str) else value
-        raise ConfigError(key, f"expected an http:// or https:// URL, got {shown!r}")
-    return value.rstrip("/")
-
-
-def _throughput(key: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]
-                ) -> tuple[str, float]:
-    kind = raw.get("number_type", defaults.get("number_type", "long_code"))
-    if kind not in NUMBER_TYPES:
-        raise ConfigError(f"{key}number_type", f"expected one of {', '.join(NUMBER_TYPES)}, got {kind!r}")
-    limit = raw.get("throughput_limit", defaults.get("throughput_limit"))
-    if limit is None:
-        if kind == "10dlc":
-            raise ConfigError(f"{key}throughput_limit",
-                              "a 10DLC number's rate depends on its brand registration: set it")
-        return kind, NUMBER_TYPE_LIMITS[kind]
-    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
-        raise ConfigError(f"{key}throughput_limit", f"expected messages per second, got {limit!r}")
-    return kind, float(limit)
-
-
-def _account(key: str, raw: Mapping[str, Any], env: Mapping[str, str], api_url: str,
-             name: str | None = None, defaults: Mapping[str, Any] | None = None) -> AccountConfig:
-    name = name or raw.get("name")
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
-        raise ConfigError(f"{key}.name", f"expected a short name of letters, digits, '-', '_' or '.', "
-                                         f"got {name!r}")
-    sid = raw.get("account_sid")
-    if not isinstance(sid, str) or not SID_PATTERN.match(sid):
-        raise ConfigError(f"{key}.account_sid", "expected 'AC' followed by 32 hex digits")
-    token = raw.get("auth_token")
-    token_env = raw.get("auth_token_env")
-    if token is None and isinstance(token_env, str):
-        token = env.get(token_env)
-        if not token:
-            raise ConfigError(f"{key}.auth_token_env", f"environment variable {token_env} is not set")
-    if not isinstance(token, str) or not token:
-        raise ConfigError(f"{key}.auth_token", "missing (set auth_token or auth_token_env)")
-    phone = raw.get("phone_number")
-    if phone is not None and (not isinstance(phone, str) or not E164_PATTERN.match(phone)):
-        raise ConfigError(f"{key}.phone_number", "expected an E.164 number such as +15005550006")
-    url = _url(f"{key}.api_url", raw["api_url"]) if "api_url" in raw else api_url
-    prefix = "" if name == "primary" and key == "TWILIO" else f"{key}."
-    kind, limit = _throughput(prefix, raw, defaults or {})
-    budget = raw.get("monthly_budget", (defaults or {}).get("monthly_budget"))
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
-                               or budget <= 0):
-        raise ConfigError(f"{prefix}monthly_budget", f"expected a positive amount, got {budget!r}")
-    return AccountConfig(name=name, account_sid=sid, auth_token=token, phone_number=phone,
-                         api_url=url, number_type=kind, throughput_limit=limit,
-                         monthly_budget=float(budget) if budget is not None else None)
-
-
-def _thresholds(raw: object) -> dict[str, Threshold]:
-    out = dict(DEFAULT_THRESHOLDS)
-    if raw is None:
-        return out
-    if not isinstance(raw, dict):
-        raise ConfigError("thresholds", "expected a table")
-    for check, bounds in raw.items():
-        key = f"thresholds.{check}"
-        if check not in out:
-            raise ConfigError(key, f"unknown check; known: {', '.join(sorted(out))}")
-        if not isinstance(bounds, dict) or set(bounds) - {"green", "red"}:
-            raise ConfigError(key, "expected a table with 'green' and/or 'red'")
-        base = out[check]
-        values = {}
-        for k in ("green", "red"):
-            v = bounds.get(k, base.good if k == "green" else base.bad)
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ConfigError(f"{key}.{k}", f"expected a number, got {v!r}")
-            values[k] = float(v)
-        try:
-            out[check] = Threshold(values["green"], values["red"], base.higher_is_better, base.unit)
-        except ValueError as exc:
-            raise ConfigError(key, str(exc)) from None
+def dotted(loc: Loc) -> str:
+    """``("accounts", 0, "name")`` as ``accounts[0].name``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
+
+# Pydantic's own errors, in the words of the rest of this module (the input is shown only
+# where it is a number or a choice: never a token or a URL).
+_REASONS = {
+    "missing": "missing",
+    "model_type": "expected a table", "model_attributes_type": "expected a table",
+    "dict_type": "expected a table", "mapping_type": "expected a table",
+    "tuple_type": "expected a list", "list_type": "expected a list",
+    "string_type": "expected text",
+    "bool_type": "expected true or false, got {input!r}",
+    "bool_parsing": "expected true or false, got {input!r}",
+    "int_type": "expected a whole number, got {input!r}",
+    "int_parsing": "expected a whole number, got {input!r}",
+    "int_from_float": "expected a whole number, got {input!r}",
+    "float_type": "expected a number, got {input!r}",
+    "float_parsing": "expected a number, got {input!r}",
+    "greater_than": "must be more than {gt}, got {input!r}",
+    "greater_than_equal": "must be at least {ge}, got {input!r}",
+    "less_than": "must be less than {lt}, got {input!r}",
+    "less_than_equal": "must be at most {le}, got {input!r}",
+    "literal_error": "expected one of {expected}, got {input!r}",
+}
+
+
+def first_problem(exc: ValidationError) -> tuple[Loc, str]:
+    """The first error of ``exc``: where (keys from the top) and one line of why."""
+    err: ErrorDetails = exc.errors(include_url=False)[0]
+    loc: Loc = tuple(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyProblem):
+        loc = (*loc, *cause.key.split("."))
+    if isinstance(cause, ValueError):
+        reason = str(cause)
+    elif err["type"] in _REASONS:
+        reason = _REASONS[err["type"]].format(**(err.get("ctx") or {}), input=err.get("input"))
+    else:
+        reason = err["msg"][:1].lower() + err["msg"][1:]
+    return loc, " ".join(reason.split())
+
+
+def _key(loc: Loc, names: Mapping[Loc, str]) -> str:
+    """The key to show for ``loc``: the longest prefix named in ``names`` (an environment
+    variable, a file key when the list was renumbered), then the rest."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in names:
+            rest = dotted(loc[n:])
+            return names[loc[:n]] + ("" if not rest else rest if rest[0] == "[" else f".{rest}")
+    return dotted(loc)
+
+
+# -- loading ------------------------------------------------------------------------------
 
 def load_file(path: str | Path) -> dict[str, Any]:
     try:
@@ -273,263 +730,45 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
 
 
-_FILE_KEYS = {
-    "listen_address", "poll_interval", "window", "settle", "min_samples", "request_timeout",
-    "max_retries", "max_pages", "page_size", "thresholds", "accounts", "api_url",
-    "statuspage_url", "database_url", "smtp_url", "alert_from", "database", "number_type",
-    "throughput_limit", "monthly_budget", "home_country_code", "usage_interval", "alerts",
-    "statuspage_interval", "public_url", "inbound", "canary",
-}
-STATUSPAGE_DEFAULT = "https://status.twilio.com/api/v2/summary.json"
+def _merge(env: Mapping[str, str], file_data: Mapping[str, Any] | None,
+           listen_address: str | None) -> tuple[dict[str, Any], dict[Loc, str]]:
+    """The file with the environment (and the flag) laid over it, and the names to show for
+    keys that did not come from the file."""
+    data = dict(file_data or {})
+    names: dict[Loc, str] = {}
+    for var, path in ENVIRONMENT.items():
+        if not env.get(var) and not (var in EMPTY_DISABLES and var in env):
+            continue
+        if len(path) == 1:
+            data[path[0]] = env[var]
+        else:
+            section, key = path
+            table = data.get(section)
+            if table is not None and not isinstance(table, Mapping):
+                continue  # the file's error is reported
+            data[section] = {**(table or {}), key: env[var]}
+        names[path] = var
+    if listen_address:
+        data["listen_address"] = listen_address
+        names[("listen_address",)] = "--web.listen-address"
 
-
-def _statuspage_url(env: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
-    """Twilio's status page by default; an empty value disables it."""
-    if "SMS_MONITOR_STATUSPAGE_URL" in env:
-        key, value = "SMS_MONITOR_STATUSPAGE_URL", env["SMS_MONITOR_STATUSPAGE_URL"]
-    elif "statuspage_url" in data:
-        key, value = "statuspage_url", data["statuspage_url"]
-    else:
-        return STATUSPAGE_DEFAULT
-    return _url(key, value) if value else None
-_ALERT_KEYS = {"enabled", "store_url", "prefix", "schema", "hysteresis", "level2_after",
-               "level3_after", "level1", "level2", "level3", "alertmanager_url", "max_window"}
-
-
-_INBOUND_KEYS = {"audit_url", "prefix", "optin_keywords", "help_keywords"}
-_CANARY_KEYS = {"enabled", "account", "to", "from", "interval", "timeout", "body",
-                "test_account_sid", "test_auth_token_env"}
-
-
-TEST_FROM = "+15005550006"  # the magic number Twilio's test credentials send from
-
-
-def _store_url(key: str, value: object) -> str:
-    """A URL of one of sms-monitor's own stores (SQLite or PostgreSQL, via SQLAlchemy)."""
-    if not isinstance(value, str) or "://" not in value:
-        raise ConfigError(key, "expected an SQLAlchemy URL")
-    _check_sqlalchemy_url(key, value)
-    return value
-
-
-def _table_prefix(key: str, value: object) -> str:
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$", value):
-        raise ConfigError(key, f"expected a table name prefix, got {value!r}")
-    return value
-
-
-def _words(key: str, value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(
-            isinstance(w, str) and w.strip() and len(w) <= 40 for w in value):
-        raise ConfigError(key, "expected a non-empty list of words")
-    return tuple(w.strip().upper() for w in value)
-
-
-def _inbound(raw: object, alerts: AlertsConfig | None, env: Mapping[str, str],
-             optout: tuple[str, ...] = DEFAULT_OPTOUT) -> InboundConfig:
-    raw = _table("inbound", raw, _INBOUND_KEYS)
-    state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
-    default = alerts.store_url if alerts is not None else \
-        f"sqlite:///{Path(state_dir).absolute() / 'audit.db'}"
-    url = _store_url("inbound.audit_url",
-                     env.get("SMS_MONITOR_AUDIT_URL") or raw.get("audit_url", default))
-    prefix = _table_prefix("inbound.prefix", raw.get(
-        "prefix", alerts.prefix if alerts is not None else "sms_monitor_"))
-    config = InboundConfig(
-        audit_url=url, prefix=prefix,
-        optin_keywords=_words("inbound.optin_keywords", raw["optin_keywords"])
-        if "optin_keywords" in raw else DEFAULT_OPTIN,
-        help_keywords=_words("inbound.help_keywords", raw["help_keywords"])
-        if "help_keywords" in raw else DEFAULT_HELP)
-    lists = {"database.optout_keywords": set(optout), "inbound.optin_keywords":
-             set(config.optin_keywords), "inbound.help_keywords": set(config.help_keywords)}
-    names = list(lists)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            both = lists[a] & lists[b]
-            if both:
-                raise ConfigError(f"{b}", f"{sorted(both)[0]} is also in {a}: a keyword has "
-                                          "one meaning")
-    return config
-
-
-def _canary(raw: object, accounts: list[AccountConfig], env: Mapping[str, str]
-            ) -> CanaryConfig | None:
-    raw = dict(_table("canary", raw, _CANARY_KEYS))
-    if env.get("SMS_MONITOR_CANARY_TO"):
-        raw["to"] = env["SMS_MONITOR_CANARY_TO"]
-    if env.get("SMS_MONITOR_CANARY_INTERVAL"):
-        raw["interval"] = env["SMS_MONITOR_CANARY_INTERVAL"]
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("canary.enabled", f"expected true or false, got {enabled!r}")
-    if not raw or not enabled or not accounts:
-        return None
-    to = raw.get("to")
-    if not isinstance(to, str) or not E164_PATTERN.match(to):
-        raise ConfigError("canary.to", "expected the test handset's E.164 number")
-    name = raw.get("account", accounts[0].name)
-    account = next((a for a in accounts if a.name == name), None)
-    if account is None:
-        raise ConfigError("canary.account", f"no configured account is named {name!r}")
-    test_sid = raw.get("test_account_sid")
-    # Twilio's test credentials send only from its magic numbers (+15005550006 succeeds)
-    sender = raw.get("from", TEST_FROM if test_sid is not None else account.phone_number)
-    if sender is not None and (not isinstance(sender, str) or not E164_PATTERN.match(sender)):
-        raise ConfigError("canary.from", "expected an E.164 number")
-    if sender is None:
-        raise ConfigError("canary.from", "the account has no phone_number: set canary.from")
-    if test_sid is not None and not sender.startswith("+1500555"):
-        raise ConfigError("canary.from", "with test credentials Twilio sends only from its "
-                                         f"magic numbers such as {TEST_FROM}")
-    interval = _duration("canary.interval", raw.get("interval", "5m"))
-    timeout = _duration("canary.timeout", raw.get("timeout", "3m"))
-    if timeout > interval * 10:
-        raise ConfigError("canary.timeout", "at most ten intervals")
-    if timeout < 30:
-        raise ConfigError("canary.timeout", "at least 30s (a probe is read by SID after 10s)")
-    body = raw.get("body", CanaryConfig.body)
-    if not isinstance(body, str) or not body.strip() or len(body) > 160:
-        raise ConfigError("canary.body", "expected one SMS segment of text")
-    test_token: str | None = None
-    if test_sid is not None:
-        if not isinstance(test_sid, str) or not SID_PATTERN.match(test_sid):
-            raise ConfigError("canary.test_account_sid", "expected 'AC' followed by 32 hex digits")
-        token_env = raw.get("test_auth_token_env", "TWILIO_TEST_AUTH_TOKEN")
-        test_token = env.get(str(token_env)) or None
-        if test_token is None:
-            raise ConfigError("canary.test_auth_token_env",
-                              f"environment variable {token_env} is not set")
-    return CanaryConfig(account=account.name, to=to, from_number=sender, interval=interval,
-                        timeout=timeout, body=body, test_account_sid=test_sid,
-                        test_auth_token=test_token)
-
-
-def _check_sqlalchemy_url(key: str, url: str) -> None:
-    """A URL SQLAlchemy can use (known dialect, numeric port), or a ConfigError naming ``key``."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-        parsed.get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(key, f"not a usable SQLAlchemy URL ({re.sub(r'//[^/@]*@', '//', reason)})"
-                          ) from None
-
-
-def _table(name: str, raw: object, known: set[str]) -> dict[str, Any]:
-    """A ``[name]`` table of the file (empty when absent), with no key outside ``known``."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(name, f"expected a table ([{name}])")
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{name}.{sorted(unknown)[0]}",
-                          f"unknown key; known: {', '.join(sorted(known))}")
-    return raw
-
-
-def _alerts(raw: object, database: DatabaseConfig | None, window: float,
-            env: Mapping[str, str]) -> AlertsConfig | None:
-    raw = _table("alerts", raw, _ALERT_KEYS)
-    if not raw.get("enabled", True) or database is None:
-        return None
-    state_dir = env.get("SMS_MONITOR_STATE_DIR") or "sms-monitor-state"
-    store = _store_url("alerts.store_url", env.get("SMS_MONITOR_ALERT_STORE_URL") or raw.get(
-        "store_url", f"sqlite:///{Path(state_dir).absolute() / 'alerts.db'}"))
-    prefix = _table_prefix("alerts.prefix", raw.get("prefix", "sms_monitor_"))
-    schema = raw.get("schema")
-    if schema is not None and (not isinstance(schema, str)
-                               or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", schema)):
-        raise ConfigError("alerts.schema", f"expected a schema name, got {schema!r}")
-    hysteresis = raw.get("hysteresis", 0.02)
-    if isinstance(hysteresis, bool) or not isinstance(hysteresis, int | float) \
-            or not 0 <= hysteresis < 1:
-        raise ConfigError("alerts.hysteresis", f"expected a ratio in [0, 1), got {hysteresis!r}")
-    l2 = _duration("alerts.level2_after", raw.get("level2_after", "30m"))
-    l3 = _duration("alerts.level3_after", raw.get("level3_after", "2h"))
-    if l3 <= l2:
-        raise ConfigError("alerts.level3_after", "must be later than level2_after")
-    levels = []
-    for key in ("level1", "level2", "level3"):
-        value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"alerts.{key}", "expected a list of e-mail addresses or URLs")
-        levels.append(tuple(value))
-    am = raw.get("alertmanager_url")
-    max_window = _duration("alerts.max_window", raw["max_window"]) if "max_window" in raw else window
-    return AlertsConfig(
-        store_url=store, prefix=prefix, schema=schema, hysteresis=float(hysteresis),
-        levels=(0.0, l2, l3), level_recipients=tuple(levels),
-        alertmanager_url=_url("alerts.alertmanager_url", am) if am else None,
-        max_window=max(max_window, window))
-_DATABASE_KEYS = {
-    "url", "statement_timeout", "connect_timeout", "optout_grace", "optout_keywords",
-    "default_region", "reconcile_lag", "fallback_share", "tables", "columns",
-    "content_interval", "practice_name", "spam_words",
-}
-
-
-def _database(url: str | None, raw: object) -> DatabaseConfig | None:
-    raw = _table("database", raw, _DATABASE_KEYS)
-    url = url or raw.get("url")
-    if not url:
-        return None
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError("SMS_MONITOR_DATABASE_URL",
-                          "expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
-    _check_sqlalchemy_url("SMS_MONITOR_DATABASE_URL", url)
-    for key in ("tables", "columns"):
-        value = raw.get(key, {})
-        if not isinstance(value, dict) or (key == "columns" and not all(
-                isinstance(v, dict) for v in value.values())):
-            raise ConfigError(f"database.{key}", "expected a table of names")
-        flat = value.values() if key == "tables" else [
-            x for t, v in value.items() for c, x in v.items()
-            if not (t == "clients" and c == "cell_phone" and x == "")]  # "": no such column
-        for name in flat:
-            if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.]{0,126}$", name):
-                raise ConfigError(f"database.{key}", f"not a usable SQL name: {name!r}")
-    try:
-        names = SchemaNames.from_config(raw.get("tables"), raw.get("columns"))
-    except KeyError as exc:
-        raise ConfigError(f"database.{exc.args[0]}", "unknown table or column of the runbook schema"
-                          ) from None
-    keywords = _words("database.optout_keywords", raw["optout_keywords"]) \
-        if "optout_keywords" in raw else DEFAULT_OPTOUT
-    region = raw.get("default_region", "US")
-    if not isinstance(region, str) or not re.match(r"^[A-Z]{2}$", region):
-        raise ConfigError("database.default_region", f"expected a region code like 'US', got {region!r}")
-    share = raw.get("fallback_share", 0.9)
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
-        raise ConfigError("database.fallback_share", f"expected a ratio in (0, 1], got {share!r}")
-
-    def dur(key: str, default: float) -> float:
-        return _duration(f"database.{key}", raw[key]) if key in raw else default
-
-    practice = raw.get("practice_name")
-    if practice is not None and (not isinstance(practice, str) or not practice.strip()):
-        raise ConfigError("database.practice_name", "expected the practice's name as text")
-    spam = raw.get("spam_words", list(DEFAULT_SPAM_WORDS))
-    if not isinstance(spam, list) or not all(isinstance(w, str) and w.strip() for w in spam):
-        raise ConfigError("database.spam_words", "expected a list of words or phrases")
-
-    return DatabaseConfig(
-        url=url, names=names,
-        statement_timeout=dur("statement_timeout", 5.0),
-        connect_timeout=dur("connect_timeout", 5.0),
-        optout_grace=dur("optout_grace", 300.0),
-        optout_keywords=keywords,
-        default_region=region,
-        reconcile_lag=dur("reconcile_lag", 120.0),
-        fallback_share=float(share),
-        content_interval=dur("content_interval", 900.0),
-        practice_name=practice.strip() if practice else None,
-        spam_words=tuple(w.strip() for w in spam),
-    )
+    accounts = data.get("accounts", [])
+    if not isinstance(accounts, list):
+        raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
+    inherited = {k: data[k] for k in AccountDefaults.model_fields if k in data}
+    merged: list[Any] = []
+    if env.get("TWILIO_ACCOUNT_SID") or env.get("TWILIO_AUTH_TOKEN"):
+        primary = {key: env[var] for var, key in PRIMARY.items() if env.get(var)}
+        merged.append({**inherited, "name": "primary", **primary})
+        names.update({("accounts", 0, key): var for var, key in PRIMARY.items()})
+        names.update({("accounts", 0, key): key for key in inherited})
+        names.update({("accounts", 0, "throughput_limit"): "throughput_limit",
+                      ("accounts", 0, "monthly_budget"): "monthly_budget"})
+    for i, raw in enumerate(accounts):
+        names[("accounts", len(merged))] = f"accounts[{i}]"
+        merged.append({**inherited, **raw} if isinstance(raw, Mapping) else raw)
+    data["accounts"] = merged
+    return data, names
 
 
 def load_settings(
@@ -540,98 +779,12 @@ def load_settings(
     require_accounts: bool = True,
 ) -> Settings:
     """Build validated Settings; ``listen_address`` is the command-line flag (it wins)."""
-    data = dict(file_data or {})
-    unknown = set(data) - _FILE_KEYS
-    if unknown:
-        raise ConfigError(sorted(unknown)[0], f"unknown key; known: {', '.join(sorted(_FILE_KEYS))}")
-
-    def pick(env_key: str, file_key: str) -> tuple[str, Any]:
-        if env.get(env_key):
-            return env_key, env[env_key]
-        return file_key, data.get(file_key)
-
-    key, api = pick("SMS_MONITOR_TWILIO_API_URL", "api_url")
-    api_url = _url(key, api) if api else DEFAULT_API_URL
-
-    accounts: list[AccountConfig] = []
-    if env.get("TWILIO_ACCOUNT_SID") or env.get("TWILIO_AUTH_TOKEN"):
-        primary = {"account_sid": env.get("TWILIO_ACCOUNT_SID"),
-                   "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
-                   "phone_number": env.get("TWILIO_PHONE_NUMBER") or None}
-        try:
-            accounts.append(_account("TWILIO", primary, env, api_url, name="primary",
-                                     defaults=data))
-        except ConfigError as exc:
-            if exc.key in ("number_type", "throughput_limit", "monthly_budget"):
-                raise
-            field_name = exc.key.split(".")[-1].upper()
-            raise ConfigError(f"TWILIO_{field_name}", str(exc).split(": ", 2)[-1]) from None
-    raw_accounts = data.get("accounts", [])
-    if not isinstance(raw_accounts, list):
-        raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
-    for i, raw in enumerate(raw_accounts):
-        if not isinstance(raw, dict):
-            raise ConfigError(f"accounts[{i}]", "expected a table")
-        accounts.append(_account(f"accounts[{i}]", raw, env, api_url, defaults=data))
-    names = [a.name for a in accounts]
-    for n in names:
-        if names.count(n) > 1:
-            raise ConfigError("accounts", f"account name {n!r} is used twice")
-    if require_accounts and not accounts:
-        raise ConfigError("TWILIO_ACCOUNT_SID",
-                          "not set, and the config file lists no [[accounts]]")
-
-    if listen_address:
-        host, port = parse_listen_address("--web.listen-address", listen_address)
-    else:
-        key, value = pick("SMS_MONITOR_LISTEN_ADDRESS", "listen_address")
-        host, port = parse_listen_address(key, str(value or DEFAULT_LISTEN))
-
-    key, value = pick("SMS_MONITOR_POLL_INTERVAL", "poll_interval")
-    poll = _duration(key, value) if value is not None else 60.0
-    window = _duration("window", data["window"]) if "window" in data else 3600.0
-    settle = _duration("settle", data["settle"]) if "settle" in data else 900.0
-    timeout = _duration("request_timeout", data["request_timeout"]) if "request_timeout" in data \
-        else 10.0
-
-    def opt_url(env_key: str, file_key: str) -> str | None:
-        k, v = pick(env_key, file_key)
-        return _url(k, v) if v else None
-
-    db_key, db = pick("SMS_MONITOR_DATABASE_URL", "database_url")
-    if db is not None and (not isinstance(db, str) or "://" not in db):
-        raise ConfigError(db_key, "expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
-    smtp_key, smtp = pick("SMS_MONITOR_SMTP_URL", "smtp_url")
-    if smtp is not None and (not isinstance(smtp, str) or not re.match(r"^smtps?://", smtp)):
-        raise ConfigError(smtp_key, "expected smtp://[user:pass@]host:port")
-    _, alert_from = pick("SMS_MONITOR_ALERT_FROM", "alert_from")
-
-    return Settings(
-        accounts=tuple(accounts),
-        listen_host=host,
-        listen_port=port,
-        poll_interval=poll,
-        window_seconds=window,
-        settle_seconds=settle,
-        min_samples=_positive_int("min_samples", data.get("min_samples", 10)),
-        request_timeout=timeout,
-        max_retries=_positive_int("max_retries", data.get("max_retries", 3), low=0, high=10),
-        max_pages=_positive_int("max_pages", data.get("max_pages", 200)),
-        page_size=_positive_int("page_size", data.get("page_size", 1000), high=1000),
-        thresholds=_thresholds(data.get("thresholds")),
-        statuspage_url=_statuspage_url(env, data),
-        public_url=opt_url("SMS_MONITOR_PUBLIC_URL", "public_url"),
-        statuspage_interval=_duration("statuspage_interval", data["statuspage_interval"])
-        if "statuspage_interval" in data else 120.0,
-        database_url=db or None,
-        database=(database := _database(db or None, data.get("database"))),
-        alerts=(alerts := _alerts(data.get("alerts"), database, window, env)),
-        inbound=_inbound(data.get("inbound"), alerts, env,
-                         database.optout_keywords if database else DEFAULT_OPTOUT),
-        canary=_canary(data.get("canary"), accounts, env),
-        home_country_code=_calling_code(data.get("home_country_code", "1")),
-        usage_interval=_duration("usage_interval", data["usage_interval"])
-        if "usage_interval" in data else 600.0,
-        smtp_url=smtp or None,
-        alert_from=str(alert_from) if alert_from else None,
-    )
+    data, names = _merge(env, file_data, listen_address)
+    try:
+        settings = Settings.model_validate(data, context={"env": env})
+    except ValidationError as exc:
+        loc, reason = first_problem(exc)
+        raise ConfigError(_key(loc, names), reason) from None
+    if require_accounts and not settings.accounts:
+        raise ConfigError("TWILIO_ACCOUNT_SID", "not set, and the config file lists no [[accounts]]")
+    return settings

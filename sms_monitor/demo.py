@@ -6,7 +6,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
     # the incoming messages, posted to the demo's own endpoints as its story unfolds.
     host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "") else settings.listen_host
     public = settings.public_url or f"http://{host}:{settings.listen_port}"
-    settings = replace(settings, public_url=public)
+    settings = settings.model_copy(update={"public_url": public})
     sim.webhooks.configure(status_url=f"{public}{STATUS_PATH}",
                            inbound_url=f"{public}{INBOUND_PATH}")
     buttons = "".join(

@@ -46,3 +46,50 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = "python3 -m venv .venv && . .venv/bin/activate && pip install -q -e '.[test]' && pytest -q"
     assert command in readme
     assert command in ci
+
+
+def _documented_keys(doc: str) -> tuple[set[tuple[str, str]], set[str]]:
+    """(section, key) pairs the reference's tables list (section "" is the top level), and
+    the environment variables they name. A table's section is its heading's ``[section]``;
+    the Environment table's second column is the file key a variable sets."""
+    keys: set[tuple[str, str]] = set()
+    variables: set[str] = set()
+    section, columns = "", 1
+    for line in doc.splitlines():
+        if line.startswith("#"):
+            found = re.search(r"`\[\[?(\w+)", line)
+            section = found.group(1) if found else {"## Database": "database",
+                                                    "## Alerts": "alerts"}.get(line, "")
+            columns = 2 if line == "## Environment" else 1
+            continue
+        if not line.startswith("| `"):
+            continue
+        for cell in line.split("|")[1:1 + columns]:
+            for token in re.findall(r"`([^`]+)`", cell):
+                if re.fullmatch(r"(SMS_MONITOR|TWILIO)_[A-Z_]+", token):
+                    variables.add(token)
+                elif m := re.fullmatch(r"\[(\w+)\] (\w+)", token):  # [canary] to
+                    keys.add((m.group(1), m.group(2)))
+                elif m := re.fullmatch(r"\[\[?(\w+)(?:\.(\w+))?[^\]]*\]\]?", token):
+                    # [[accounts]] and [thresholds.<check>] (top level), [database.tables]
+                    keys.add((section, m.group(2)) if m.group(1) == section else ("", m.group(1)))
+                else:
+                    keys.add((section, token))
+    return keys, variables
+
+
+def test_the_configuration_reference_lists_every_key_of_every_model() -> None:
+    from sms_monitor.config import ENVIRONMENT, PRIMARY, SECTIONS
+
+    keys, variables = _documented_keys((ROOT / "docs" / "configuration.md").read_text())
+    declared = {(name, key) for name, model in SECTIONS.items() for key in model.file_keys()
+                if not (name == "" and key in SECTIONS and key not in ("accounts", "thresholds"))}
+    assert declared - keys == set(), "settable keys missing from docs/configuration.md"
+    assert keys - declared == set(), "docs/configuration.md lists keys no model declares"
+    read = {*ENVIRONMENT, *PRIMARY, "SMS_MONITOR_STATE_DIR", "SMS_MONITOR_CONFIG"}
+    assert variables == read
+    for var, path in ENVIRONMENT.items():  # each variable's row names the key it sets
+        row = next(line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+                   if line.startswith(f"| `{var}`"))
+        shown = f"[{path[0]}] {path[1]}" if len(path) == 2 else path[0]
+        assert f"`{shown}`" in row or var == "SMS_MONITOR_ALERT_STORE_URL" and "`store_url`" in row

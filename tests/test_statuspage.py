@@ -47,8 +47,7 @@ def test_twilio_status_check(state: str, incident: str, expected: Status) -> Non
 def test_monitor_reads_it_shows_it_and_keeps_it_out_of_overall(
         simulator: SimulatorServer, sim_state: SimState, clock: FakeClock) -> None:
     settings = settings_for(simulator.url, statuspage_interval="2m")
-    settings = type(settings)(**{**settings.__dict__,
-                                 "statuspage_url": simulator.url + "/statuspage"})
+    settings = settings.model_copy(update={"statuspage_url": simulator.url + "/statuspage"})
     monitor = build(settings, clock=clock, sleep=SleepRecorder())
     registry = build_registry(monitor.holder, monitor.areas)
     snap = monitor.run_cycle()

@@ -43,8 +43,9 @@ class CanaryProber:
         self.tracker = CanaryTracker(account.name, config.timeout, api_only=config.api_only)
         self.peer = peer_hash(config.to)  # the test handset, kept out of the statistics
         self.callback_url = f"{public_url.rstrip('/')}{STATUS_PATH}" if public_url else None
-        sid, token = ((config.test_account_sid, config.test_auth_token) if config.api_only
-                      else (account.account_sid, account.auth_token))
+        sid, secret = ((config.test_account_sid, config.test_auth_token) if config.api_only
+                       else (account.account_sid, account.auth_token))
+        token = secret.get_secret_value() if secret is not None else None
         http = MonitoredHttpClient(account.name, requests_log, timeout=timeout, max_retries=0)
         client = Client(sid, token, http_client=http)
         client.api.base_url = account.api_url

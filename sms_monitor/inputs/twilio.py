@@ -101,7 +101,8 @@ class TwilioPoller:
             account.name, requests_log, timeout=settings.request_timeout,
             max_retries=settings.max_retries, sleep=sleep,
         )
-        self.client = Client(account.account_sid, account.auth_token, http_client=self.http)
+        self.client = Client(account.account_sid, account.auth_token.get_secret_value(),
+                             http_client=self.http)
         self.client.api.base_url = account.api_url
         self._api = self.client.api.v2010.accounts(account.account_sid)
         db = settings.database

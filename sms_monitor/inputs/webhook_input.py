@@ -38,7 +38,7 @@ class WebhookInput:
         self.clock = wiring.clock
         self._names = {a.account_sid: a.name for a in settings.accounts}
         self.inbox = CallbackInbox(
-            {a.account_sid: a.auth_token for a in settings.accounts},
+            {a.account_sid: a.auth_token.get_secret_value() for a in settings.accounts},
             public_url=settings.public_url, clock=wiring.clock, keywords=wiring.keywords,
             on_inbound=self.record_inbound)
         self._lock = threading.Lock()

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import base64
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import bcrypt
 import yaml
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from sms_monitor.config import ConfigError
+from sms_monitor.config import ConfigError, KeyProblem, Section, dotted, first_problem
 
 KEY = "--web.config.file"
 _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -74,54 +76,85 @@ class WebConfig:
 _DUMMY = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=10))
 
 
+def _bcrypt_hash(value: object) -> bytes:
+    if not isinstance(value, str) or not value.startswith(("$2a$", "$2b$", "$2y$")):
+        raise ValueError("expected a bcrypt hash")
+    return value.replace("$2y$", "$2b$", 1).encode()
+
+
+def _one_of(choices: Mapping[str, object]) -> BeforeValidator:
+    def check(value: object) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+    return BeforeValidator(check)
+
+
+class TLSServerConfig(Section):
+    """``tls_server_config``: the server's certificate and key, and optional client certificates
+    (paths relative to the file)."""
+
+    cert_file: str
+    key_file: str
+    min_version: Annotated[str, _one_of(_VERSIONS)] = "TLS12"
+    client_auth_type: Annotated[str, _one_of(_CLIENT_AUTH)] = "NoClientCert"
+    client_ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _ca_for_verification(self) -> TLSServerConfig:
+        if self.client_auth_type == "RequireAndVerifyClientCert" and not self.client_ca_file:
+            raise KeyProblem("client_ca_file", "required with RequireAndVerifyClientCert")
+        return self
+
+
+class WebConfigFile(Section):
+    """The ``--web.config.file`` document (exporter-toolkit format)."""
+
+    tls_server_config: TLSServerConfig | None = None
+    basic_auth_users: dict[str, Annotated[bytes, BeforeValidator(_bcrypt_hash)]] = Field(
+        default_factory=dict, repr=False)  # user -> bcrypt hash
+    http_server_config: dict[str, Any] | None = None  # accepted for compatibility, unused
+
+    @field_validator("tls_server_config", "basic_auth_users", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or value == {}:
+            return None if info.field_name == "tls_server_config" else {}
+        return value
+
+
+def _tls_context(tc: TLSServerConfig, base: Path) -> ssl.SSLContext:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.minimum_version = _VERSIONS[tc.min_version]
+    try:
+        tls.load_cert_chain(base / tc.cert_file, base / tc.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{KEY}: tls_server_config.cert_file",
+                          f"cannot load the certificate or key: {exc}") from None
+    tls.verify_mode = _CLIENT_AUTH[tc.client_auth_type]
+    if tc.client_ca_file:
+        try:
+            tls.load_verify_locations(base / tc.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{KEY}: tls_server_config.client_ca_file",
+                              f"cannot load: {exc}") from None
+    return tls
+
+
 def load_web_config(path: str | Path) -> WebConfig:
     """Parse and validate; every problem is a ConfigError (exit status 2)."""
-    base = Path(path).parent
     try:
         raw: Any = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(KEY, f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(KEY, f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
+    if not isinstance(raw or {}, dict):
         raise ConfigError(KEY, "expected a mapping")
-    unknown = set(raw) - {"tls_server_config", "basic_auth_users", "http_server_config"}
-    if unknown:
-        raise ConfigError(f"{KEY}: {sorted(unknown)[0]}", "unknown key")
-    users: dict[str, bytes] = {}
-    for user, hashed in (raw.get("basic_auth_users") or {}).items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ConfigError(f"{KEY}: basic_auth_users.{user}", "expected a bcrypt hash")
-        users[str(user)] = hashed.replace("$2y$", "$2b$", 1).encode()
-    tls = None
-    tc = raw.get("tls_server_config")
-    if tc:
-        if not isinstance(tc, dict) or not tc.get("cert_file") or not tc.get("key_file"):
-            raise ConfigError(f"{KEY}: tls_server_config", "needs cert_file and key_file")
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        version = tc.get("min_version", "TLS12")
-        if version not in _VERSIONS:
-            raise ConfigError(f"{KEY}: tls_server_config.min_version",
-                              f"expected one of {', '.join(_VERSIONS)}")
-        tls.minimum_version = _VERSIONS[version]
-        try:
-            tls.load_cert_chain(base / tc["cert_file"], base / tc["key_file"])
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{KEY}: tls_server_config.cert_file",
-                              f"cannot load the certificate or key: {exc}") from None
-        auth = tc.get("client_auth_type", "NoClientCert")
-        if auth not in _CLIENT_AUTH:
-            raise ConfigError(f"{KEY}: tls_server_config.client_auth_type",
-                              f"expected one of {', '.join(_CLIENT_AUTH)}")
-        tls.verify_mode = _CLIENT_AUTH[auth]
-        if tc.get("client_ca_file"):
-            try:
-                tls.load_verify_locations(base / tc["client_ca_file"])
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"{KEY}: tls_server_config.client_ca_file",
-                                  f"cannot load: {exc}") from None
-        elif auth == "RequireAndVerifyClientCert":
-            raise ConfigError(f"{KEY}: tls_server_config.client_ca_file",
-                              "required with RequireAndVerifyClientCert")
-    return WebConfig(tls=tls, users=users)
+    try:
+        doc = WebConfigFile.model_validate(raw or {})
+    except ValidationError as exc:
+        loc, reason = first_problem(exc)
+        raise ConfigError(f"{KEY}: {dotted(loc)}", reason) from None
+    tls = _tls_context(doc.tls_server_config, Path(path).parent) if doc.tls_server_config else None
+    return WebConfig(tls=tls, users=dict(doc.basic_auth_users))
