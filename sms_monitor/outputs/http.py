@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import html
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -14,6 +13,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
 from sms_monitor import __version__
+from sms_monitor.background_server import BackgroundHTTPServer
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
 from sms_monitor.outputs.collector import SnapshotCollector
@@ -162,10 +162,8 @@ def realtime_summary(snap: Snapshot) -> str:
     return "".join(f"<p>{line}</p>" for line in lines)
 
 
-class ExporterServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # a burst of new connections (Twilio, scrapers) is not reset
+class ExporterServer(BackgroundHTTPServer):
+    thread_name = "exporter"
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
                  extra_html: str = "", web_config: WebConfig | None = None,
@@ -176,7 +174,6 @@ class ExporterServer(ThreadingHTTPServer):
         self.holder = holder
         self.registry = build_registry(holder)
         self.extra_html = extra_html
-        self._thread: threading.Thread | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
@@ -187,16 +184,6 @@ class ExporterServer(ThreadingHTTPServer):
         return conn, addr
 
     @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
+    def scheme(self) -> str:
         tls = self.web_config is not None and self.web_config.tls is not None
-        return f"{'https' if tls else 'http'}://{host!s}:{port}"
-
-    def start(self) -> ExporterServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="exporter", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        return "https" if tls else "http"
