@@ -104,7 +104,7 @@ def test_run_serves_metrics_and_stops_on_sigterm(live_simulator: SimulatorServer
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                     ready = r.status == 200
             except OSError:
-                time.sleep(0.1)  # waiting for a child process to come up, not for our code's time
+                time.sleep(0.02)  # waiting for a child process to come up, not for our code's time
         assert ready, "daemon never became ready"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             assert b'sms_health_status{account="primary",check="overall"} 0.0' in r.read()

@@ -33,7 +33,7 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -
                 return
         except OSError:
             pass
-        time.sleep(0.2)  # polling a child process, not timing our own code
+        time.sleep(0.05)  # polling a child process, not timing our own code
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -62,7 +62,8 @@ def running_demo(tmp_path: Path, poll_interval: str, *args: str) -> Iterator[tup
 
 
 def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> None:
-    with running_demo(tmp_path, "1", "--scenario", "healthy") as (base, sim_url):
+    # a poll cycle of the demo takes ~0.06 s: a scenario shows within a quarter second
+    with running_demo(tmp_path, "0.25", "--scenario", "healthy") as (base, sim_url):
         page = _get(base + "/")
         assert "/_simulator/scenario" in page  # the demo's scenario buttons
         # the seeded practice database has problems to find, on SQLite, no server needed
@@ -121,7 +122,7 @@ def test_demo_shows_each_scenario_on_the_page_and_in_metrics(tmp_path: Path) -> 
 def test_demo_stop_turns_red_when_the_grace_period_ends_not_at_the_next_poll(
         tmp_path: Path) -> None:
     config = tmp_path / "demo.toml"
-    config.write_text('[database]\noptout_grace = "3s"\n')
+    config.write_text('[database]\noptout_grace = "1s"\n')
     # no regular cycle during the test
     with running_demo(tmp_path, "10m", "--config", str(config)) as (base, sim_url):
         assert "sms_optout_unprocessed_messages 1.0" in _get(base + "/metrics")  # the seeded one
@@ -130,7 +131,7 @@ def test_demo_stop_turns_red_when_the_grace_period_ends_not_at_the_next_poll(
             pass
         _wait_for(lambda: 'sms_inbound_keywords_total{account="primary",kind="optout"} 1.0'
                   in _get(base + "/metrics"), "the STOP through the signed inbound webhook")
-        # the daemon runs a cycle when the 3-second grace period ends, ten minutes before
+        # the daemon runs a cycle when the 1-second grace period ends, ten minutes before
         # the next poll
         _wait_for(lambda: "sms_optout_unprocessed_messages 2.0" in _get(base + "/metrics"),
                   "optout_unprocessed counting the new STOP", timeout=15)

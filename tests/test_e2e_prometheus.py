@@ -2,8 +2,9 @@
 
 One stack per module (Debian's `prometheus` and `prometheus-alertmanager`, no mocks):
 
-    demo (simulator + daemon, 1 s polls) <- Prometheus (1 s scrape and evaluation,
-    a copy of alerts.rules.yml with only the `for:` durations shortened) -> Alertmanager
+    demo (simulator + daemon, 0.25 s polls, one retry per failed request)
+        <- Prometheus (0.5 s scrape and evaluation, a copy of alerts.rules.yml with only
+           the `for:` durations shortened) -> Alertmanager
 
 Checked through Prometheus's HTTP API: every rule of alerts.rules.yml loads and evaluates
 without error, every recording rule and the key queries return data, every metric an alert
@@ -42,7 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts.rules.yml"
 DASHBOARD = ROOT / "grafana" / "sms-monitor.json"
 MISSING_BINARY = "install Debian's prometheus and prometheus-alertmanager; .ci/run does"
-SHORT_FOR = "2s"  # every alert's `for:` in the test's copy of the rules
+SHORT_FOR = "1s"  # every alert's `for:` in the test's copy of the rules
+SHORT_FOR_SECONDS = 1
+INTERVAL = "500ms"  # Prometheus's scrape and rule evaluation interval (and scrape timeout)
+DEMO_POLL_INTERVAL = "0.25"  # seconds; a demo poll cycle takes ~0.06 s
+DEMO_CONFIG = "max_retries = 1\n"  # an outage fails a poll after one back-off, not three
+POLL = 0.05  # seconds between two looks at another process's state
 DATA_TIMEOUT = 30.0  # for rates and recording rules to have the samples they need
 ALERT_TIMEOUT = 60.0
 
@@ -103,7 +109,7 @@ def _wait_until(probe: Callable[[], T | None], what: str, timeout: float,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last})\n"
                                  + (_tail(log) if log else ""))
-        time.sleep(0.25)  # waiting for another process, not timing our own code
+        time.sleep(POLL)  # waiting for another process, not timing our own code
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -195,8 +201,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ExitStack() as procs:
         # 1. the demo: simulator, practice database and daemon in one process
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMS_MONITOR_"))}
-        env["SMS_MONITOR_POLL_INTERVAL"] = "1"
+        env["SMS_MONITOR_POLL_INTERVAL"] = DEMO_POLL_INTERVAL
+        (tmp / "demo.toml").write_text(DEMO_CONFIG)
         demo = _spawn(procs, [sys.executable, "-m", "sms_monitor.cli", "demo", "--scenario", "healthy",
+                              "--config", str(tmp / "demo.toml"),
                               "--web.listen-address", f"127.0.0.1:{demo_port}"],
                       demo_log, env=env, cwd=tmp, stdout=subprocess.DEVNULL)
 
@@ -219,9 +227,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (tmp / "alerts.rules.yml").write_text(shorten_for(RULES.read_text()))
         (tmp / "prometheus.yml").write_text(
             "global:\n"
-            "  scrape_interval: 1s\n"
-            "  scrape_timeout: 1s\n"
-            "  evaluation_interval: 1s\n"
+            f"  scrape_interval: {INTERVAL}\n"
+            f"  scrape_timeout: {INTERVAL}\n"
+            f"  evaluation_interval: {INTERVAL}\n"
             "rule_files:\n"
             f"  - {tmp / 'alerts.rules.yml'}\n"
             "alerting:\n"
@@ -275,7 +283,7 @@ def _wait_for_data(stack: Stack, exprs: dict[str, str],
                      for key, expr in pending.items()]
             raise AssertionError(f"{len(pending)} queries have no data after {timeout:.0f} s:\n"
                                  + "\n".join(lines) + "\n" + stack.diagnostics())
-        time.sleep(0.5)  # the next scrape / rule evaluation
+        time.sleep(POLL)  # the next scrape / rule evaluation
     return results
 
 
@@ -318,7 +326,7 @@ def test_every_rule_loads_and_every_recording_rule_has_data(stack: Stack) -> Non
     records = re.findall(r"(?m)^\s+- record:\s*(\S+)\s*$", shipped)
     alerts = re.findall(r"(?m)^\s+- alert:\s*(\S+)\s*$", shipped)
     assert sorted(r["name"] for r in rules) == sorted(records + alerts)
-    assert all(r["duration"] == 2 for r in rules if r["type"] == "alerting")
+    assert all(r["duration"] == SHORT_FOR_SECONDS for r in rules if r["type"] == "alerting")
 
     _wait_for_data(stack, {name: name for name in records})
 
@@ -397,7 +405,7 @@ GRAFANA_AFTER_SCENARIO = {
     ("Projected time to empty", "A"): "out_of_credit",
     # the demo's own "Low Twilio Balance" notification rule fires and tries to notify
     ("Alert notifications", "A"): "out_of_credit",
-    # connections dropped: retried, then the poll fails (takes ~12 s of backoff)
+    # connections dropped: retried once (DEMO_CONFIG), then the poll fails
     ("Twilio retries", "A"): "outage",
     ("Poll errors", "A"): "outage",
 }

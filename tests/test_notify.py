@@ -12,10 +12,9 @@ import email.message
 import email.policy
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind, summary
+from sms_monitor.background_server import BackgroundHTTPServer
 
 FIRING = Notification(
     rule="Low SMS Delivery Rate", account="primary", event="firing", severity="critical",
@@ -99,7 +99,7 @@ def smtp_auth() -> Iterator[SmtpServer]:
 # --- HTTP (webhooks and Alertmanager) ---------------------------------------------------------
 
 
-class HttpReceiver(ThreadingHTTPServer):
+class HttpReceiver(BackgroundHTTPServer):
     """Collects (path, JSON body) of every POST and answers ``status`` (404 off ``only_path``)."""
 
     def __init__(self, status: int = 200, only_path: str | None = None) -> None:
@@ -124,17 +124,10 @@ class HttpReceiver(ThreadingHTTPServer):
                 self.end_headers()
 
         super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        self.start()
 
     def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
+        self.stop()
 
 
 @pytest.fixture

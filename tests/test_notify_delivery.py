@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind, summary
+from sms_monitor.background_server import BackgroundHTTPServer
 from tests.conftest import Smtp, _free_port
 
 N = Notification(rule="Low SMS Delivery Rate", account="primary", event="firing",
@@ -19,7 +19,7 @@ N = Notification(rule="Low SMS Delivery Rate", account="primary", event="firing"
                  runbook_section="Issue 1: SMS Messages Not Delivered", key="k|primary|firing|1")
 
 
-class Receiver(ThreadingHTTPServer):
+class Receiver(BackgroundHTTPServer):
     def __init__(self, status: int = 200) -> None:
         self.bodies: list[tuple[str, Any]] = []
         self.status = status
@@ -37,19 +37,14 @@ class Receiver(ThreadingHTTPServer):
                 self.end_headers()
 
         super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        self.start()
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
-    r.shutdown()
-    r.server_close()
+    r.stop()
 
 
 @pytest.mark.parametrize(("recipient", "kind"), [
@@ -75,8 +70,7 @@ def test_webhook_error_status_is_a_send_error() -> None:
         with pytest.raises(SendError, match="answered 500"):
             Notifier(None, None).send(r.url + "/hook", N)
     finally:
-        r.shutdown()
-        r.server_close()
+        r.stop()
 
 
 def test_alertmanager_payload(receiver: Receiver) -> None:

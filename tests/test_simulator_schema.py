@@ -1,10 +1,10 @@
 """The simulator against Twilio's published OpenAPI description of the 2010-04-01 API.
 
-The reference is ``twilio_api_v2010_monitoring_subset.json`` from twilio/twilio-oai 2.6.7 (see
-``shared/twilio-oai/README.md``). It is looked up, in order, at ``$SMS_MONITOR_TWILIO_OAI`` (the
-file, or a directory holding it), at ``<repo>/../shared/twilio-oai/`` and at
-``/work/shared/twilio-oai/``; if none exists every test here errors with the paths tried (never
-skipped: a simulator nobody checks against Twilio drifts silently).
+The reference is Twilio's description from twilio/twilio-oai 2.6.7, vendored in
+``tests/twilio_oai/`` (see its README): ``twilio_api_v2010_monitoring_subset.json`` (the paths a
+monitor reads) and ``twilio_api_v2010_usage_records_subset.json`` (usage records, for spend).
+Nothing outside the repository is read; a missing file fails the tests, never skips them (a
+simulator nobody checks against Twilio drifts silently).
 
 Response bodies are validated with ``OAS30Validator`` (it understands ``nullable``), ``$ref``s
 resolved inside the whole document, plus a format checker for the formats the document uses
@@ -16,7 +16,6 @@ directly, including through the real twilio-python client.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -44,9 +43,9 @@ from sms_monitor.simulator.state import (
 )
 from tests.conftest import FakeClock
 
-SUBSET_NAME = "twilio_api_v2010_monitoring_subset.json"
-OAI_ENV = "SMS_MONITOR_TWILIO_OAI"
-OAI_FALLBACK_DIR = Path("/work/shared/twilio-oai")
+OAI_DIR = Path(__file__).resolve().parent / "twilio_oai"
+SUBSET = OAI_DIR / "twilio_api_v2010_monitoring_subset.json"
+USAGE_SUBSET = OAI_DIR / "twilio_api_v2010_usage_records_subset.json"
 DOC_URI = "urn:twilio-oai:twilio_api_v2010_monitoring_subset"
 
 # The GET operations of the subset (OpenAPI path templates).
@@ -70,34 +69,20 @@ FINAL_OUTBOUND = {"delivered", "undelivered"}
 # -- the OpenAPI document --------------------------------------------------------------------
 
 
-def oai_candidates() -> list[Path]:
-    """Where the subset is looked for, in order of preference."""
-    found: list[Path] = []
-    override = os.environ.get(OAI_ENV)
-    if override:
-        p = Path(override).expanduser()
-        found.append(p / SUBSET_NAME if p.is_dir() else p)
-    found.append(Path(__file__).resolve().parents[1].parent / "shared" / "twilio-oai" / SUBSET_NAME)
-    found.append(OAI_FALLBACK_DIR / SUBSET_NAME)
-    return found
+def load_oai(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        pytest.fail(f"Twilio's OpenAPI description {path} is missing: it is vendored in the "
+                    "repository, see tests/twilio_oai/README.md.", pytrace=False)
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    assert str(doc.get("openapi", "")).startswith("3.0"), f"{path}: not an OpenAPI 3.0 document"
+    return doc
 
 
 @pytest.fixture(scope="session")
 def oai() -> dict[str, Any]:
-    tried = oai_candidates()
-    path = next((p for p in tried if p.is_file()), None)
-    if path is None:
-        pytest.fail(
-            f"Twilio's OpenAPI subset {SUBSET_NAME} was not found; tried: "
-            + ", ".join(str(p) for p in tried)
-            + f". Set {OAI_ENV} to the file (or its directory); it comes from twilio/twilio-oai "
-            "2.6.7, see shared/twilio-oai/README.md.",
-            pytrace=False,
-        )
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    assert str(doc.get("openapi", "")).startswith("3.0"), f"{path}: not an OpenAPI 3.0 document"
+    doc = load_oai(SUBSET)
     missing = [p for p in GET_PATHS if "get" not in doc.get("paths", {}).get(p, {})]
-    assert not missing, f"{path}: lacks GET operations {missing}"
+    assert not missing, f"{SUBSET}: lacks GET operations {missing}"
     return doc
 
 
@@ -297,15 +282,15 @@ def set_scenario(sim: SimulatorServer, name: str) -> requests.Response:
 # -- 1. every GET of the subset, validated against the schema --------------------------------
 
 
-def test_oai_locations_honour_the_env_override(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
-    monkeypatch.setenv(OAI_ENV, str(tmp_path))
-    assert oai_candidates()[0] == tmp_path / SUBSET_NAME
-    monkeypatch.setenv(OAI_ENV, str(tmp_path / "other.json"))
-    assert oai_candidates()[0] == tmp_path / "other.json"
-    monkeypatch.delenv(OAI_ENV)
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "twilio-oai" / SUBSET_NAME
-    assert oai_candidates() == [here, OAI_FALLBACK_DIR / SUBSET_NAME]
+def test_the_description_is_vendored_with_its_licence_and_source() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    assert OAI_DIR.is_relative_to(repo)
+    assert "MIT License" in (OAI_DIR / "LICENSE").read_text(encoding="utf-8")
+    assert "Twilio" in (OAI_DIR / "LICENSE").read_text(encoding="utf-8")
+    for path in (SUBSET, USAGE_SUBSET):
+        source = load_oai(path)["info"]["x-subset-of"]
+        assert "twilio/twilio-oai" in source and "(tag 2.6.7)" in source, path
+        assert path.name in (OAI_DIR / "README.md").read_text(encoding="utf-8")
 
 
 def test_validator_is_not_vacuous(simulator: SimulatorServer, schemas: ResponseSchemas) -> None:
@@ -725,14 +710,11 @@ def test_a_message_moves_from_queued_to_sent_to_final(
     assert fetch()["status"] == final["status"], "a final status must not change again"
 
 
-# -- usage records (spend), from the full description ------------------------------------------
+# -- usage records (spend), from the usage-records subset ------------------------------------------
 
 @pytest.fixture(scope="session")
 def full_schemas() -> ResponseSchemas:
-    path = next((p.parent / "twilio_api_v2010.json" for p in oai_candidates()
-                 if (p.parent / "twilio_api_v2010.json").is_file()), None)
-    assert path is not None, "twilio_api_v2010.json not found next to the subset"
-    return ResponseSchemas(json.loads(path.read_text(encoding="utf-8")))
+    return ResponseSchemas(load_oai(USAGE_SUBSET))
 
 
 @pytest.mark.parametrize("period", ["ThisMonth", "Today"])

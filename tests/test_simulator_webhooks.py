@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from sms_monitor.background_server import BackgroundHTTPServer
 from sms_monitor.simulator.scenarios import SCENARIOS
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import (
@@ -52,17 +53,15 @@ class Received:
     params: dict[str, str]
 
 
-class Receiver(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Receiver(BackgroundHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ReceiverHandler)
         self.received: list[Received] = []
         self.answers: dict[str, int] = {}  # path -> status to answer (default 204)
         self.lock = threading.Lock()
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+    def url_for(self, path: str) -> str:
+        return self.url + path
 
     def at(self, path: str) -> list[Received]:
         with self.lock:
@@ -89,12 +88,9 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server = Receiver().start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def closed_port_url(path: str) -> str:
@@ -127,7 +123,7 @@ def send(state: SimState, **kwargs: Any) -> SimMessage:
 
 def assert_signed(receiver: Receiver, req: Received) -> None:
     signature = req.headers["X-Twilio-Signature"]
-    url = receiver.url(req.path)
+    url = receiver.url_for(req.path)
     assert RequestValidator(DEMO_AUTH_TOKEN).validate(url, req.params, signature)
     assert not RequestValidator("0" * 32).validate(url, req.params, signature)
     assert req.headers["Content-Type"] == "application/x-www-form-urlencoded"
@@ -155,7 +151,7 @@ def control(server: SimulatorServer, path: str, **data: Any) -> requests.Respons
 def test_a_message_reports_queued_sent_delivered_once_each_signed(
         clock: FakeClock, receiver: Receiver) -> None:
     state = quiet_state(clock)
-    sender = WebhookSender(state, status_url=receiver.url("/status"))
+    sender = WebhookSender(state, status_url=receiver.url_for("/status"))
     msg = send(state)
     assert msg.final_status == "delivered"
 
@@ -188,7 +184,7 @@ def test_a_message_reports_queued_sent_delivered_once_each_signed(
 def test_undelivered_carries_the_error_code_and_a_long_jump_keeps_the_order(
         clock: FakeClock, receiver: Receiver) -> None:
     state = quiet_state(clock, delivered=0.0)
-    sender = WebhookSender(state, status_url=receiver.url("/status"))
+    sender = WebhookSender(state, status_url=receiver.url_for("/status"))
     first = send(state)
     state.fast_forward(0.5)
     second = send(state)
@@ -213,7 +209,7 @@ def test_undelivered_carries_the_error_code_and_a_long_jump_keeps_the_order(
 def test_a_failed_message_reports_failed_once_with_its_code(
         clock: FakeClock, receiver: Receiver) -> None:
     state = quiet_state(clock)
-    sender = WebhookSender(state, status_url=receiver.url("/status"))
+    sender = WebhookSender(state, status_url=receiver.url_for("/status"))
     msg = send(state)
     msg.final_status, msg.error_code = "failed", 30007
     assert sender.tick() == 1
@@ -233,8 +229,8 @@ def test_history_is_not_replayed_on_the_first_tick(clock: FakeClock, receiver: R
             state.create_message(acc, clock() - ago, to=PATIENT)
         state.create_message(acc, clock() - 10, outbound=False, to=OTHER, body="YES")
         recent = state.create_message(acc, clock() - 0.5, to=PATIENT)  # still queued
-    sender = WebhookSender(state, status_url=receiver.url("/status"),
-                           inbound_url=receiver.url("/sms"))
+    sender = WebhookSender(state, status_url=receiver.url_for("/status"),
+                           inbound_url=receiver.url_for("/sms"))
     assert sender.tick() == 0
     state.fast_forward(1.0)
     assert sender.tick() == 1  # only what happened since: the recent message was sent
@@ -250,7 +246,7 @@ def test_a_url_switched_on_later_gets_only_what_follows(
     state.fast_forward(2.0)
     assert sender.tick() == 0
     state.fast_forward(300)  # the old message settles meanwhile, unseen
-    sender.configure(status_url=receiver.url("/status"))
+    sender.configure(status_url=receiver.url_for("/status"))
     assert sender.tick() == 0
     new = send(state)
     assert sender.tick() == 1
@@ -264,7 +260,7 @@ def test_a_url_switched_on_later_gets_only_what_follows(
 def test_messages_created_at_the_edge_of_a_pass_are_sent_once(
         clock: FakeClock, receiver: Receiver) -> None:
     state = quiet_state(clock)
-    sender = WebhookSender(state, status_url=receiver.url("/status"))
+    sender = WebhookSender(state, status_url=receiver.url_for("/status"))
     first = send(state)
     assert sender.tick() == 1
     second = send(state)  # the same simulated instant the previous pass ended at
@@ -293,12 +289,12 @@ def test_a_receiver_that_is_down_or_failing_is_counted_and_the_next_tick_works(
     assert msg.body not in text
 
     receiver.answers["/broken"] = 500
-    sender.configure(status_url=receiver.url("/broken"))
+    sender.configure(status_url=receiver.url_for("/broken"))
     state.fast_forward(1.0)
     assert sender.tick() == 1  # no retry of the refused one: only "sent" goes out
     assert sender.failed["status"] == 2 and sender.last_status["status"] == 500
 
-    sender.configure(status_url=receiver.url("/status"))
+    sender.configure(status_url=receiver.url_for("/status"))
     state.fast_forward(600)
     with capture_logs() as logs:
         assert sender.tick() == 1
@@ -313,17 +309,17 @@ def test_a_receiver_that_is_down_or_failing_is_counted_and_the_next_tick_works(
 def test_status_callback_given_on_create_wins_over_the_default(
         sim: tuple[SimulatorServer, SimState], receiver: Receiver) -> None:
     server, state = sim
-    resp = control(server, "webhooks", status_url=receiver.url("/default"))
+    resp = control(server, "webhooks", status_url=receiver.url_for("/default"))
     assert resp.status_code == 200
-    assert resp.json()["status_url"] == receiver.url("/default")
+    assert resp.json()["status_url"] == receiver.url_for("/default")
 
     client = Client(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, environment={})
     client.api.base_url = server.url
     own = client.messages.create(to=PATIENT, from_=DEMO_PHONE_NUMBER, body="Reminder",
-                                 status_callback=receiver.url("/own?practice=1"))
+                                 status_callback=receiver.url_for("/own?practice=1"))
     plain = client.messages.create(to=OTHER, from_=DEMO_PHONE_NUMBER, body="Reminder")
     assert own.status == plain.status == "queued"
-    assert account(state).messages[-2].status_callback == receiver.url("/own?practice=1")
+    assert account(state).messages[-2].status_callback == receiver.url_for("/own?practice=1")
 
     assert server.webhooks.tick() == 2
     [mine] = receiver.at("/own?practice=1")
@@ -342,7 +338,7 @@ def test_status_callback_given_on_create_wins_over_the_default(
 def test_an_inbound_message_is_posted_to_the_inbound_webhook(
         sim: tuple[SimulatorServer, SimState], receiver: Receiver) -> None:
     server, state = sim
-    assert control(server, "webhooks", inbound_url=receiver.url("/sms")).status_code == 200
+    assert control(server, "webhooks", inbound_url=receiver.url_for("/sms")).status_code == 200
     resp = control(server, "inbound", **{"from": OTHER, "body": "STOP"})
     assert resp.status_code == 200
     sid = resp.json()["sid"]
@@ -371,7 +367,7 @@ def test_an_inbound_message_is_posted_to_the_inbound_webhook(
 def test_webhooks_endpoint_configures_reports_and_disables(
         sim: tuple[SimulatorServer, SimState], receiver: Receiver) -> None:
     server, state = sim
-    status_url, inbound_url = receiver.url("/status"), receiver.url("/sms")
+    status_url, inbound_url = receiver.url_for("/status"), receiver.url_for("/sms")
     resp = control(server, "webhooks", status_url=status_url, inbound_url=inbound_url)
     assert resp.status_code == 200
     assert resp.json()["status_url"] == status_url and resp.json()["inbound_url"] == inbound_url

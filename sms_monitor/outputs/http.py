@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
+from sms_monitor.background_server import BackgroundHTTPServer
 from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
 from sms_monitor.outputs.collector import SnapshotCollector
@@ -109,10 +109,8 @@ class ExporterHandler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
 
-class ExporterServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # a burst of new connections (Twilio, scrapers) is not reset
+class ExporterServer(BackgroundHTTPServer):
+    thread_name = "exporter"
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
                  extra_html: str = "", web_config: WebConfig | None = None,
@@ -125,7 +123,6 @@ class ExporterServer(ThreadingHTTPServer):
         self.registry = build_registry(holder, areas)
         self.pages = [a() for a in areas]
         self.extra_html = extra_html
-        self._thread: threading.Thread | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
@@ -136,16 +133,6 @@ class ExporterServer(ThreadingHTTPServer):
         return conn, addr
 
     @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
+    def scheme(self) -> str:
         tls = self.web_config is not None and self.web_config.tls is not None
-        return f"{'https' if tls else 'http'}://{host!s}:{port}"
-
-    def start(self) -> ExporterServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="exporter", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        return "https" if tls else "http"

@@ -20,13 +20,13 @@ import base64
 import html
 import json
 import re
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from sms_monitor.background_server import BackgroundHTTPServer
 from sms_monitor.core.e164 import is_e164
 from sms_monitor.inputs.statuspage import COMPONENT_STATES
 from sms_monitor.simulator.forms import like
@@ -600,35 +600,21 @@ def _control_page(state: SimState, webhooks: WebhookSender | None = None) -> str
     return page
 
 
-class SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class SimulatorServer(BackgroundHTTPServer):
+    thread_name = "simulator"
 
     def __init__(self, address: tuple[str, int], state: SimState) -> None:
         super().__init__(address, SimulatorHandler)
         self.state = state
         self.webhooks = WebhookSender(state)  # sends nothing until a URL is configured
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def start(self) -> SimulatorServer:
-        self.webhooks.start()
-        self._thread = threading.Thread(target=self.serve_forever, name="simulator",
-                                        daemon=True)
-        self._thread.start()
-        return self
+        self.webhooks.start()  # ticking from now on, before the first request is served
+        return super().start()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self.webhooks.start()  # also when run in the foreground (``sms-monitor simulate``)
         super().serve_forever(poll_interval)
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
     def server_close(self) -> None:
         self.webhooks.stop()
