@@ -16,7 +16,7 @@ from sms_monitor.config import Settings
 from sms_monitor.core.keywords import KeywordMatcher
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.cycle import run_cycle
-from sms_monitor.inputs import account, database_input, statuspage, webhook_input
+from sms_monitor.inputs import account, database_input, statuspage, stores, webhook_input
 from sms_monitor.inputs import canary as canary_input
 from sms_monitor.inputs.account import AccountInput
 from sms_monitor.inputs.base import Input, Wiring
@@ -61,6 +61,7 @@ UNITS: tuple[Unit, ...] = (
     Unit("database", database_input.build, (DatabaseArea,)),
     Unit("statuspage", statuspage.build, (StatusPageArea,)),
     Unit("canary", canary_input.build, (CanaryArea,)),
+    Unit("stores", stores.build),
 )
 
 

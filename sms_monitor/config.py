@@ -344,6 +344,9 @@ class DatabaseConfig(Section):
     reconcile_lag: Duration = 120.0
     fallback_share: Annotated[Number, Field(gt=0, le=1)] = 0.9
     content_interval: Duration = 900.0  # seconds between reads of 7 days of message text
+    # Twilio sending more than logged * ratio + margin in the reconciliation span is red
+    unexpected_sends_ratio: Annotated[Number, Field(ge=1)] = 1.1
+    unexpected_sends_margin: Annotated[WholeNumber, Field(ge=0)] = 10
     practice_name: str | None = None  # every template should name the practice
     spam_words: Annotated[tuple[str, ...], BeforeValidator(_phrases)] = DEFAULT_SPAM_WORDS
     tables: Mapping[str, str] = Field(default_factory=dict, repr=False)  # runbook name -> yours
@@ -518,6 +521,10 @@ class Settings(AccountDefaults):
     alerts: AlertsConfig | None = Field(None, validate_default=True)  # needs the database
     inbound: InboundConfig | None = Field(None, validate_default=True)
     canary: CanaryConfig | None = None
+    # consecutive unreadable cycles before a source's connection check turns red
+    unreachable_cycles: Annotated[WholeNumber, Field(ge=1)] = 3
+    # /healthz fails when no cycle has finished for this many poll intervals
+    liveness_intervals: Annotated[Number, Field(ge=2)] = 3.0
 
     @property
     def listen_host(self) -> str:

@@ -78,7 +78,8 @@ def test_check_table_is_readable(live_simulator: SimulatorServer,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"], env=demo_env(live_simulator.url)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["ACCOUNT", "CHECK", "STATUS", "VALUE"]
+    assert lines[0].startswith("OVERALL: GREEN - ")  # the verdict first, as Nagios reads it
+    assert lines[1].split()[:4] == ["ACCOUNT", "CHECK", "STATUS", "VALUE"]
     assert any(line.startswith("primary") and "delivery_rate" in line and "GREEN" in line
                for line in lines)
     assert lines[-1] == "OVERALL: GREEN"
@@ -122,3 +123,15 @@ def test_run_serves_metrics_and_stops_on_sigterm(live_simulator: SimulatorServer
     assert "started" in events and "stopped" in events and "twilio_poll_done" in events
     assert DEMO_AUTH_TOKEN not in err
     assert "+15005550006" not in err  # even our own number is masked in logs
+
+
+def test_check_with_the_database_down_is_unknown_never_green(
+        live_simulator: SimulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
+    env = demo_env(live_simulator.url) | {
+        "SMS_MONITOR_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/x"}
+    rc = main(["check"], env=env)
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 3  # Twilio is green, but opt-out compliance cannot be seen
+    assert lines[0].startswith("OVERALL: UNKNOWN - database unreadable (")
+    assert any(line.split()[:3] == ["database", "connection", "UNKNOWN"] for line in lines)
+    assert lines[-1] == "OVERALL: UNKNOWN"

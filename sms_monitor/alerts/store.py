@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -35,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sms_monitor.alerts.lifecycle import AlertState
+from sms_monitor.storage.sqlite import ensure_directory
 
 SCHEMA_VERSION = 1
 
@@ -80,12 +80,11 @@ class AlertStore:
 
     def migrate(self) -> None:
         """Create the tables if needed and record the layout version."""
-        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
-            try:
-                Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the alert store's directory: {exc.strerror}"
-                                 ) from None
+        try:
+            ensure_directory(self.url)
+        except OSError as exc:
+            raise StoreError(f"cannot create the alert store's directory: {exc.strerror}"
+                             ) from None
         self.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
             current = conn.execute(select(func.max(self.version.c.version))).scalar()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sms_monitor.core.classify import CheckResult, Status
 from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.records import DELIVERED_STATUSES, FINAL_STATUSES
+from sms_monitor.core.sources import SourceState
 
 SUCCESS = frozenset({"delivered", "accepted"})
 
@@ -42,6 +43,10 @@ class CanaryView(Immutable):
     @property
     def verdict(self) -> Status | None:
         return None
+
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        return ()  # its account is the source; a failing probe is the canary's alert
 
 
 class CanaryTracker:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sms_monitor.core.classify import CheckResult, Status, grade, overall_check
 from sms_monitor.core.facts import UNREACHABLE, AccountFacts
+from sms_monitor.core.sources import SourceState
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.thresholds import Threshold
 
@@ -43,13 +46,18 @@ def account_checks(
     throughput_limit: float = 1.0,
     budget: float | None = None,
     month_elapsed: float = 1.0,
+    source: SourceState | None = None,
+    unreachable_cycles: int = 3,
 ) -> list[CheckResult]:
     """Every per-account check in contract order, followed by ``overall``.
 
-    ``throughput_limit`` is the sending number's rate in messages per second.
+    ``throughput_limit`` is the sending number's rate in messages per second. ``source`` says
+    how long the account has been unreadable: from ``unreachable_cycles`` on, its
+    connection check (``api_response_time``) is red whatever the Balance probe said.
     """
     checks = [
-        _api_response_time(account, facts, thresholds["api_response_time"]),
+        _connection(_api_response_time(account, facts, thresholds["api_response_time"]),
+                    source, unreachable_cycles),
         *_message_checks(account, facts, stats, thresholds, min_samples),
         _throughput(account, facts, stats, thresholds["throughput"], throughput_limit),
         _unregistered(account, facts, stats),
@@ -63,6 +71,15 @@ def account_checks(
     checks.sort(key=lambda c: CHECK_NAMES.index(c.name))
     checks.append(overall_check(account, checks, CONTRACT_CHECKS))
     return checks
+
+
+def _connection(probe: CheckResult, source: SourceState | None, limit: int) -> CheckResult:
+    if source is None or source.ok or source.failing_cycles < limit \
+            or probe.status is Status.RED:
+        return probe
+    return replace(probe, status=Status.RED,
+                   detail=f"Twilio unreadable for {source.failing_cycles} cycles "
+                          f"({source.reason}); {probe.detail}")
 
 
 def _api_response_time(account: str, facts: AccountFacts, t: Threshold) -> CheckResult:

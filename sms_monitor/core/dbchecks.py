@@ -20,9 +20,10 @@ from sms_monitor.core.thresholds import Threshold
 
 GROUP = "database"
 DB_CHECK_NAMES = ("invalid_phone_numbers", "optout_unprocessed", "sent_to_opted_out",
-                  "queue_delay", "reconciliation", "sms_fallback", "content")
+                  "queue_delay", "unexpected_sends", "connection", "reconciliation",
+                  "sms_fallback", "content")
 # the contract's database checks decide ``overall``; the rest are advisory
-DB_CONTRACT_CHECKS = DB_CHECK_NAMES[:4]
+DB_CONTRACT_CHECKS = DB_CHECK_NAMES[:DB_CHECK_NAMES.index("connection") + 1]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,15 @@ class DatabaseView(Immutable):
 
 
 def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mapping[str, Threshold],
-                    min_samples: int, fallback_share: float, grace: float) -> list[CheckResult]:
+                    min_samples: int, fallback_share: float, grace: float,
+                    unexpected: tuple[float, int] = (1.1, 10),
+                    connection: CheckResult | None = None) -> list[CheckResult]:
+    """The database group's checks, in :data:`DB_CHECK_NAMES` order, then ``overall``.
+
+    ``unexpected`` is (ratio, margin): Twilio sending more than ``logged * ratio + margin``
+    outbound messages in the reconciliation span is red. ``connection`` is the source's
+    connection check (see :func:`sms_monitor.core.sources.connection_check`).
+    """
     def failed(name: str, query: str, unit: str) -> CheckResult:
         return CheckResult(name, GROUP, Status.UNKNOWN, None, unit,
                            f"query failed: {facts.failures.get(query, 'not run')}")
@@ -112,6 +121,21 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
     checks.append(queue_check(facts, thresholds["queue_delay"]))
 
     logged, sent = facts.logged_recipients, view.twilio_in_span
+    if logged is None:
+        checks.append(failed("unexpected_sends", "reconciliation", "messages"))
+    elif sent is None or not view.messages_ok:
+        checks.append(twilio_unreadable("unexpected_sends", "messages"))
+    else:
+        ratio, margin = unexpected
+        limit = logged * ratio + margin
+        checks.append(CheckResult(
+            "unexpected_sends", GROUP, Status.RED if sent > limit else Status.GREEN,
+            float(max(0, sent - logged)), "messages",
+            f"Twilio sent {sent} outbound messages in the span, the application logged "
+            f"{logged} (red above {limit:g})"))
+    if connection is not None:
+        checks.append(connection)
+
     if logged is None:
         checks.append(failed("reconciliation", "reconciliation", "ratio"))
     elif sent is None or not view.messages_ok:

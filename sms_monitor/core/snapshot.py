@@ -21,6 +21,7 @@ from sms_monitor.core.events import CallbackEvent
 from sms_monitor.core.facts import AccountFacts, DatabaseFacts, StatusPageFacts
 from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.sources import SourceState, verdict
 from sms_monitor.core.stats import WindowStats
 from sms_monitor.core.window import HistogramState
 
@@ -36,12 +37,19 @@ class Part(Protocol):
         """Its say in ``overall`` (None: its checks are advisory, shown but not counted)."""
         ...
 
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        """The outside systems it read, and whether it could."""
+        ...
+
 
 P = TypeVar("P")
 
 # Part keys: one per input instance.
 DATABASE = "database"
 STATUSPAGE = "statuspage"
+STORES = "stores"
+MONITOR_GROUP = "monitor"  # the pseudo-account of sms-monitor's own stores' checks
 CANARY = "canary"
 WEBHOOKS = "webhooks"
 
@@ -80,6 +88,7 @@ class AccountSnapshot(Immutable):
     records: tuple[MessageRecord, ...] = field(default=(), repr=False)
     # keyword messages polled, with the sender's number (in memory only): (sid, event)
     keywords: tuple[tuple[str, KeywordEvent], ...] = field(default=(), repr=False)
+    source: SourceState | None = None
 
     @property
     def overall(self) -> Status:
@@ -88,6 +97,12 @@ class AccountSnapshot(Immutable):
     @property
     def verdict(self) -> Status | None:
         return self.overall
+
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        if self.source is not None:
+            return (self.source,)
+        return (SourceState(account_key(self.account), self.up),)
 
     def check(self, name: str) -> CheckResult | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -105,6 +120,7 @@ class DatabaseSnapshot(Immutable):
     poll_seconds: float
     query_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (query, cause)
     content: ContentReport | None = None
+    source: SourceState | None = None
 
     @property
     def overall(self) -> Status:
@@ -113,6 +129,12 @@ class DatabaseSnapshot(Immutable):
     @property
     def verdict(self) -> Status | None:
         return self.overall
+
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        if self.source is not None:
+            return (self.source,)
+        return (SourceState(DATABASE, self.facts.up),)
 
     def check(self, name: str) -> CheckResult | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -124,6 +146,7 @@ class StatusPagePart:
 
     facts: StatusPageFacts
     check: CheckResult
+    source: SourceState | None = None
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
@@ -132,6 +155,12 @@ class StatusPagePart:
     @property
     def verdict(self) -> Status | None:
         return None
+
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        if self.source is not None:
+            return (self.source,)
+        return (SourceState(STATUSPAGE, self.facts.ok, reason=self.facts.error or ""),)
 
 
 @dataclass(frozen=True)
@@ -157,14 +186,37 @@ class WebhooksPart(Immutable):
     status_events: tuple[CallbackEvent, ...] = field(default=(), repr=False)
     # keyword messages posted to /twilio/inbound, with the sender (in memory only)
     keywords: tuple[tuple[str, KeywordEvent], ...] = field(default=(), repr=False)
+    # the keyword audit store (when configured) and its check
+    audit_source: SourceState | None = None
+    audit_check: CheckResult | None = None
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
-        return ()
+        return (self.audit_check,) if self.audit_check is not None else ()
 
     @property
     def verdict(self) -> Status | None:
-        return None
+        return self.audit_check.status if self.audit_check is not None else None
+
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        return (self.audit_source,) if self.audit_source is not None else ()
+
+
+@dataclass(frozen=True)
+class StoresPart:
+    """sms-monitor's own stores (the alert store, the keyword audit store): readable?"""
+
+    states: tuple[SourceState, ...]
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def verdict(self) -> Status | None:
+        return worst(c.status for c in self.checks) if self.checks else None
+
+    @property
+    def sources(self) -> tuple[SourceState, ...]:
+        return self.states
 
 
 @dataclass(frozen=True)
@@ -240,9 +292,33 @@ class Snapshot(Immutable):
     def checks(self) -> list[CheckResult]:
         return [c for p in self.parts.values() for c in p.checks]
 
+    def sources(self) -> list[SourceState]:
+        return [s for p in self.parts.values() for s in p.sources]
+
+    def verdict_detail(self) -> str:
+        """Why the verdict is what it is, in one line."""
+        status = self.overall
+        blind = [f"{s.name} unreadable" + (f" for {s.failing_cycles} cycles" if
+                                            s.failing_cycles > 1 else "")
+                 + (f" ({s.reason})" if s.reason else "")
+                 for s in self.sources() if not s.ok]
+        groups = [(c.account, c.detail) for p in self.parts.values() if p.verdict is status
+                  for c in p.checks[-1:] if status is not Status.GREEN]
+        named = "; ".join(f"{account}: {detail}" for account, detail in groups if detail)
+        if status is Status.UNKNOWN and blind:
+            return "; ".join(blind)
+        if status is Status.RED:
+            return named + ("; " + "; ".join(blind) if blind else "")
+        if status is Status.GREEN:
+            n = len(self.sources())
+            return f"every counted check green or quiet; {n} source{'s' * (n != 1)} readable"
+        return named or "nothing known yet"
+
     @property
     def overall(self) -> Status:
-        return worst(v for p in self.parts.values() if (v := p.verdict) is not None)
+        """The verdict across groups (see :func:`sms_monitor.core.sources.verdict`)."""
+        return verdict((v for p in self.parts.values() if (v := p.verdict) is not None),
+                       self.sources())
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sms_monitor.core.checks import account_checks
 from sms_monitor.core.dbchecks import KeywordEvent
 from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.snapshot import WEBHOOKS, AccountSnapshot, WebhooksPart, account_key
+from sms_monitor.core.sources import SourceTracker
 from sms_monitor.core.stats import window_stats
 from sms_monitor.core.window import MessageWindow
 from sms_monitor.inputs.base import POLL, CycleContext, Input, Wiring
@@ -69,6 +70,7 @@ class AccountInput:
         self.malformed_total = 0
         self.errors: Counter[tuple[str, str]] = Counter()
         self._last_success: float | None = None
+        self.tracker = SourceTracker(self.key)
 
     @property
     def last_success(self) -> float | None:
@@ -99,14 +101,18 @@ class AccountInput:
             self.errors["poll", "internal"] += 1
             facts = AccountFacts(phone_number=self.config.phone_number,
                                  failures={"poll": "internal"})
+            source = self.tracker.observe(False, "poll: internal error")
             checks = account_checks(self.config.name, facts, None,
-                                    dict(self.settings.thresholds), self.settings.min_samples)
+                                    dict(self.settings.thresholds), self.settings.min_samples,
+                                    source=source,
+                                    unreachable_cycles=self.settings.unreachable_cycles)
             return AccountSnapshot(
                 account=self.config.name, checks=tuple(checks), facts=facts, stats=None,
                 latency=self.window.latency.freeze(), up=False, poll_seconds=0.0,
                 window_records=len(self.window), malformed_records=self.malformed_total,
                 poll_errors=self.errors, timed=self.window.timed,
-                records=tuple(self.window.records.values()), keywords=self._keywords())
+                records=tuple(self.window.records.values()), keywords=self._keywords(),
+                source=source)
 
     def _facts_with_usage(self, facts: AccountFacts, now: float) -> AccountFacts:
         if facts.spend_month is not None and facts.spend_today is not None:
@@ -140,15 +146,18 @@ class AccountInput:
         if result.malformed:
             log.warning("twilio_malformed_messages", account=self.config.name,
                         count=result.malformed)
-        up = not (set(facts.failures) - {"usage"})  # spend is read now and then
+        failed = {part: cause for part, cause in facts.failures.items() if part != "usage"}
+        up = not failed  # spend is read now and then; its failure is only counted
         if up:
             self._last_success = now
+        source = self.tracker.observe(up, ", ".join(f"{p}: {c}" for p, c in sorted(failed.items())))
         stats = window_stats(self.window.records.values(), now, settings.window_seconds,
                              home_code=settings.home_country_code)
         checks = account_checks(self.config.name, facts, stats, dict(settings.thresholds),
                                 settings.min_samples, self.config.throughput_limit,
                                 budget=self.config.monthly_budget,
-                                month_elapsed=month_fraction(now))
+                                month_elapsed=month_fraction(now), source=source,
+                                unreachable_cycles=settings.unreachable_cycles)
         elapsed = time.monotonic() - started
         log.info("twilio_poll_done", account=self.config.name, pages=result.pages,
                  fetched=len(result.records), window=len(self.window), up=up,
@@ -167,6 +176,7 @@ class AccountInput:
             poll_errors=self.errors,
             records=tuple(self.window.records.values()),
             keywords=self._keywords(),
+            source=source,
         )
 
     def _keywords(self) -> tuple[tuple[str, KeywordEvent], ...]:

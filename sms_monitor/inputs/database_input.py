@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -18,7 +18,7 @@ import structlog
 from sms_monitor.config import DatabaseConfig, Settings
 from sms_monitor.core.classify import Status
 from sms_monitor.core.content import ContentReport, content_report
-from sms_monitor.core.dbchecks import DatabaseView, database_checks
+from sms_monitor.core.dbchecks import GROUP, DatabaseView, database_checks
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.joins import database_view
 from sms_monitor.core.snapshot import (
@@ -28,10 +28,19 @@ from sms_monitor.core.snapshot import (
     DatabaseSnapshot,
     WebhooksPart,
 )
+from sms_monitor.core.sources import SourceTracker, connection_check
 from sms_monitor.inputs.base import JOIN, CycleContext, Input, Wiring
 from sms_monitor.inputs.database import DatabaseSource
 
 log = structlog.get_logger("sms_monitor.database")
+
+
+def failure_summary(failures: Mapping[str, str]) -> str:
+    """One line for the failed queries: the reason once when they all share it."""
+    reasons = set(failures.values())
+    if len(reasons) == 1 and len(failures) > 1:
+        return f"{reasons.pop()} ({len(failures)} queries)"
+    return "; ".join(f"{query}: {reason}" for query, reason in sorted(failures.items()))[:300]
 
 
 class DatabaseInput:
@@ -47,6 +56,7 @@ class DatabaseInput:
         self.content: ContentReport | None = None
         self.content_read_at: float | None = None
         self._last_success: float | None = None
+        self.tracker = SourceTracker(DATABASE)
 
     @property
     def last_success(self) -> float | None:
@@ -95,8 +105,11 @@ class DatabaseInput:
               view: DatabaseView | None = None) -> DatabaseSnapshot:
         view = view or DatabaseView(messages_ok=False)
         cfg = self.config
-        checks = database_checks(facts, view, self.settings.thresholds, self.settings.min_samples,
-                                 cfg.fallback_share, cfg.optout_grace)
+        source = self.tracker.observe(facts.up, failure_summary(facts.failures))
+        checks = database_checks(
+            facts, view, self.settings.thresholds, self.settings.min_samples, cfg.fallback_share,
+            cfg.optout_grace, unexpected=(cfg.unexpected_sends_ratio, cfg.unexpected_sends_margin),
+            connection=connection_check(source, GROUP, self.settings.unreachable_cycles))
         by_name = {c.name: c for c in checks}
         log.info("database_poll_done", up=facts.up, overall=checks[-1].status.value,
                  failed=sorted(facts.failures), seconds=round(time.monotonic() - started, 3))
@@ -114,6 +127,7 @@ class DatabaseInput:
             poll_seconds=time.monotonic() - started,
             query_errors=self.errors,
             content=self.content,
+            source=source,
         )
 
 

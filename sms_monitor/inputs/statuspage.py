@@ -18,6 +18,7 @@ import structlog
 from sms_monitor.config import Settings
 from sms_monitor.core.facts import StatusPageFacts
 from sms_monitor.core.snapshot import STATUSPAGE, StatusPagePart
+from sms_monitor.core.sources import SourceTracker
 from sms_monitor.core.statuspage import statuspage_check
 from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 
@@ -100,6 +101,7 @@ class StatusPageInput:
 
     def __init__(self, source: StatusPageSource) -> None:
         self.source = source
+        self.tracker = SourceTracker(STATUSPAGE)
 
     @property
     def last_success(self) -> float | None:
@@ -107,7 +109,8 @@ class StatusPageInput:
 
     def read(self, ctx: CycleContext) -> StatusPagePart:
         facts = self.source.poll(ctx.now)
-        return StatusPagePart(facts, statuspage_check(facts))
+        return StatusPagePart(facts, statuspage_check(facts),
+                              self.tracker.observe(facts.ok, facts.error or ""))
 
     def close(self) -> None:
         self.source.session.close()

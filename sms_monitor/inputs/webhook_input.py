@@ -20,12 +20,15 @@ from sms_monitor.config import Settings
 from sms_monitor.core.dbchecks import KeywordEvent
 from sms_monitor.core.events import InboundEvent
 from sms_monitor.core.keywords import OPTIN, OPTOUT
-from sms_monitor.core.snapshot import WEBHOOKS, AuditCounts, WebhooksPart
+from sms_monitor.core.snapshot import MONITOR_GROUP, WEBHOOKS, AuditCounts, WebhooksPart
+from sms_monitor.core.sources import SourceTracker, connection_check
 from sms_monitor.inputs.base import RECEIVE, CycleContext, Input, Wiring
 from sms_monitor.inputs.webhooks import CallbackInbox
 from sms_monitor.storage.audit import KeywordAudit
 
 log = structlog.get_logger("sms_monitor.webhooks")
+
+AUDIT_STORE = "audit_store"
 
 
 class WebhookInput:
@@ -48,6 +51,7 @@ class WebhookInput:
         inbound = settings.inbound
         self.audit = (KeywordAudit(inbound.audit_url, inbound.prefix, accounts=self._names)
                       if inbound else None)
+        self.audit_tracker = SourceTracker(AUDIT_STORE)
 
     @property
     def last_success(self) -> float | None:
@@ -79,11 +83,19 @@ class WebhookInput:
         audit = self.audit
         if audit is not None and audit.queued:
             audit.flush(wait=False)  # rows a failed write kept; never waits on a writer
+        source = check = None
+        if audit is not None and (audit.written or audit.failures or audit.queued):
+            # known once a keyword event was to be written (``check`` never writes one)
+            source = self.audit_tracker.observe(audit.last_error is None,
+                                                f"writes fail: {audit.last_error}")
+            check = connection_check(source, MONITOR_GROUP, self.settings.unreachable_cycles,
+                                     name=AUDIT_STORE)
         return WebhooksPart(
             requests=self.inbox.counts(), inbound_keywords=counts, dropped=self.inbox.dropped,
             audit=AuditCounts(audit.queued, audit.written, audit.failures, audit.dropped)
             if audit is not None else None,
-            status_events=tuple(self.inbox.drain()), keywords=keywords)
+            status_events=tuple(self.inbox.drain()), keywords=keywords, audit_source=source,
+            audit_check=check)
 
     def close(self) -> None:
         if self.audit is not None:

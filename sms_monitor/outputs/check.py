@@ -7,13 +7,24 @@ from typing import Any
 from sms_monitor.core.snapshot import Snapshot
 
 
+def headline(snapshot: Snapshot) -> str:
+    """The first line: the verdict and why (Nagios plugins put their status there)."""
+    return f"OVERALL: {snapshot.overall.value.upper()} - {snapshot.verdict_detail()}"
+
+
 def render_table(snapshot: Snapshot) -> str:
     rows = [("ACCOUNT", "CHECK", "STATUS", "VALUE", "DETAIL")]
     for c in snapshot.checks():
         value = "" if c.value is None else f"{c.value:.4g}"
         rows.append((c.account, c.name, c.status.value.upper(), value, c.detail))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    lines = [headline(snapshot)]
+    lines += ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    blind = [s for s in snapshot.sources() if not s.ok]
+    if blind:
+        lines.append("")
+        lines.append("SOURCES THAT COULD NOT BE READ:")
+        lines += [f"  {s.name}: {s.failing_cycles} cycle(s); {s.reason}" for s in blind]
     under = weak_templates(snapshot)
     if under:
         lines.append("")
@@ -40,7 +51,11 @@ def weak_templates(snapshot: Snapshot) -> list[dict[str, Any]]:
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
     doc: dict[str, Any] = {"overall": snapshot.overall.value,
-                           "checks": [c.as_dict() for c in snapshot.checks()]}
+                           "detail": snapshot.verdict_detail(),
+                           "checks": [c.as_dict() for c in snapshot.checks()],
+                           "sources": [{"name": s.name, "readable": s.ok,
+                                        "unreadable_cycles": s.failing_cycles,
+                                        "reason": s.reason} for s in snapshot.sources()]}
     under = weak_templates(snapshot)
     if under:
         doc["templates_under_threshold"] = under

@@ -27,7 +27,9 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
         parts.append("<p>Waiting for the first poll cycle.</p>")
     else:
         age = max(0.0, time.time() - snap.taken_at)
-        parts.append(f"<p>Overall: <b>{snap.overall.value}</b>; last poll {age:.0f}s ago.</p>")
+        verdict = snap.overall.value
+        parts.append(f"<p>Overall: <b style='color:{_COLOURS[verdict]}'>{verdict}</b> "
+                     f"({html.escape(snap.verdict_detail())}); last poll {age:.0f}s ago.</p>")
         parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
                      "<th>detail</th></tr>")
         for c in snap.checks():
@@ -37,6 +39,15 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
                 f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
                 f"<td class='s' style='background:{colour}'>{c.status.value}</td>"
                 f"<td>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
+        parts.append("</table>")
+        parts.append("<h2>Sources</h2><table><tr><th>source</th><th>readable</th>"
+                     "<th>unreadable for</th><th>reason</th></tr>")
+        for src in snap.sources():
+            state = "green" if src.ok else "unknown"
+            parts.append(
+                f"<tr><td>{html.escape(src.name)}</td><td class='s' style='background:"
+                f"{_COLOURS[state]}'>{'yes' if src.ok else 'no'}</td>"
+                f"<td>{src.failing_cycles} cycle(s)</td><td>{html.escape(src.reason)}</td></tr>")
         parts.append("</table>")
         parts.extend(f"<p>{html.escape(line)}</p>" for a in areas for line in a.page_lines(snap))
     parts.append(extra_html)

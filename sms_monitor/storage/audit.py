@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from pathlib import Path
 
 import structlog
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, create_engine, insert
@@ -23,6 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from sms_monitor.core.events import InboundEvent
 from sms_monitor.logs import mask_phone
+from sms_monitor.storage.sqlite import ensure_directory
 
 log = structlog.get_logger("sms_monitor.audit")
 
@@ -119,6 +119,7 @@ class KeywordAudit:
             with self._lock:
                 self.written += stored
                 self.dropped += refused
+                self.last_error = None
             return True
         finally:
             self._write_lock.release()
@@ -150,8 +151,7 @@ class KeywordAudit:
     def _ensure_table(self) -> None:
         if self._created:
             return
-        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
-            Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        ensure_directory(self.url)
         self.metadata.create_all(self.engine)
         self._created = True
 

@@ -32,6 +32,12 @@ class HealthArea(Area):
         for c in snap.checks():
             status.add_metric([c.account, c.name], c.status.code)
         yield status
+        verdict = GaugeMetricFamily(
+            "sms_health_verdict", "The verdict across every group, as `check` gives it: red if "
+            "any check that counts is red, else -1 (unknown) while a configured source cannot be "
+            "read, else the worst of the groups" + CACHED)
+        verdict.add_metric([], snap.overall.code)
+        yield verdict
 
 
 class MonitorArea(Area):
@@ -71,12 +77,15 @@ class MonitorArea(Area):
             poll.add_metric([a.account], a.poll_seconds)
             records.add_metric([a.account], a.window_records)
             malformed.add_metric([a.account], a.malformed_records)
-        up = GaugeMetricFamily("sms_monitor_up", "1 when the source's last poll fully succeeded",
-                               labels=["source"])
-        for a in snap.accounts:
-            up.add_metric([f"twilio:{a.account}"], 1 if a.up else 0)
-        if snap.database is not None:
-            up.add_metric(["database"], 1 if snap.database.facts.up else 0)
+        up = GaugeMetricFamily("sms_monitor_up", "1 when the source could be read in the last "
+                               "cycle (every configured source: Twilio accounts, database, "
+                               "status page, sms-monitor's stores)", labels=["source"])
+        blind = GaugeMetricFamily("sms_monitor_source_unreadable_cycles",
+                                  "Consecutive cycles the source could not be read (0 when it "
+                                  "could)", labels=["source"])
+        for state in snap.sources():
+            up.add_metric([state.name], 1 if state.ok else 0)
+            blind.add_metric([state.name], state.failing_cycles)
         hooks = CounterMetricFamily(
             "sms_monitor_webhook_requests", "Twilio webhook requests (status callbacks, incoming "
             "messages) by outcome (accepted, unsigned, bad_signature, unknown_account, malformed, "
@@ -97,7 +106,7 @@ class MonitorArea(Area):
         duration = GaugeMetricFamily("sms_monitor_cycle_duration_seconds",
                                      "Duration of the last complete cycle (every input read)")
         duration.add_metric([], snap.cycle_seconds)
-        yield from (last, up, poll, records, malformed, errors, hooks, drops, cycles, taken, duration)
+        yield from (last, up, blind, poll, records, malformed, errors, hooks, drops, cycles, taken, duration)
 
 
 def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
