@@ -28,8 +28,9 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
     else:
         age = max(0.0, time.time() - snap.taken_at)
         verdict = snap.overall.value
-        parts.append(f"<p>Overall: <b style='color:{_COLOURS[verdict]}'>{verdict}</b> "
-                     f"({html.escape(snap.verdict_detail())}); last poll {age:.0f}s ago.</p>")
+        parts.append(f"<p style='border-left:.5em solid {_COLOURS[verdict]};padding-left:.5em'>"
+                     f"Overall: <b>{verdict}</b> ({html.escape(snap.verdict_detail())}); "
+                     f"last poll {age:.0f}s ago.</p>")
         parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
                      "<th>detail</th></tr>")
         for c in snap.checks():
