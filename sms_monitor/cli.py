@@ -153,7 +153,7 @@ def _read_rules(settings: Settings) -> list[dict[str, object]]:
 
 def _rules_check(settings: Settings) -> int:
     """Validate notification_rules: one line per alert row; exit 1 when any is unusable."""
-    from sms_monitor.alerts.engine import ALL_CHECKS
+    from sms_monitor.alerts.engine import ALL_CHECKS, always_notified
     from sms_monitor.alerts.notify import recipient_kind
     from sms_monitor.alerts.rules import parse_rows
     from sms_monitor.alerts.values import targets
@@ -168,14 +168,17 @@ def _rules_check(settings: Settings) -> int:
         return 3
     accounts = [a.name for a in settings.accounts]
     max_window = settings.alerts.max_window if settings.alerts else settings.window_seconds
+    also = always_notified(settings.alerts) if settings.alerts else []
     rules, broken = parse_rows(rows, accounts=accounts, checks=ALL_CHECKS, max_window=max_window,
-                               recipient_ok=lambda r: recipient_kind(r) is not None)
+                               recipient_ok=lambda r: recipient_kind(r) is not None,
+                               always_notified=also)
+    extra = f" + {len(also)} from [alerts] level1/alertmanager_url" if also else ""
     bad = {b.name: b.reason for b in broken}
     for rule in rules:
         mark = "WARN" if rule.name in bad else "OK  "
         print(f"{mark} {rule.name}: {rule.metric} {rule.operator} {rule.threshold:g} over "
               f"{rule.window:g}s, for {rule.for_seconds:g}s, {rule.severity}, targets "
-              f"{', '.join(targets(rule, accounts))}, {len(rule.recipients)} recipient(s)"
+              f"{', '.join(targets(rule, accounts))}, {len(rule.recipients)} recipient(s){extra}"
               + (f" ({bad[rule.name]})" if rule.name in bad else ""))
     names = {r.name for r in rules}
     for b in broken:
