@@ -29,6 +29,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    make_url,
     select,
     update,
 )
@@ -41,6 +42,20 @@ SCHEMA_VERSION = 1
 
 class StoreError(Exception):
     """The alert store cannot be used; ``str()`` is one line."""
+
+
+def _sqlite_directory(url: str) -> Path | None:
+    """The directory an SQLite store's file goes in, to create if missing; None for other
+    databases, in-memory ones and read-only ones (``?mode=ro``: nothing will be created)."""
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1"):  # file:path?mode=...
+        if parsed.query.get("mode") in ("ro", "memory") or not name.startswith("file:"):
+            return None
+        name = name[len("file:"):]
+    return Path(name).parent
 
 
 class AlertStore:
@@ -80,12 +95,13 @@ class AlertStore:
 
     def migrate(self) -> None:
         """Create the tables if needed and record the layout version."""
-        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+        directory = _sqlite_directory(self.url)
+        if directory is not None:
             try:
-                Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+                directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create the alert store's directory: {exc.strerror}"
-                                 ) from None
+                raise StoreError(f"cannot create the alert store's directory {directory}: "
+                                 f"{exc.strerror}") from None
         self.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
             current = conn.execute(select(func.max(self.version.c.version))).scalar()
