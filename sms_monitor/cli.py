@@ -23,6 +23,14 @@ from sms_monitor.simulator.scenarios import SCENARIOS
 log = structlog.get_logger("sms_monitor.cli")
 
 EXIT_CONFIG = 2
+EXIT_UNKNOWN = 3  # could not run: Nagios UNKNOWN
+
+
+def _one_line(exc: BaseException, settings: Settings) -> str:
+    """An error as one line without the passwords of the configured URLs."""
+    from sms_monitor.inputs.database import describe_error
+
+    return logs.Redactor(settings.secrets()).clean(describe_error(exc)[1])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,23 +145,26 @@ def _check(settings: Settings, as_json: bool) -> int:
 
 
 def _read_rules(settings: Settings) -> list[dict[str, object]]:
-    from sms_monitor.inputs.database import DatabaseSource, describe_error
+    from sms_monitor.inputs.database import DatabaseSource
 
     if settings.database is None:
         raise ConfigError("SMS_MONITOR_DATABASE_URL", "not set: notification_rules live there")
-    source = DatabaseSource(settings.database)
+    try:
+        source = DatabaseSource(settings.database)
+    except Exception as exc:  # e.g. a driver that is not installed
+        raise RuntimeError(_one_line(exc, settings)) from None
     try:
         with source.engine.connect() as conn, conn.begin():
             return source.rules(conn)
     except Exception as exc:
-        raise RuntimeError(describe_error(exc)[1]) from None
+        raise RuntimeError(_one_line(exc, settings)) from None
     finally:
         source.close()
 
 
 def _rules_check(settings: Settings) -> int:
     """Validate notification_rules: one line per alert row; exit 1 when any is unusable."""
-    from sms_monitor.alerts.engine import ALL_CHECKS
+    from sms_monitor.alerts.engine import ALL_CHECKS, always_notified
     from sms_monitor.alerts.notify import recipient_kind
     from sms_monitor.alerts.rules import parse_rows
     from sms_monitor.alerts.values import targets
@@ -165,17 +176,20 @@ def _rules_check(settings: Settings) -> int:
         return EXIT_CONFIG
     except RuntimeError as exc:
         print(f"sms-monitor: cannot read notification_rules: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_UNKNOWN
     accounts = [a.name for a in settings.accounts]
     max_window = settings.alerts.max_window if settings.alerts else settings.window_seconds
+    also = always_notified(settings.alerts) if settings.alerts else []
     rules, broken = parse_rows(rows, accounts=accounts, checks=ALL_CHECKS, max_window=max_window,
-                               recipient_ok=lambda r: recipient_kind(r) is not None)
+                               recipient_ok=lambda r: recipient_kind(r) is not None,
+                               always_notified=also)
+    extra = f" + {len(also)} from [alerts] level1/alertmanager_url" if also else ""
     bad = {b.name: b.reason for b in broken}
     for rule in rules:
         mark = "WARN" if rule.name in bad else "OK  "
         print(f"{mark} {rule.name}: {rule.metric} {rule.operator} {rule.threshold:g} over "
               f"{rule.window:g}s, for {rule.for_seconds:g}s, {rule.severity}, targets "
-              f"{', '.join(targets(rule, accounts))}, {len(rule.recipients)} recipient(s)"
+              f"{', '.join(targets(rule, accounts))}, {len(rule.recipients)} recipient(s){extra}"
               + (f" ({bad[rule.name]})" if rule.name in bad else ""))
     names = {r.name for r in rules}
     for b in broken:
@@ -190,21 +204,28 @@ def _alerts(settings: Settings) -> int:
     """The alert store's view: every alert instance with its state and last notification."""
     import datetime as dt
 
-    from sms_monitor.alerts.store import AlertStore
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sms_monitor.alerts.store import AlertStore, StoreError
 
     if settings.alerts is None:
         print("sms-monitor: alerts are off (set SMS_MONITOR_DATABASE_URL; [alerts] enabled)",
               file=sys.stderr)
         return EXIT_CONFIG
-    store = AlertStore(settings.alerts.store_url, settings.alerts.prefix,
-                       settings.alerts.store_schema)
     try:
-        store.migrate()
-        states = store.load_states()
-        last = store.last_sent()
-        pending = store.pending_count()
-    finally:
-        store.close()
+        store = AlertStore(settings.alerts.store_url, settings.alerts.prefix,
+                           settings.alerts.store_schema)
+        try:
+            store.migrate()  # a no-op on a store the daemon has written: it only reads
+            states = store.load_states()
+            last = store.last_sent()
+            pending = store.pending_count()
+        finally:
+            store.close()
+    except (SQLAlchemyError, StoreError, OSError, ImportError) as exc:
+        print(f"sms-monitor: cannot read the alert store: {_one_line(exc, settings)}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
 
     def when(ts: float | None) -> str:
         return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime(

@@ -277,3 +277,76 @@ def test_unusable_store_is_reported_and_monitoring_goes_on(
 
     assert build_registry(m.holder, m.areas).get_sample_value("sms_alert_store_up") == 0
     m.close()
+
+
+def test_the_example_rules_pass_rules_check(pg_url: str, capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from sms_monitor.cli import main
+    from sms_monitor.simulator.practice_db import create_runbook_schema
+
+    engine = create_engine(pg_url)
+    create_runbook_schema(engine)
+    sql = (Path(__file__).parent.parent / "examples" / "notification_rules.sql").read_text()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+    engine.dispose()
+    env = demo_env("http://127.0.0.1:9") | {"SMS_MONITOR_DATABASE_URL": pg_url,
+                                            "SMS_MONITOR_ALERT_STORE_URL":
+                                                f"sqlite:///{tmp_path / 'alerts.db'}"}
+    assert main(["rules", "check"], env=env) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "5 usable, 0 with problems, 0 not alert rows"
+    assert all(line.startswith("OK   ") for line in out[:-1])
+
+
+def test_a_rule_nobody_receives_is_reported_by_name_unless_level1_receives_it(
+        app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
+        tmp_path: Any) -> None:
+    import structlog
+
+    from sms_monitor.outputs.http import build_registry
+
+    server, _ = sim
+    engine = create_engine(app)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO notification_rules (rule_name, rule_type, trigger_conditions, "
+            "recipients) VALUES "
+            "('Silent', 'alert', '{\"metric\": \"sms_error_rate\", \"threshold\": 5}', NULL), "
+            "('Phone', 'alert', '{\"metric\": \"sms_error_rate\", \"threshold\": 5}', "
+            "ARRAY['+15551234567']), "
+            "('Ratio', 'alert', '{\"metric\": \"sms_delivery_rate\", \"threshold\": 0.9}', "
+            "ARRAY['x@y.example'])"))
+    engine.dispose()
+    store = f"sqlite:///{tmp_path / 'alerts.db'}"
+    m = monitor(settings(app, server, smtp, store), clock)
+    with structlog.testing.capture_logs() as logs:
+        snap = published(m)
+    assert snap.alerts is not None and dict(snap.alerts.broken) == {
+        "Silent": "recipients: none, so nobody would be notified; list e-mail addresses or "
+                  "https:// URLs",
+        "Phone": "recipients: none of the 1 is an e-mail address or an https:// URL (never SMS), "
+                 "so nobody would be notified",
+        "Ratio": "threshold 0.9 looks like a ratio; sms_delivery_rate is in percent (did you "
+                 "mean 90?); write \"0.9%\" if you mean 0.9 percent"}
+    assert sorted(e["rule"] for e in logs if e["event"] == "alert_rule_unusable") == \
+        ["Phone", "Ratio", "Silent"]
+    registry = build_registry(m.holder, m.areas)
+    assert registry.get_sample_value("sms_alert_rule_invalid", {"rule": "Silent"}) == 1
+    assert {a.rule for a in snap.alerts.alerts} == {DELIVERY, "Slow SMS Delivery",
+                                                    "Slow Twilio API", "Low Twilio Balance",
+                                                    "High SMS Error Rate"}
+    m.close()
+
+    # [alerts] level1 receives every rule: a row listing nobody usable is then a working rule
+    m = monitor(settings(app, server, smtp, store, level1=["ops@practice.example"]), clock)
+    snap = published(m)
+    assert snap.alerts is not None and dict(snap.alerts.broken) == {
+        "Phone": "recipients: 1 recipient(s) are neither an e-mail address nor an https:// URL; "
+                 "they are skipped (never SMS)",
+        "Ratio": "threshold 0.9 looks like a ratio; sms_delivery_rate is in percent (did you "
+                 "mean 90?); write \"0.9%\" if you mean 0.9 percent"}
+    assert {"Silent", "Phone"} <= {a.rule for a in snap.alerts.alerts}
+    m.close()

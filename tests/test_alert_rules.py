@@ -87,6 +87,114 @@ def test_non_alert_rows_are_left_alone_and_bad_recipients_reported() -> None:
     assert len(broken) == 3 and "not valid JSON" in reasons["Broken"]
 
 
+@pytest.mark.parametrize(("metric", "threshold", "reason"), [
+    ("sms_delivery_rate", 0.9, "threshold 0.9 looks like a ratio; sms_delivery_rate is in percent "
+                               "(did you mean 90?); write \"0.9%\" if you mean 0.9 percent"),
+    ("sms_error_rate", 0.05, "threshold 0.05 looks like a ratio; sms_error_rate is in percent "
+                             "(did you mean 5?); write \"0.05%\" if you mean 0.05 percent"),
+    ("sms_delivery_rate", "0.95", "threshold 0.95 looks like a ratio; sms_delivery_rate is in "
+                                  "percent (did you mean 95?); write \"0.95%\" if you mean 0.95 "
+                                  "percent"),
+    ("sms_delivery_rate", 1, "threshold 1 is ambiguous (a ratio or a percent?); sms_delivery_rate "
+                             "is in percent: write 100 for a ratio of 1, \"1%\" for 1 percent"),
+    ("sms_error_rate", 0, "threshold 0 is ambiguous (a ratio or a percent?); sms_error_rate is "
+                          "in percent: write \"0%\" for 0 percent"),
+    ("sms_error_rate", -0.5, "threshold -0.5 is outside 0-100 percent"),
+    ("sms_error_rate", -5, "threshold -5 is outside 0-100 percent"),
+    ("sms_delivery_rate", 100.5, "threshold 100.5 is outside 0-100 percent"),
+    ("sms_delivery_rate", "101%", "threshold 101 is outside 0-100 percent"),
+    ("account_balance", "20%", "threshold '20%' is a percent; account_balance is in currency"),
+    ("sms_delivery_rate", float("nan"), "threshold nan is not a number"),
+    ("sms_delivery_rate", True, "threshold True is not a number"),
+])
+def test_a_percent_threshold_cannot_be_mistaken_for_a_ratio(metric: str, threshold: Any,
+                                                            reason: str) -> None:
+    assert parse(row({"metric": metric, "threshold": threshold})) == \
+        BrokenRule("Low SMS Delivery Rate", reason)
+
+
+@pytest.mark.parametrize(("metric", "threshold", "value"), [
+    ("sms_delivery_rate", 1.5, 1.5), ("sms_delivery_rate", 100, 100.0),
+    ("sms_delivery_rate", "90", 90.0), ("sms_delivery_rate", "90 %", 90.0),
+    ("sms_error_rate", "0.5%", 0.5), ("sms_error_rate", "1%", 1.0), ("sms_error_rate", "0%", 0.0),
+    ("account_balance", 0.5, 0.5), ("optout_violations", 0, 0.0),  # other units: as given
+])
+def test_percent_thresholds_above_one_or_with_their_sign_are_taken(
+        metric: str, threshold: Any, value: float) -> None:
+    rule = parse(row({"metric": metric, "threshold": threshold}))
+    assert isinstance(rule, Rule) and rule.threshold == value
+
+
+@pytest.mark.parametrize(("cond", "reason"), [
+    ({"metric": "sms_delivery_rate", "treshold": 90},
+     "trigger_conditions: unknown key 'treshold' (did you mean 'threshold'?); known keys: metric, "
+     "threshold, window, operator, for, severity, account, repeat, runbook"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "windw": "1h", "colour": "red"},
+     "trigger_conditions: unknown keys 'windw' (did you mean 'window'?), 'colour'; known keys: "
+     "metric, threshold, window, operator, for, severity, account, repeat, runbook"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "window": "forever"},
+     "window: expected a duration like '90s', '15m' or '1 hour', got 'forever'"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "for": "a while"},
+     "for: expected a duration like '90s', '15m' or '1 hour', got 'a while'"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "repeat": -1},
+     "repeat: duration must be positive, got -1"),
+    ({"metric": "sms_delivery_rate", "threshold": 90, "runbook": ["x"]},
+     "runbook ['x'] is not a section name"),
+])
+def test_strict_trigger_conditions_name_the_key(cond: Any, reason: str) -> None:
+    assert parse(row(cond)) == BrokenRule("Low SMS Delivery Rate", reason)
+
+
+NOBODY = "recipients: none, so nobody would be notified; list e-mail addresses or https:// URLs"
+
+
+@pytest.mark.parametrize(("recipients", "reason"), [
+    (None, NOBODY), ([], NOBODY), (["", "  "], NOBODY), ("{}", NOBODY), ("", NOBODY),
+    ("[]", NOBODY),
+    (["+15551234567"], "recipients: none of the 1 is an e-mail address or an https:// URL "
+                       "(never SMS), so nobody would be notified"),
+    ("{+15551234567,http://hooks.example/x}", "recipients: none of the 2 is an e-mail address "
+                                              "or an https:// URL (never SMS), so nobody would "
+                                              "be notified"),
+    ([None], "recipients: none of the 1 is an e-mail address or an https:// URL (never SMS), "
+             "so nobody would be notified"),
+    ({"to": "a@b.example"}, "recipients must be an array of e-mail addresses or https:// URLs"),
+    ("[not json", "recipients must be an array of e-mail addresses or https:// URLs"),
+])
+def test_a_rule_nobody_receives_is_broken(recipients: Any, reason: str) -> None:
+    cond = {"metric": "sms_delivery_rate", "threshold": 90}
+    assert parse(row(cond, recipients=recipients)) == BrokenRule("Low SMS Delivery Rate", reason)
+
+
+@pytest.mark.parametrize(("recipients", "usable"), [
+    (["a@b.example", "https://hooks.example/x"], ("a@b.example", "https://hooks.example/x")),
+    ('["a@b.example", " https://hooks.example/x "]', ("a@b.example", "https://hooks.example/x")),
+    ("{a@b.example,https://hooks.example/x}", ("a@b.example", "https://hooks.example/x")),
+    ('{"a@b.example","https://hooks.example/x?a=1,2"}',
+     ("a@b.example", "https://hooks.example/x?a=1,2")),
+    ("a@b.example", ("a@b.example",)),
+    (["a@b.example", "a@b.example"], ("a@b.example",)),
+])
+def test_recipients_as_array_json_or_array_literal(recipients: Any, usable: tuple[str, ...]) -> None:
+    rule = parse(row({"metric": "sms_delivery_rate", "threshold": 90}, recipients=recipients))
+    assert isinstance(rule, Rule) and rule.recipients == usable and rule.skipped == 0
+
+
+def test_level1_or_alertmanager_receive_a_rule_that_lists_nobody() -> None:
+    rows = [row({"metric": "sms_delivery_rate", "threshold": 90}, recipients=[]),
+            row({"metric": "sms_error_rate", "threshold": 5}, name="Errors",
+                recipients=["+15551234567"])]
+    rules, broken = parse_rows(rows, accounts=ACCOUNTS, checks=CHECKS, max_window=3600,
+                               always_notified=["lead@practice.example"])
+    assert [(r.name, r.recipients) for r in rules] == [("Low SMS Delivery Rate", ()),
+                                                         ("Errors", ())]
+    assert broken == [BrokenRule("Errors", "recipients: 1 recipient(s) are neither an e-mail "
+                                           "address nor an https:// URL; they are skipped "
+                                           "(never SMS)")]
+    _, broken = parse_rows(rows, accounts=ACCOUNTS, checks=CHECKS, max_window=3600)
+    assert [b.name for b in broken] == ["Low SMS Delivery Rate", "Errors"]
+
+
 RULE = Rule(name="r", metric="sms_delivery_rate", threshold=90.0, operator="<", window=3600,
             for_seconds=0.0, severity="critical", account=None, repeat=4 * 3600,
             recipients=("a@b.example",), runbook="x")

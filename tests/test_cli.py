@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import pytest
+from sqlalchemy import Engine, create_engine, text
 
 from sms_monitor.cli import main
 from sms_monitor.simulator.server import SimulatorServer
@@ -135,3 +137,96 @@ def test_check_with_the_database_down_is_unknown_never_green(
     assert lines[0].startswith("OVERALL: UNKNOWN - database unreadable (")
     assert any(line.split()[:3] == ["database", "connection", "UNKNOWN"] for line in lines)
     assert lines[-1] == "OVERALL: UNKNOWN"
+
+
+# -- `alerts` and `rules check` when their database cannot be used: one line, exit 3 ----------
+
+STORE_PASSWORD = "store-pass-4711"  # noqa: S105 - a test password, to prove it is never shown
+
+
+def _alerts_env(store_url: str, database_url: str | None = None) -> dict[str, str]:
+    closed = f"postgresql+psycopg://monitor:{STORE_PASSWORD}@127.0.0.1:{_free_port()}/practice"
+    return {**demo_env("http://127.0.0.1:9"), "SMS_MONITOR_DATABASE_URL": database_url or closed,
+            "SMS_MONITOR_ALERT_STORE_URL": store_url}
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], prefix: str) -> str:
+    out = capsys.readouterr()
+    lines = out.err.splitlines()
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith(prefix) and "Traceback" not in out.err
+    assert STORE_PASSWORD not in out.out + out.err
+    return lines[0][len(prefix):]
+
+
+def test_alerts_with_the_store_unreachable_says_so_in_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]) -> None:
+    # PostgreSQL on a port nobody listens on
+    store = f"postgresql+psycopg://monitor:{STORE_PASSWORD}@127.0.0.1:{_free_port()}/alerts"
+    assert main(["alerts"], env=_alerts_env(store)) == 3
+    cause = _one_error_line(capsys, "sms-monitor: cannot read the alert store: ")
+    assert cause.startswith("connection failed: ") and "Connection refused" in cause
+    # an SQLite file in a directory that does not exist and cannot be made (not even by root)
+    assert main(["alerts"], env=_alerts_env("sqlite:////proc/no-such-dir/alerts.db")) == 3
+    assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
+        "cannot create the alert store's directory /proc/no-such-dir: No such file or directory"
+    # a read-only SQLite URI naming a file that is not there
+    missing = f"sqlite:///file:{tmp_path}/missing.db?mode=ro&uri=true"
+    assert main(["alerts"], env=_alerts_env(missing)) == 3
+    assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
+        "unable to open database file"
+    assert os.listdir(tmp_path) == []  # and nothing was created looking for it
+
+
+def test_alerts_with_a_read_only_sqlite_store(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: os.PathLike[str]) -> None:
+    # The tests run as root, which file permissions do not stop; SQLite's own read-only mode
+    # does: `?mode=ro` opens the file read-only whoever we are. A store sms-monitor has never
+    # written (an empty file) cannot be made ready without writing: one line, exit 3.
+    path = os.path.join(tmp_path, "alerts.db")
+    open(path, "wb").close()
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    assert main(["alerts"], env=_alerts_env(read_only)) == 3
+    assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
+        "attempt to write a readonly database"
+    # once the daemon has created its tables, a read-only copy is enough to list the alerts
+    assert main(["alerts"], env=_alerts_env(f"sqlite:///{path}")) == 0
+    capsys.readouterr()
+    assert main(["alerts"], env=_alerts_env(read_only)) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and out.out.splitlines()[-1] == "0 notification(s) waiting in the outbox"
+
+
+def test_alerts_with_a_postgresql_role_that_may_not_create_the_store(
+        pg_url: str, pg_admin: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    # A real read-only store: a role that may connect and read but not create tables (in
+    # PostgreSQL 15 nobody but the owner may create in schema public; revoked for older ones).
+    role = f"smsm_ro_{uuid.uuid4().hex[:12]}"
+    database = pg_url.rsplit("/", 1)[1]
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN PASSWORD \'{STORE_PASSWORD}\''))
+    try:
+        owner = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        with owner.connect() as conn:
+            conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        owner.dispose()
+        store = f"postgresql+psycopg://{role}:{STORE_PASSWORD}@127.0.0.1:5432/{database}"
+        assert main(["alerts"], env=_alerts_env(store)) == 3
+        assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
+            "permission denied for schema public"
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def test_rules_check_with_the_database_unreachable_says_so_in_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]) -> None:
+    env = _alerts_env(f"sqlite:///{tmp_path}/alerts.db")  # the application database: closed
+    assert main(["rules", "check"], env=env) == 3
+    cause = _one_error_line(capsys, "sms-monitor: cannot read notification_rules: ")
+    assert cause.startswith("connection failed: ") and "Connection refused" in cause
+    env = _alerts_env(f"sqlite:///{tmp_path}/alerts.db", database_url=(
+        f"postgresql+psycopg://postgres:{STORE_PASSWORD}@127.0.0.1:5432/smsm_no_such_db"))
+    assert main(["rules", "check"], env=env) == 3
+    assert 'database "smsm_no_such_db" does not exist' in _one_error_line(
+        capsys, "sms-monitor: cannot read notification_rules: ")

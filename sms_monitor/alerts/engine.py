@@ -36,6 +36,13 @@ ALERTMANAGER = "alertmanager"
 ALL_CHECKS = (*CHECK_NAMES, *DB_CHECK_NAMES, "overall")
 
 
+def always_notified(config: AlertsConfig) -> list[str]:
+    """Who receives every rule's first notification whatever its row lists: the usable
+    ``[alerts] level1`` recipients and Alertmanager. A row may then list nobody itself."""
+    return [*(r for r in config.level1 if recipient_kind(r) is not None),
+            *([ALERTMANAGER] if config.alertmanager_url else [])]
+
+
 @dataclass
 class AlertEngine:
     config: AlertsConfig
@@ -56,7 +63,8 @@ class AlertEngine:
     def parse(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Rule], list[BrokenRule]]:
         rules, broken = parse_rows(rows, accounts=self.accounts, checks=ALL_CHECKS,
                                    max_window=self.config.max_window,
-                                   recipient_ok=lambda r: recipient_kind(r) is not None)
+                                   recipient_ok=lambda r: recipient_kind(r) is not None,
+                                   always_notified=always_notified(self.config))
         current = {b.name: b.reason for b in broken}
         for name, reason in current.items():
             if self._reported.get(name) != reason:  # once per change

@@ -2,10 +2,13 @@
 
 A row is the runbook's shape: ``rule_name``, ``rule_type`` (only ``alert`` rows are
 evaluated), ``trigger_conditions`` (JSON object) and ``recipients`` (array of e-mail
-addresses or https:// URLs). ``trigger_conditions`` keys:
+addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
+``trigger_conditions`` keys (any other key is refused: it is most likely a typo):
 
 - ``metric`` (required): a name of the vocabulary below;
-- ``threshold`` (required): a number in the metric's unit;
+- ``threshold`` (required): a number in the metric's unit. Percent metrics take 0-100 and
+  refuse 0 to 1 inclusive, which look like ratios (0.9 for 90 %): a percent that small is
+  written with its sign, ``"0.5%"``;
 - ``window``: "1 hour", "15 minutes", "1h", "30m" (default 1 hour) for windowed metrics;
 - ``operator``: "<", "<=", ">" or ">=" (default: the metric's natural direction);
 - ``for``: how long the breach must last before firing (default 0: fire at once);
@@ -18,12 +21,15 @@ addresses or https:// URLs). ``trigger_conditions`` keys:
 
 from __future__ import annotations
 
+import csv
+import difflib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sms_monitor.alerts.notify import recipient_kind
 from sms_monitor.core.durations import parse_duration
 
 
@@ -65,6 +71,8 @@ STATUS_PREFIX = "status:"
 DEFAULT_WINDOW = 3600.0
 DEFAULT_REPEAT = 4 * 3600.0
 OPERATORS = ("<", "<=", ">", ">=")
+KEYS = ("metric", "threshold", "window", "operator", "for", "severity", "account", "repeat",
+        "runbook")
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,9 @@ class Rule:
     severity: str
     account: str | None  # None: each account; "*": roll-up; else one account
     repeat: float
-    recipients: tuple[str, ...]
+    recipients: tuple[str, ...]  # the row's usable ones (e-mail addresses, https:// URLs)
     runbook: str
+    skipped: int = 0  # the row's recipients that are neither, left out of `recipients`
 
     @property
     def check(self) -> str | None:
@@ -115,9 +124,93 @@ def spec_of(metric: str, checks: Sequence[str]) -> MetricSpec | None:
     return VOCABULARY.get(metric)
 
 
+def _deliverable(recipient: str) -> bool:
+    return recipient_kind(recipient) is not None
+
+
+def _unknown_keys(cond: Mapping[str, Any]) -> str | None:
+    unknown = [k for k in cond if k not in KEYS]
+    if not unknown:
+        return None
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), KEYS, n=1)
+        named.append(repr(key) + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (f"trigger_conditions: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(named)}; known keys: {', '.join(KEYS)}")
+
+
+def _threshold(raw: object, metric: str, spec: MetricSpec) -> float | str:
+    """The threshold in the metric's unit, or why it cannot be used.
+
+    A percent metric refuses 0 to 1 inclusive: 0.9 is far more likely a ratio (90 %) than
+    0.9 %, and a rule with ``< 0.9`` on a delivery rate could never fire. A percent that
+    small is written with its sign (``"0.5%"``), which also settles 0 and 1.
+    """
+    signed = False
+    value: object = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        signed = text.endswith("%")
+        try:
+            value = float(text[:-1] if signed else text)
+        except ValueError:
+            return f"threshold {raw!r} is not a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"threshold {raw!r} is not a number"
+    number = float(value)
+    if spec.unit != "percent":
+        if signed:
+            return f"threshold {raw!r} is a percent; {metric} is in {spec.unit}"
+        return number
+    if not 0 <= number <= 100:
+        return f"threshold {number:g} is outside 0-100 percent"
+    if signed:
+        return number
+    if number in (0, 1):
+        alternative = "100 for a ratio of 1, " if number == 1 else ""
+        return (f"threshold {number:g} is ambiguous (a ratio or a percent?); {metric} is in "
+                f"percent: write {alternative}\"{number:g}%\" for {number:g} percent")
+    if number < 1:
+        return (f"threshold {number:g} looks like a ratio; {metric} is in percent "
+                f"(did you mean {number * 100:g}?); write \"{number:g}%\" if you mean "
+                f"{number:g} percent")
+    return number
+
+
+def _recipient_list(raw: object) -> list[object] | None:
+    """The recipients as given: a PostgreSQL array (a list), or text holding a JSON array, a
+    PostgreSQL array literal (``{a,"b"}``) or comma-separated addresses; None if neither."""
+    if isinstance(raw, list | tuple):
+        return list(raw)
+    if raw is None:
+        return []
+    if not isinstance(raw, str):
+        return None
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return None
+        return list(parsed) if isinstance(parsed, list) else None
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    if not text:
+        return []
+    # an array literal's elements: comma-separated, double quotes around those with commas
+    fields = next(csv.reader([text], skipinitialspace=True, escapechar="\\"))
+    return [None if f == "NULL" else f for f in fields]
+
+
 def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Sequence[str],
-               max_window: float) -> Rule | BrokenRule | None:
-    """A Rule, a BrokenRule naming why not, or None for rows that are not alerts."""
+               max_window: float, recipient_ok: Callable[[str], bool] = _deliverable,
+               always_notified: Sequence[str] = ()) -> Rule | BrokenRule | None:
+    """A Rule, a BrokenRule naming why not, or None for rows that are not alerts.
+
+    ``always_notified``: who receives every rule's notifications whatever its row says
+    (``[alerts] level1``, Alertmanager); without them a row must name a usable recipient.
+    """
     name = row.get("rule_name")
     name = name.strip() if isinstance(name, str) and name.strip() else "<unnamed rule>"
     if str(row.get("rule_type") or "").strip().lower() != "alert":
@@ -134,32 +227,31 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
             return broken("trigger_conditions is not valid JSON")
     if not isinstance(cond, Mapping):
         return broken("trigger_conditions must be a JSON object")
+    unknown = _unknown_keys(cond)
+    if unknown:
+        return broken(unknown)
     metric = cond.get("metric")
     if not isinstance(metric, str) or not metric:
         return broken("trigger_conditions has no metric")
     spec = spec_of(metric, checks)
     if spec is None:
         return broken(f"unknown metric {metric!r}")
-    threshold = cond.get("threshold", 2 if metric.startswith(STATUS_PREFIX) else None)
+    threshold = _threshold(cond.get("threshold", 2 if metric.startswith(STATUS_PREFIX) else None),
+                           metric, spec)
     if isinstance(threshold, str):
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            return broken(f"threshold {threshold!r} is not a number")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
-            or not math.isfinite(threshold):
-        return broken(f"threshold {threshold!r} is not a number")
-    if spec.unit == "percent" and not 0 <= threshold <= 100:
-        return broken(f"threshold {threshold} is outside 0-100 percent")
+        return broken(threshold)
     operator = cond.get("operator", spec.operator)
     if operator not in OPERATORS:
         return broken(f"operator {operator!r} is not one of {', '.join(OPERATORS)}")
-    try:
-        window = parse_duration(cond.get("window", DEFAULT_WINDOW))
-        for_seconds = parse_duration(cond["for"]) if cond.get("for") not in (None, 0, "0") else 0.0
-        repeat = parse_duration(cond.get("repeat", DEFAULT_REPEAT))
-    except ValueError as exc:
-        return broken(str(exc))
+    durations: dict[str, float] = {}
+    for key, default in (("window", DEFAULT_WINDOW), ("for", 0.0), ("repeat", DEFAULT_REPEAT)):
+        given = cond.get(key, default)
+        try:
+            durations[key] = 0.0 if key == "for" and given in (None, 0, "0") \
+                else parse_duration(given)
+        except ValueError as exc:
+            return broken(f"{key}: {exc}")
+    window = durations["window"]
     if spec.windowed and window > max_window:
         return broken(f"window {window:g}s is longer than the monitor keeps ({max_window:g}s)")
     severity = cond.get("severity", "critical")
@@ -169,30 +261,38 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
     if account is not None and (not isinstance(account, str) or
                                 (account != "*" and account not in accounts)):
         return broken(f"account {account!r} is not monitored")
-    recipients = row.get("recipients")
-    if isinstance(recipients, str):
-        try:
-            recipients = json.loads(recipients)
-        except ValueError:
-            recipients = [r.strip() for r in recipients.strip("{}").split(",") if r.strip()]
-    if not isinstance(recipients, list | tuple) or not all(isinstance(r, str) for r in recipients):
-        return broken("recipients must be an array of e-mail addresses or https:// URLs")
     runbook = cond.get("runbook", spec.runbook)
-    return Rule(name=name, metric=metric, threshold=float(threshold), operator=operator,
-                window=window, for_seconds=for_seconds, severity=severity, account=account,
-                repeat=repeat, recipients=tuple(r.strip() for r in recipients if r.strip()),
-                runbook=str(runbook))
+    if not isinstance(runbook, str) or not runbook.strip():
+        return broken(f"runbook {runbook!r} is not a section name")
+    given = _recipient_list(row.get("recipients"))
+    if given is None:
+        return broken("recipients must be an array of e-mail addresses or https:// URLs")
+    # blank entries are nothing; anything else that is not an address (NULL too) is malformed
+    listed = [r for r in (x.strip() if isinstance(x, str) else x for x in given) if r != ""]
+    usable = tuple(dict.fromkeys(r for r in listed if isinstance(r, str) and recipient_ok(r)))
+    if not usable and not always_notified:
+        if not listed:
+            return broken("recipients: none, so nobody would be notified; list e-mail "
+                          "addresses or https:// URLs")
+        return broken(f"recipients: none of the {len(listed)} is an e-mail address or an "
+                      "https:// URL (never SMS), so nobody would be notified")
+    return Rule(name=name, metric=metric, threshold=threshold, operator=operator,
+                window=window, for_seconds=durations["for"], severity=severity, account=account,
+                repeat=durations["repeat"], recipients=usable, runbook=runbook,
+                skipped=len([r for r in listed if not (isinstance(r, str) and recipient_ok(r))]))
 
 
 def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], checks: Sequence[str],
-               max_window: float, recipient_ok: Callable[[str], bool]
-               ) -> tuple[list[Rule], list[BrokenRule]]:
-    """Every alert row as a Rule or a BrokenRule (duplicate names and unusable recipients too)."""
+               max_window: float, recipient_ok: Callable[[str], bool] = _deliverable,
+               always_notified: Sequence[str] = ()) -> tuple[list[Rule], list[BrokenRule]]:
+    """Every alert row as a Rule or a BrokenRule (duplicate names too). A usable rule with
+    some unusable recipients is a Rule and also a BrokenRule saying how many are skipped."""
     rules: list[Rule] = []
     broken: list[BrokenRule] = []
     names: set[str] = set()
     for row in rows:
-        parsed = parse_rule(row, accounts=accounts, checks=checks, max_window=max_window)
+        parsed = parse_rule(row, accounts=accounts, checks=checks, max_window=max_window,
+                            recipient_ok=recipient_ok, always_notified=always_notified)
         if parsed is None:
             continue
         if isinstance(parsed, Rule) and parsed.name in names:
@@ -201,10 +301,9 @@ def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], ch
             broken.append(parsed)
             continue
         names.add(parsed.name)
-        ignored = [r for r in parsed.recipients if not recipient_ok(r)]
-        if ignored:
-            broken.append(BrokenRule(parsed.name, f"{len(ignored)} recipient(s) are neither an "
-                                     "e-mail address nor an https:// URL; they are skipped "
-                                     "(never SMS)"))
+        if parsed.skipped:
+            broken.append(BrokenRule(parsed.name, f"recipients: {parsed.skipped} recipient(s) are "
+                                     "neither an e-mail address nor an https:// URL; they are "
+                                     "skipped (never SMS)"))
         rules.append(parsed)
     return rules, broken

@@ -83,7 +83,7 @@ class AlertStore:
         try:
             ensure_directory(self.url)
         except OSError as exc:
-            raise StoreError(f"cannot create the alert store's directory: {exc.strerror}"
+            raise StoreError(f"cannot create the alert store's directory {exc.strerror}"
                              ) from None
         self.metadata.create_all(self.engine)
         with self.engine.begin() as conn:

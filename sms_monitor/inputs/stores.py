@@ -19,7 +19,7 @@ from sms_monitor.core.snapshot import MONITOR_GROUP, STORES, StoresPart
 from sms_monitor.core.sources import SourceTracker, connection_check
 from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 from sms_monitor.inputs.database import describe_error
-from sms_monitor.storage.sqlite import missing_file_problem, sqlite_path
+from sms_monitor.storage.sqlite import missing_file_problem, sqlite_file
 
 log = structlog.get_logger("sms_monitor.stores")
 
@@ -47,7 +47,7 @@ class StoresInput:
 
     def _ping(self, url: str) -> str | None:
         """None when the store answers, else the reason (no secrets: the cause only)."""
-        path = sqlite_path(url)
+        path = sqlite_file(url)
         if path is not None and not path.exists():  # the daemon creates it on first use
             return missing_file_problem(path)
         try:
