@@ -113,7 +113,7 @@ def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None)
                               extra_html=extra_html, web_config=web)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
-              f"{settings.listen_host}:{settings.listen_port}: {exc.strerror}", file=sys.stderr)
+              f"{settings.listen_address}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"sms-monitor {__version__} serving {server.url}/ (metrics at {server.url}/metrics)",
           file=sys.stderr, flush=True)
