@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["debug", "info", "warning", "error"])
     listen = argparse.ArgumentParser(add_help=False)
     listen.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
-                        help="where to serve /metrics, /healthz, /readyz and / "
-                             "(default $SMS_MONITOR_LISTEN_ADDRESS or 0.0.0.0:9839)")
+                        help="where to serve /metrics, /healthz, /readyz and /, an IPv6 host in "
+                             "brackets: [::1]:9839 (default $SMS_MONITOR_LISTEN_ADDRESS or "
+                             "0.0.0.0:9839)")
     listen.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                         help="TLS and basic auth (exporter-toolkit format)")
 

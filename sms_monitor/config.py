@@ -428,7 +428,7 @@ class DatabaseConfig(Section):
     """The application database source (``SMS_MONITOR_DATABASE_URL`` and ``[database]``)."""
 
     url: Annotated[str, BeforeValidator(_database_url)] = Field(repr=False)
-    statement_timeout: Annotated[float, _duration(10 * MINUTE)] = 5.0  # the content query's too
+    statement_timeout: Annotated[float, _duration(10 * MINUTE)] = 5.0  # each statement, 7 days of text too
     connect_timeout: Timeout = 5.0
     optout_grace: Span = 300.0  # the application's time to process a STOP
     optout_keywords: Words = DEFAULT_OPTOUT

@@ -205,6 +205,16 @@ def test_the_environment_comes_from_the_mapping_given_never_from_os_environ(
     assert ("public_url",) not in source.names  # set but empty: ignored
 
 
+def test_a_file_value_that_should_be_a_table_is_reported_under_the_environment() -> None:
+    env = {**ENV, "SMS_MONITOR_DATABASE_URL": "sqlite://", "SMS_MONITOR_ALERT_STORE_URL": "sqlite://"}
+    with pytest.raises(ConfigError) as err:
+        load_settings(env, {"alerts": 5})
+    assert str(err.value) == "configuration error: alerts: expected a table"
+    with pytest.raises(ConfigError) as err:
+        load_settings(ENV, {"accounts": {"name": "x"}})
+    assert str(err.value) == "configuration error: accounts: expected an array of tables ([[accounts]])"
+
+
 def test_file_keys_are_matched_exactly() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(ENV, {"Window": "1h"})
