@@ -26,6 +26,8 @@ class BackgroundHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int],
                  handler_class: type[BaseHTTPRequestHandler]) -> None:
+        if ":" in address[0]:  # an IPv6 host ("::1", "::"): the class default is IPv4
+            self.address_family = socket.AF_INET6
         super().__init__(address, handler_class)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -41,7 +43,8 @@ class BackgroundHTTPServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"{self.scheme}://{host!s}:{port}"
+        shown = f"[{host!s}]" if ":" in str(host) else str(host)
+        return f"{self.scheme}://{shown}:{port}"
 
     def start(self) -> Self:
         """Serves on a daemon thread; returns the server, listening already."""

@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["debug", "info", "warning", "error"])
     listen = argparse.ArgumentParser(add_help=False)
     listen.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
-                        help="where to serve /metrics, /healthz, /readyz and / "
-                             "(default $SMS_MONITOR_LISTEN_ADDRESS or 0.0.0.0:9839)")
+                        help="where to serve /metrics, /healthz, /readyz and /, an IPv6 host in "
+                             "brackets: [::1]:9839 (default $SMS_MONITOR_LISTEN_ADDRESS or "
+                             "0.0.0.0:9839)")
     listen.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                         help="TLS and basic auth (exporter-toolkit format)")
 
@@ -121,7 +122,7 @@ def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None)
                               extra_html=extra_html, web_config=web)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
-              f"{settings.listen_host}:{settings.listen_port}: {exc.strerror}", file=sys.stderr)
+              f"{settings.listen_address}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"sms-monitor {__version__} serving {server.url}/ (metrics at {server.url}/metrics)",
           file=sys.stderr, flush=True)

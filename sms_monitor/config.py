@@ -2,22 +2,28 @@
 
 Every setting is declared once, as a field of one of the pydantic models below (one model
 per section of the file), and its default is written there and nowhere else.
-:func:`load_settings` lays the environment over the file (:data:`ENVIRONMENT` says which
-variable sets which key) and validates the result with :class:`Settings`. Every problem
-is reported as one :class:`ConfigError` naming the offending key: the file key
+pydantic-settings sources read the values: :class:`TomlFile` the ``--config`` file,
+:class:`EnvironmentSource` the environment (:data:`ENVIRONMENT` says which variable sets
+which key). :func:`load_settings` lays the environment over the file and the
+``--web.listen-address`` flag over both, and validates the result with :class:`Settings`.
+Every problem is reported as one :class:`ConfigError` naming the offending key: the file key
 (``database.optout_grace``, ``accounts[0].name``), or the environment variable when the
 value came from there. The CLI turns it into exit status 2.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,7 +36,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from sms_monitor.alerts.lifecycle import DEFAULT_LEVELS
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
@@ -44,6 +58,17 @@ SID_PATTERN = re.compile(r"^AC[0-9a-fA-F]{32}$")
 STATUSPAGE_DEFAULT = "https://status.twilio.com/api/v2/summary.json"
 TEST_FROM = "+15005550006"  # the magic number Twilio's test credentials send from
 DEFAULT_STATE_DIR = "sms-monitor-state"  # SMS_MONITOR_STATE_DIR: the embedded SQLite stores
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+WEEK = 7 * DAY
+# Twilio's own API is not polled more often than this (a faster loop only earns 429s);
+# a simulator or a proxy may be polled as fast as it likes.
+MIN_TWILIO_POLL = 5.0
+# Ratio checks whose value is a share of a limit and may pass it (the busiest minute against
+# the number's rate, the projected spend against the budget): their bounds may go up to
+# twice the limit. The bounds of every other ratio check (delivery_rate, error_rate,
+# reconciliation: shares of messages) lie between 0 and 1.
+RATIO_BOUND_MAX = {"throughput": 2.0, "budget": 2.0}
 
 # Messages per second a sending number can take, by number type (the runbook's table).
 NUMBER_TYPE_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
@@ -96,22 +121,37 @@ def _http_url(value: object) -> str:
     return value.rstrip("/")
 
 
+def _is_twilio(url: str) -> bool:
+    """Whether ``url`` is Twilio's own API (api.twilio.com or a regional edge of it)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "twilio.com" or host.endswith(".twilio.com")
+
+
 def _optional_http_url(value: object) -> str | None:
     """An http(s) URL; empty (or absent) means off."""
     return _http_url(value) if value not in (None, "") else None
 
 
 def _check_sqlalchemy_url(url: str) -> None:
-    """A URL SQLAlchemy can use (known dialect, numeric port), or a ValueError saying why not."""
+    """A URL SQLAlchemy can use (known dialect, numeric port, driver installed), or a
+    ValueError saying why not."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(url).get_dialect()
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"not a usable SQLAlchemy URL ({re.sub(r'//[^/@]*@', '//', reason)})"
                          ) from None
+    try:  # the dialect is known to SQLAlchemy; its driver is imported only on first connect
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = f"no module named {exc.name!r}" if exc.name else "it cannot be imported"
+        raise ValueError(f"the {parsed.drivername} driver is not installed ({module})") from None
+    except NotImplementedError:  # a third-party dialect of the old style: found at connect
+        pass
 
 
 def _database_url(value: object) -> str | None:
@@ -190,11 +230,24 @@ def _calling_code(value: object) -> str:
     return text
 
 
+_HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9_.-]*):(?P<port>\d{1,5})")
+_IPV6_PORT = re.compile(r"\[(?P<host>[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\]:(?P<port>\d{1,5})")
+
+
 def _split_listen_address(value: object) -> tuple[str, int]:
-    host, sep, port = str(value).rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    """``HOST:PORT`` (a name or an IPv4 address; empty host: every IPv4 address) or
+    ``[IPV6]:PORT`` as (host, port); the IPv6 host without its brackets."""
+    text = str(value)
+    m = _IPV6_PORT.fullmatch(text) or _HOST_PORT.fullmatch(text)
+    ok = m is not None and int(m["port"]) <= 65535
+    if m is not None and ok and text.startswith("["):
+        try:
+            ipaddress.IPv6Address(m["host"])
+        except ValueError:
+            ok = False
+    if m is None or not ok:
+        raise ValueError(f"expected HOST:PORT or [IPV6]:PORT, got {value!r}")
+    return m["host"] or "0.0.0.0", int(m["port"])
 
 
 def _listen_address(value: object) -> str:
@@ -207,6 +260,18 @@ def parse_listen_address(key: str, value: str) -> tuple[str, int]:
         return _split_listen_address(value)
     except ValueError as exc:
         raise ConfigError(key, str(exc)) from None
+
+
+def _check_ratio_bound(check: str, which: str, value: float | None) -> None:
+    """A ratio check's bound lies between 0 and 1 (:data:`RATIO_BOUND_MAX` for a share of a
+    limit); a percentage written where the ratio belongs gets the ratio as a hint."""
+    most = RATIO_BOUND_MAX.get(check, 1.0)
+    if value is None or 0 <= value <= most:
+        return
+    span = f"a ratio between 0 and {most:g}"
+    if most < value <= 100 * most:
+        raise KeyProblem(f"{check}.{which}", f"{span} (did you mean {round(value / 100, 10)!r}?)")
+    raise KeyProblem(f"{check}.{which}", f"{span}, got {value:g}")
 
 
 def _thresholds(value: object) -> dict[str, Threshold]:
@@ -225,6 +290,9 @@ def _thresholds(value: object) -> dict[str, Threshold]:
             loc, reason = first_problem(exc)
             raise KeyProblem(dotted((check, *loc)), reason) from None
         base = out[check]
+        if base.unit == "ratio":
+            for which in ("green", "red"):
+                _check_ratio_bound(check, which, getattr(bounds, which))
         try:
             out[check] = Threshold(base.good if bounds.green is None else bounds.green,
                                    base.bad if bounds.red is None else bounds.red,
@@ -234,8 +302,31 @@ def _thresholds(value: object) -> dict[str, Threshold]:
     return out
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Number = Annotated[float, BeforeValidator(_not_bool)]
+def _span(seconds: float) -> str:
+    """``seconds`` in the largest unit that divides it: '1 day', '5 minutes', '90 seconds'."""
+    for unit, size in (("day", DAY), ("hour", HOUR), ("minute", MINUTE)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}" + ("s" if n > 1 else "")
+    return f"{seconds:g} seconds"
+
+
+def _duration(most: float) -> BeforeValidator:
+    """A duration (see :func:`parse_duration`: finite, positive) of at most ``most`` seconds.
+    Every duration key has its own ceiling, so a typo can never reach a timer as 1e15 s."""
+    def check(value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds > most:
+            raise ValueError(f"must be at most {_span(most)}, got {seconds:g} seconds")
+        return seconds
+    return BeforeValidator(check)
+
+
+# Durations by ceiling (the few keys with another ceiling spell theirs out)
+Timeout = Annotated[float, _duration(5 * MINUTE)]  # of a request or a connection
+Interval = Annotated[float, _duration(DAY)]  # between reads; a lag, a settle time
+Span = Annotated[float, _duration(WEEK)]  # a statistics window, a grace, an escalation
+Number = Annotated[float, BeforeValidator(_not_bool), AllowInfNan(False)]
 WholeNumber = Annotated[int, BeforeValidator(_not_bool)]
 HttpUrl = Annotated[str, BeforeValidator(_http_url)]
 OptionalHttpUrl = Annotated[str | None, BeforeValidator(_optional_http_url)]
@@ -288,8 +379,8 @@ class AccountDefaults(Section):
 
     api_url: HttpUrl = "https://api.twilio.com"  # REST API base
     number_type: NumberType = "long_code"  # of the sending number, for the throughput check
-    throughput_limit: Annotated[float, Field(gt=0), BeforeValidator(_not_bool)] | None = None
-    monthly_budget: Annotated[float, Field(gt=0), BeforeValidator(_not_bool)] | None = None
+    throughput_limit: Annotated[Number, Field(gt=0)] | None = None
+    monthly_budget: Annotated[Number, Field(gt=0)] | None = None
 
 
 class AccountConfig(AccountDefaults):
@@ -323,7 +414,8 @@ class AccountConfig(AccountDefaults):
     @classmethod
     def _limit_by_type(cls, value: object, info: ValidationInfo) -> object:
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 \
+                    or not math.isfinite(value):
                 raise ValueError(f"expected messages per second, got {value!r}")
             return value
         kind = info.data.get("number_type")
@@ -336,22 +428,23 @@ class DatabaseConfig(Section):
     """The application database source (``SMS_MONITOR_DATABASE_URL`` and ``[database]``)."""
 
     url: Annotated[str, BeforeValidator(_database_url)] = Field(repr=False)
-    statement_timeout: Duration = 5.0
-    connect_timeout: Duration = 5.0
-    optout_grace: Duration = 300.0  # the application's time to process a STOP
+    statement_timeout: Annotated[float, _duration(10 * MINUTE)] = 5.0  # each statement, 7 days of text too
+    connect_timeout: Timeout = 5.0
+    optout_grace: Span = 300.0  # the application's time to process a STOP
     optout_keywords: Words = DEFAULT_OPTOUT
     default_region: Annotated[str, _pattern("a region code like 'US'", r"^[A-Z]{2}$")] = "US"
-    reconcile_lag: Duration = 120.0
+    reconcile_lag: Interval = 120.0
     fallback_share: Annotated[Number, Field(gt=0, le=1)] = 0.9
-    content_interval: Duration = 900.0  # seconds between reads of 7 days of message text
-    # Twilio sending more than logged * ratio + margin in the reconciliation span is red
-    unexpected_sends_ratio: Annotated[Number, Field(ge=1)] = 1.1
-    unexpected_sends_margin: Annotated[WholeNumber, Field(ge=0)] = 10
+    content_interval: Interval = 900.0  # between reads of 7 days of text
     practice_name: str | None = None  # every template should name the practice
     spam_words: Annotated[tuple[str, ...], BeforeValidator(_phrases)] = DEFAULT_SPAM_WORDS
     tables: Mapping[str, str] = Field(default_factory=dict, repr=False)  # runbook name -> yours
     columns: Mapping[str, Mapping[str, str]] = Field(default_factory=dict, repr=False)
     names: SchemaNames = Field(default_factory=SchemaNames, exclude=True)  # from the two above
+    # Twilio sending more than logged * ratio + margin outbound messages in the
+    # reconciliation span is red (messages the application did not log)
+    unexpected_sends_ratio: Annotated[Number, Field(ge=1)] = 1.1
+    unexpected_sends_margin: Annotated[WholeNumber, Field(ge=0)] = 10
 
     @field_validator("practice_name")
     @classmethod
@@ -400,13 +493,14 @@ class AlertsConfig(Section):
         = Field(None, alias="schema")
     # relative margin past the threshold before a firing alert resolves
     hysteresis: Annotated[Number, Field(ge=0, lt=1)] = 0.02
-    level2_after: Duration = DEFAULT_LEVELS[1]
-    level3_after: Duration = Field(DEFAULT_LEVELS[2], validate_default=True)
+    level2_after: Span = DEFAULT_LEVELS[1]
+    level3_after: Span = Field(DEFAULT_LEVELS[2], validate_default=True)
     level1: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level2: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level3: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     alertmanager_url: OptionalHttpUrl = None
-    max_window: Duration = 0.0  # longest rule window; never less than the monitor's window
+    # longest rule window (messages are kept that long); never less than the monitor's window
+    max_window: Annotated[float, _duration(31 * DAY)] = 0.0
     retry_base: ClassVar[float] = 30.0  # notification retries: exponential backoff
     retry_max: ClassVar[float] = 3600.0
 
@@ -453,8 +547,8 @@ class CanaryConfig(Section):
     account: str | None = None  # the configured account it sends from (default: the first)
     to: E164Number = Field(repr=False)  # the test handset
     from_number: E164Number | None = Field(None, alias="from")  # default: the account's number
-    interval: Duration = 300.0
-    timeout: Duration = 180.0  # a probe not delivered by then has failed
+    interval: Interval = 300.0
+    timeout: Interval = 180.0  # a probe not delivered by then has failed
     body: str = "sms-monitor canary: no reply needed"
     # Twilio's test credentials: the API path is exercised, nothing is sent or followed
     test_account_sid: AccountSid | None = None
@@ -497,22 +591,31 @@ class CanaryConfig(Section):
 class Settings(AccountDefaults):
     """The whole configuration: the top level of the file and its sections."""
 
+    # Read by the pydantic-settings sources too (they are given this class): keys are
+    # matched exactly, as validation matches them, so ``Window`` stays an unknown key.
+    model_config = SettingsConfigDict(case_sensitive=True)
+
     listen_address: Annotated[str, BeforeValidator(_listen_address)] = "0.0.0.0:9839"
-    poll_interval: Duration = 60.0
-    window_seconds: Duration = Field(3600.0, alias="window")  # statistics window
-    settle_seconds: Duration = Field(900.0, alias="settle")  # in-flight messages are re-read
+    poll_interval: Interval = 60.0
+    window_seconds: Span = Field(3600.0, alias="window")  # statistics window
+    settle_seconds: Interval = Field(900.0, alias="settle")  # in-flight messages are re-read
     min_samples: Annotated[WholeNumber, Field(ge=1)] = 10
-    request_timeout: Duration = 10.0
+    request_timeout: Timeout = 10.0
     max_retries: Annotated[WholeNumber, Field(ge=0, le=10)] = 3
     max_pages: Annotated[WholeNumber, Field(ge=1)] = 200
     page_size: Annotated[WholeNumber, Field(ge=1, le=1000)] = 1000
+    # consecutive cycles a configured source may stay unreadable before its connection
+    # check turns red
+    unreachable_cycles: Annotated[WholeNumber, Field(ge=1)] = 3
+    # /healthz fails when no cycle has finished for this many poll intervals
+    liveness_intervals: Annotated[Number, Field(ge=2)] = 3.0
     thresholds: Annotated[Mapping[str, Threshold], BeforeValidator(_thresholds)] = Field(
         default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     statuspage_url: OptionalHttpUrl = STATUSPAGE_DEFAULT  # empty: disabled
-    statuspage_interval: Duration = 120.0
+    statuspage_interval: Interval = 120.0
     public_url: OptionalHttpUrl = None  # how Twilio reaches us, for callback signatures
     home_country_code: Annotated[str, BeforeValidator(_calling_code)] = "1"  # not "international"
-    usage_interval: Duration = 600.0  # seconds between Usage Records reads (spend)
+    usage_interval: Interval = 600.0  # between Usage Records reads (spend)
     database_url: Annotated[str | None, BeforeValidator(_database_url)] = Field(None, repr=False)
     smtp_url: Annotated[str | None, BeforeValidator(_smtp_url)] = Field(None, repr=False)
     alert_from: str | None = None
@@ -521,10 +624,6 @@ class Settings(AccountDefaults):
     alerts: AlertsConfig | None = Field(None, validate_default=True)  # needs the database
     inbound: InboundConfig | None = Field(None, validate_default=True)
     canary: CanaryConfig | None = None
-    # consecutive unreadable cycles before a source's connection check turns red
-    unreachable_cycles: Annotated[WholeNumber, Field(ge=1)] = 3
-    # /healthz fails when no cycle has finished for this many poll intervals
-    liveness_intervals: Annotated[Number, Field(ge=2)] = 3.0
 
     @property
     def listen_host(self) -> str:
@@ -533,6 +632,15 @@ class Settings(AccountDefaults):
     @property
     def listen_port(self) -> int:
         return _split_listen_address(self.listen_address)[1]
+
+    @model_validator(mode="after")
+    def _gentle_on_twilio(self) -> Settings:
+        """Twilio's own API is polled at most every MIN_TWILIO_POLL seconds."""
+        twilio = next((a.api_url for a in self.accounts if _is_twilio(a.api_url)), None)
+        if twilio is not None and self.poll_interval < MIN_TWILIO_POLL:
+            raise KeyProblem("poll_interval", f"must be at least {MIN_TWILIO_POLL:g} seconds when "
+                                              f"polling Twilio ({twilio}), got {self.poll_interval:g}")
+        return self
 
     @field_validator("accounts")
     @classmethod
@@ -691,6 +799,7 @@ _REASONS = {
     "int_from_float": "expected a whole number, got {input!r}",
     "float_type": "expected a number, got {input!r}",
     "float_parsing": "expected a number, got {input!r}",
+    "finite_number": "expected a finite number, got {input!r}",
     "greater_than": "must be more than {gt}, got {input!r}",
     "greater_than_equal": "must be at least {ge}, got {input!r}",
     "less_than": "must be less than {lt}, got {input!r}",
@@ -725,57 +834,128 @@ def _key(loc: Loc, names: Mapping[Loc, str]) -> str:
     return dotted(loc)
 
 
+# -- sources ------------------------------------------------------------------------------
+#
+# pydantic-settings reads the values; load_settings lays them over each other and validates
+# them with Settings.model_validate. Settings is deliberately not a BaseSettings with
+# settings_customise_sources, for three reasons:
+# - validation needs the environment it was given (auth_token_env names a variable, store
+#   URLs use SMS_MONITOR_STATE_DIR) as context, and a BaseSettings is built by its __init__
+#   (model_validate calls it too), which takes no context and reads os.environ by default;
+# - accounts from TWILIO_* and from [[accounts]] are joined (primary first, top-level defaults
+#   inherited by each), where BaseSettings would let one list replace the other;
+# - an error must name the variable its value came from, which only our source knows.
+# The sources are given Settings as their settings class: all they use of it is
+# model_config and model_fields, which every pydantic model has.
+_SOURCE_SCHEMA = cast("type[BaseSettings]", Settings)
+
+
+class TomlFile(TomlConfigSettingsSource):
+    """The ``--config`` file, read by pydantic-settings' TOML source; a file that cannot be
+    read, is not UTF-8 or is not TOML is a :class:`ConfigError` on ``--config``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with self.path.open("rb"):  # the base class passes over a missing file in silence
+                pass
+            super().__init__(_SOURCE_SCHEMA, toml_file=self.path)
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            line = exc.object[:exc.start].count(b"\n") + 1
+            raise ConfigError("--config", f"{path} is not UTF-8 text (byte "
+                                          f"{exc.object[exc.start]:#04x} on line {line})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {' '.join(str(exc).split())}"
+                              ) from None
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """The variables sms-monitor reads, from the mapping it is given (never os.environ by
+    itself): :data:`ENVIRONMENT` (a variable set but empty is ignored, except those of
+    :data:`EMPTY_DISABLES`), and :data:`PRIMARY`, which make the account ``primary``.
+    After a call, :attr:`names` says which key came from which variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(_SOURCE_SCHEMA)
+        self.env = env
+        self.names: dict[Loc, str] = {}
+
+    def _sets(self, var: str) -> bool:
+        return bool(self.env.get(var)) or (var in EMPTY_DISABLES and var in self.env)
+
+    def _primary(self) -> list[dict[str, str]] | None:
+        if not (self.env.get("TWILIO_ACCOUNT_SID") or self.env.get("TWILIO_AUTH_TOKEN")):
+            return None
+        return [{"name": "primary",
+                 **{key: self.env[var] for var, key in PRIMARY.items() if self.env.get(var)}}]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """The value the environment gives a top-level key (a section's keys as one table),
+        the key, and whether the value is a table or a list."""
+        key = field.alias or field_name
+        if key == "accounts":
+            return self._primary(), key, True
+        table: dict[str, str] = {}
+        for var, path in ENVIRONMENT.items():
+            if path[0] == key and self._sets(var):
+                if len(path) == 1:
+                    return self.env[var], key, False
+                table[path[1]] = self.env[var]
+        return table or None, key, True
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                data[key] = value
+        self.names = {path: var for var, path in ENVIRONMENT.items() if self._sets(var)}
+        if "accounts" in data:
+            self.names.update({("accounts", 0, key): var for var, key in PRIMARY.items()})
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({sorted(v for v in self.env if self._sets(v))})"
+
+
 # -- loading ------------------------------------------------------------------------------
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    """The ``--config`` file's tables (a ConfigError if it cannot be read)."""
+    return TomlFile(path)()
 
 
-def _merge(env: Mapping[str, str], file_data: Mapping[str, Any] | None,
-           listen_address: str | None) -> tuple[dict[str, Any], dict[Loc, str]]:
-    """The file with the environment (and the flag) laid over it, and the names to show for
-    keys that did not come from the file."""
-    data = dict(file_data or {})
-    names: dict[Loc, str] = {}
-    for var, path in ENVIRONMENT.items():
-        if not env.get(var) and not (var in EMPTY_DISABLES and var in env):
-            continue
-        if len(path) == 1:
-            data[path[0]] = env[var]
-        else:
-            section, key = path
-            table = data.get(section)
-            if table is not None and not isinstance(table, Mapping):
-                continue  # the file's error is reported
-            data[section] = {**(table or {}), key: env[var]}
-        names[path] = var
-    if listen_address:
-        data["listen_address"] = listen_address
-        names[("listen_address",)] = "--web.listen-address"
+def _overlay(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
+    """``upper`` laid over ``lower``, tables merged key by key. A value of ``lower`` that
+    should be a table and is not keeps its place, so that its error is the one reported."""
+    out = dict(lower)
+    for key, value in upper.items():
+        below = out.get(key)
+        if not isinstance(value, Mapping) or below is None:
+            out[key] = value
+        elif isinstance(below, Mapping):
+            out[key] = _overlay(below, value)
+    return out
 
+
+def _join_accounts(data: Mapping[str, Any], primary: list[Any], names: dict[Loc, str]
+                   ) -> list[Any]:
+    """The ``primary`` account, then the file's ``[[accounts]]``, each with the top-level
+    account defaults it does not set; ``names`` learns the keys to show for them."""
     accounts = data.get("accounts", [])
     if not isinstance(accounts, list):
         raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
     inherited = {k: data[k] for k in AccountDefaults.model_fields if k in data}
-    merged: list[Any] = []
-    if env.get("TWILIO_ACCOUNT_SID") or env.get("TWILIO_AUTH_TOKEN"):
-        primary = {key: env[var] for var, key in PRIMARY.items() if env.get(var)}
-        merged.append({**inherited, "name": "primary", **primary})
-        names.update({("accounts", 0, key): var for var, key in PRIMARY.items()})
-        names.update({("accounts", 0, key): key for key in inherited})
-        names.update({("accounts", 0, "throughput_limit"): "throughput_limit",
-                      ("accounts", 0, "monthly_budget"): "monthly_budget"})
+    joined: list[Any] = []
+    for raw in primary:
+        joined.append({**inherited, **raw})
+        names.update({("accounts", 0, k): names.get((k,), k) for k in AccountDefaults.model_fields})
     for i, raw in enumerate(accounts):
-        names[("accounts", len(merged))] = f"accounts[{i}]"
-        merged.append({**inherited, **raw} if isinstance(raw, Mapping) else raw)
-    data["accounts"] = merged
-    return data, names
+        names[("accounts", len(joined))] = f"accounts[{i}]"
+        joined.append({**inherited, **raw} if isinstance(raw, Mapping) else raw)
+    return joined
 
 
 def load_settings(
@@ -785,8 +965,20 @@ def load_settings(
     listen_address: str | None = None,
     require_accounts: bool = True,
 ) -> Settings:
-    """Build validated Settings; ``listen_address`` is the command-line flag (it wins)."""
-    data, names = _merge(env, file_data, listen_address)
+    """Build validated Settings from the file's tables (:func:`load_file`), the environment
+    ``env`` over them, and the ``--web.listen-address`` flag over both."""
+    environment = EnvironmentSource(env)
+    from_env = environment()
+    names = dict(environment.names)
+    primary = from_env.pop("accounts", None) or []
+    layers = [dict(file_data or {}), from_env]
+    if listen_address:
+        layers.append(InitSettingsSource(_SOURCE_SCHEMA, {"listen_address": listen_address})())
+        names[("listen_address",)] = "--web.listen-address"
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = _overlay(data, layer)
+    data["accounts"] = _join_accounts(data, primary, names)
     try:
         settings = Settings.model_validate(data, context={"env": env})
     except ValidationError as exc:

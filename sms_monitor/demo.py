@@ -120,7 +120,9 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
     settings = demo_settings(env, file_data, listen_address, sim.url, url, db_path.parent)
     # The simulator plays Twilio's webhooks: signed status callbacks for every message and
     # the incoming messages, posted to the demo's own endpoints as its story unfolds.
-    host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "") else settings.listen_host
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.listen_host,
+                                                                       settings.listen_host)
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     public = settings.public_url or f"http://{host}:{settings.listen_port}"
     settings = settings.model_copy(update={"public_url": public})
     sim.webhooks.configure(status_url=f"{public}{STATUS_PATH}",

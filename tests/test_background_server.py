@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import pytest
+
 from sms_monitor.background_server import BackgroundHTTPServer
+from sms_monitor.config import parse_listen_address
+from sms_monitor.core.snapshot import SnapshotHolder
 
 FAST = 0.25  # seconds; the standard library's serve_forever would take up to 0.5 to notice
 
@@ -74,3 +80,28 @@ def test_class_settings_shared_by_the_exporter_and_the_simulator() -> None:
     for cls in (ExporterServer, SimulatorServer):
         assert issubclass(cls, BackgroundHTTPServer)
         assert cls.daemon_threads and cls.allow_reuse_address and cls.request_queue_size == 128
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_the_exporter_serves_healthz_on_the_ipv6_loopback() -> None:
+    from sms_monitor.outputs.http import ExporterServer
+
+    if not _ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback")
+    server = ExporterServer(parse_listen_address("--web.listen-address", "[::1]:0"),
+                            SnapshotHolder()).start()
+    try:
+        port = server.server_address[1]
+        assert server.url == f"http://[::1]:{port}"
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as r:
+            assert (r.status, r.read()) == (200, b"ok\n")
+    finally:
+        server.stop()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from sms_monitor.app import build
-from sms_monitor.config import load_settings
+from sms_monitor.config import load_file, load_settings
 from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from tests.conftest import FakeClock, SleepRecorder, settings_for
@@ -34,7 +33,7 @@ def test_every_exported_metric_is_in_the_metrics_reference(simulator: SimulatorS
 
 
 def test_example_config_is_valid() -> None:
-    data = tomllib.loads((ROOT / "examples" / "sms-monitor.toml").read_text())
+    data = load_file(ROOT / "examples" / "sms-monitor.toml")
     env = {"CLINIC_WEST_AUTH_TOKEN": "a" * 32, "BACKUP_AUTH_TOKEN": "b" * 32}
     settings = load_settings(env, data)
     assert [a.name for a in settings.accounts] == ["clinic-west", "backup"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {
@@ -14,7 +15,7 @@ _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds in ``value``; raises ValueError with a readable reason."""
+    """Seconds in ``value``, finite and positive; raises ValueError with a readable reason."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, int | float):
@@ -26,6 +27,8 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _UNITS.get(m.group(2).lower(), 1)
     else:
         raise ValueError(f"expected a duration, got {value!r}")
+    if not math.isfinite(seconds):  # inf or nan from TOML or JSON, or 400 digits of a string
+        raise ValueError(f"expected a finite duration, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
     return seconds
