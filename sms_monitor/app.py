@@ -111,6 +111,8 @@ class App:
         """The HTTP server for this app: its snapshot, its metric areas, its webhooks."""
         from sms_monitor.outputs.http import ExporterServer
 
+        settings = self.settings
+        kwargs.setdefault("max_cycle_age", settings.liveness_intervals * settings.poll_interval)
         return ExporterServer(address, self.holder, callbacks=self.callbacks, areas=self.areas,
                               **kwargs)
 

@@ -9,7 +9,8 @@ snapshot and publishes its own state beside it (:class:`Published`), never into 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -330,11 +331,17 @@ class Published:
 
 
 class SnapshotHolder:
-    """Holds the latest :class:`Published`; replacing it is a single reference assignment."""
+    """Holds the latest :class:`Published`; replacing it is a single reference assignment.
 
-    def __init__(self) -> None:
+    It also knows when the last snapshot arrived (on ``monotonic``, never the wall clock a
+    test may freeze), which is what liveness is judged by.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._published: Published | None = None
         self._ready = threading.Event()
+        self._monotonic = monotonic
+        self._since = monotonic()  # the last publish, or the holder's birth
 
     @property
     def published(self) -> Published | None:
@@ -355,6 +362,7 @@ class SnapshotHolder:
         has evaluated this snapshot (a scrape in between never loses the alert metrics)."""
         previous = self._published
         self._published = Published(snapshot, previous.alerts if previous else None)
+        self._since = self._monotonic()
         self._ready.set()
 
     def publish_alerts(self, alerts: AlertsSnapshot) -> None:
@@ -366,3 +374,9 @@ class SnapshotHolder:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def stalled_for(self, max_age: float) -> float | None:
+        """Seconds since the last cycle finished (or since start, before the first) when that
+        is more than ``max_age``; None while the daemon is alive."""
+        age = self._monotonic() - self._since
+        return age if age > max_age else None

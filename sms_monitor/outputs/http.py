@@ -96,7 +96,13 @@ class ExporterHandler(BaseHTTPRequestHandler):
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, encoder(self.server.registry), ctype)
         elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+            max_age = self.server.max_cycle_age
+            stalled = holder.stalled_for(max_age) if max_age is not None else None
+            if stalled is None:
+                self._send(200, b"ok\n", "text/plain; charset=utf-8")
+            else:  # the poll loop is wedged: let Docker or Kubernetes restart us
+                self._send(503, f"no poll cycle has finished for {stalled:.0f}s (limit "
+                                f"{max_age:.0f}s)\n".encode(), "text/plain; charset=utf-8")
         elif path == "/readyz":
             if holder.ready:
                 self._send(200, b"ready\n", "text/plain; charset=utf-8")
@@ -115,7 +121,8 @@ class ExporterServer(BackgroundHTTPServer):
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
                  extra_html: str = "", web_config: WebConfig | None = None,
                  callbacks: CallbackInbox | None = None,
-                 areas: Sequence[type[Area]] = ()) -> None:
+                 areas: Sequence[type[Area]] = (), max_cycle_age: float | None = None) -> None:
+        """``max_cycle_age``: /healthz fails once no cycle has finished for that long."""
         super().__init__(address, ExporterHandler)
         self.web_config = web_config
         self.callbacks = callbacks
@@ -123,6 +130,7 @@ class ExporterServer(BackgroundHTTPServer):
         self.registry = build_registry(holder, areas)
         self.pages = [a() for a in areas]
         self.extra_html = extra_html
+        self.max_cycle_age = max_cycle_age
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
