@@ -165,11 +165,13 @@ def keyword_matcher(settings: Settings) -> KeywordMatcher:
 
 
 def build(settings: Settings, *, clock: Clock = time.time,
-          sleep: Callable[[float], None] = time.sleep, alerts: bool = True,
+          sleep: Callable[[float], None] = time.sleep,
+          monotonic: Callable[[], float] = time.monotonic, alerts: bool = True,
           units: Sequence[Unit] = UNITS) -> App:
     """Build every part from the settings. ``alerts=False`` leaves the alert engine out (a
     one-off ``check`` reports; paging is the daemon's job)."""
-    wiring = Wiring(clock=clock, sleep=sleep, keywords=keyword_matcher(settings))
+    wiring = Wiring(clock=clock, sleep=sleep, monotonic=monotonic,
+                    keywords=keyword_matcher(settings))
     inputs = tuple(i for unit in units for i in unit.build(settings, wiring))
     engine = build_alert_engine(settings, clock) if alerts and settings.alerts else None
     return App(settings=settings, inputs=inputs, wiring=wiring,

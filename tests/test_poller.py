@@ -154,12 +154,18 @@ def test_malformed_message_page_leaves_message_checks_unknown_and_recovers(
     assert statuses(snap)["delivery_rate"] is Status.GREEN
 
 
-def test_endless_next_page_uri_is_cut_by_the_page_cap(
+def test_endless_next_page_uri_is_caught_and_never_judged(
         simulator: SimulatorServer, sim_state: SimState, clock: FakeClock) -> None:
     sim_state.faults.endless_paging = True
     snap = make_monitor(simulator.url, clock, page_size=50, max_pages=5).run_cycle()
-    assert requests_to(snap, "messages") == 5
-    assert snap.accounts[0].window_records == 50  # the same page five times, counted once
+    # the second page goes back to the first page's messages: the read stops there
+    assert requests_to(snap, "messages") == 2
+    assert snap.accounts[0].window_records == 50  # the first page, counted once
+    assert not snap.accounts[0].window_complete
+    st = statuses(snap)
+    assert st["delivery_rate"] is Status.UNKNOWN and st["error_rate"] is Status.UNKNOWN
+    assert "paging went back" in next(c.detail for c in snap.checks() if c.name == "delivery_rate")
+    assert snap.overall is Status.UNKNOWN
 
 
 def test_outage_connection_errors_are_red_and_retried(
@@ -170,8 +176,11 @@ def test_outage_connection_errors_are_red_and_retried(
     st = statuses(snap)
     assert st["api_response_time"] is Status.RED
     assert st["authentication"] is Status.UNKNOWN
-    assert snap.requests.retries[("primary", "connection")] == 5
+    # the probe is retried; the other parts are not asked once Twilio is known unreachable
+    assert snap.requests.retries[("primary", "connection")] == 1
     assert requests_to(snap, "balance", "error") == 2
+    assert snap.accounts[0].facts.failures == {"balance": "connection", "account": "skipped",
+                                               "phone_number": "skipped", "messages": "skipped"}
 
 
 @pytest.fixture

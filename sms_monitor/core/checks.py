@@ -48,19 +48,25 @@ def account_checks(
     month_elapsed: float = 1.0,
     source: SourceState | None = None,
     unreachable_cycles: int = 3,
+    incomplete: str | None = None,
 ) -> list[CheckResult]:
     """Every per-account check in contract order, followed by ``overall``.
 
     ``throughput_limit`` is the sending number's rate in messages per second. ``source`` says
     how long the account has been unreadable: from ``unreachable_cycles`` on, its
     connection check (``api_response_time``) is red whatever the Balance probe said.
+    ``incomplete`` says how much of the window has been read when it has not been read
+    whole: every check computed on the window is then unknown (never a verdict on part of
+    the data).
     """
+    if incomplete is not None:
+        stats = None
     checks = [
         _connection(_api_response_time(account, facts, thresholds["api_response_time"]),
                     source, unreachable_cycles),
-        *_message_checks(account, facts, stats, thresholds, min_samples),
-        _throughput(account, facts, stats, thresholds["throughput"], throughput_limit),
-        _unregistered(account, facts, stats),
+        *_message_checks(account, facts, stats, thresholds, min_samples, incomplete),
+        _throughput(account, facts, stats, thresholds["throughput"], throughput_limit, incomplete),
+        _unregistered(account, facts, stats, incomplete),
         _authentication(account, facts),
         _account_status(account, facts),
         _balance(account, facts, thresholds["balance"]),
@@ -101,10 +107,12 @@ def _message_checks(
     stats: WindowStats | None,
     thresholds: dict[str, Threshold],
     min_samples: int,
+    incomplete: str | None = None,
 ) -> list[CheckResult]:
     names = ("delivery_rate", "error_rate", "delivery_latency", "carrier_filtering")
     if stats is None or not facts.messages_ok:
-        why = f"message log unreadable: {facts.failures.get('messages', 'not polled')}"
+        why = incomplete or \
+            f"message log unreadable: {facts.failures.get('messages', 'not polled')}"
         units = ("ratio", "ratio", "seconds", "messages")
         return [CheckResult(n, account, Status.UNKNOWN, None, u, why)
                 for n, u in zip(names, units, strict=True)]
@@ -141,10 +149,10 @@ def _message_checks(
 
 
 def _throughput(account: str, facts: AccountFacts, stats: WindowStats | None, t: Threshold,
-                limit: float) -> CheckResult:
+                limit: float, incomplete: str | None = None) -> CheckResult:
     if stats is None or not facts.messages_ok:
         return CheckResult("throughput", account, Status.UNKNOWN, None, "ratio",
-                           "message log unreadable")
+                           incomplete or "message log unreadable")
     rate = stats.peak_minute / 60.0
     util = rate / limit
     return CheckResult("throughput", account, grade(util, t), util, "ratio",
@@ -169,10 +177,11 @@ def _budget(account: str, facts: AccountFacts, t: Threshold, budget: float,
                        f"{budget:.2f} this month")
 
 
-def _unregistered(account: str, facts: AccountFacts, stats: WindowStats | None) -> CheckResult:
+def _unregistered(account: str, facts: AccountFacts, stats: WindowStats | None,
+                  incomplete: str | None = None) -> CheckResult:
     if stats is None or not facts.messages_ok:
         return CheckResult("unregistered_10dlc", account, Status.UNKNOWN, None, "messages",
-                           "message log unreadable")
+                           incomplete or "message log unreadable")
     n = stats.by_error.get(UNREGISTERED_10DLC_ERROR, 0)
     return CheckResult("unregistered_10dlc", account, Status.RED if n else Status.GREEN, float(n),
                        "messages", f"{n} blocked with error 30034 (unregistered 10DLC number)")

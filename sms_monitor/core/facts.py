@@ -14,6 +14,8 @@ AUTH = "auth"
 SERVER_ERROR = "server_error"
 CLIENT_ERROR = "client_error"
 MALFORMED = "malformed"
+BUDGET = "budget"  # the cycle's time for this account ran out before the request
+SKIPPED = "skipped"  # not asked: the probe found Twilio unreachable this cycle
 # Failures that mean Twilio's API did not answer at all.
 UNREACHABLE = frozenset({TIMEOUT, CONNECTION})
 

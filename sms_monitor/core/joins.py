@@ -37,8 +37,8 @@ def database_view(accounts: Sequence[AccountSnapshot],
     """The Twilio side of the database checks at ``now``, over the last ``window`` seconds.
 
     The reconciliation span ends ``reconcile_lag`` before ``now`` (the application logs a
-    send before Twilio has it); Twilio's count is only known when every account's message
-    log was read.
+    send before Twilio has it); Twilio's side is only known when every account's window
+    was read whole.
     """
     edge = now - window
     events = keyword_events(accounts, webhook, edge)
@@ -51,5 +51,5 @@ def database_view(accounts: Sequence[AccountSnapshot],
         refused_21610=sum(a.stats.by_error.get(REFUSED_OPTED_OUT, 0)
                           for a in accounts if a.stats is not None),
         twilio_in_span=sum(1 for r in outbound if r.created < span_end),
-        messages_ok=all(a.facts.messages_ok for a in accounts),
+        messages_ok=all(a.window_complete for a in accounts),
     )

@@ -90,6 +90,13 @@ class AccountSnapshot(Immutable):
     # keyword messages polled, with the sender's number (in memory only): (sid, event)
     keywords: tuple[tuple[str, KeywordEvent], ...] = field(default=(), repr=False)
     source: SourceState | None = None
+    # seconds of the window not read yet (0: read whole; None: the log could not be read)
+    window_unread_seconds: float | None = 0.0
+    future_dated_records: int = 0  # messages dated in the future, left out, since start
+
+    @property
+    def window_complete(self) -> bool:
+        return self.window_unread_seconds == 0.0 and self.facts.messages_ok
 
     @property
     def overall(self) -> Status:

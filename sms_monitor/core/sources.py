@@ -29,8 +29,10 @@ class SourceTracker:
         self.name = name
         self.failing = 0
 
-    def observe(self, ok: bool, reason: str = "") -> SourceState:
-        self.failing = 0 if ok else self.failing + 1
+    def observe(self, ok: bool, reason: str = "", progressing: bool = False) -> SourceState:
+        """This cycle's answer. A source not read whole but ``progressing`` (a long backlog
+        read a little further each cycle) is not ok, yet does not count toward red."""
+        self.failing = 0 if ok or progressing else self.failing + 1
         return SourceState(self.name, ok, self.failing, "" if ok else reason)
 
 

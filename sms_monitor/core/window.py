@@ -58,6 +58,21 @@ class Histogram:
         return HistogramState(self.bounds, tuple(self.counts), self.total, self.count)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Messages created in ``[lower, upper)`` that a read has not reached yet.
+
+    A read of the message log (newest first) that stopped early (the page cap, the cycle's
+    time budget, a failure part-way) leaves one: ``upper`` is the oldest creation time it
+    read, ``lower`` where it was heading, ``resume`` the URL of the page it did not read.
+    Later cycles read on from ``resume`` until the gap is closed.
+    """
+
+    upper: float
+    lower: float
+    resume: str
+
+
 class MessageWindow:
     """Messages created in the last ``window_seconds``, de-duplicated by SID."""
 
@@ -75,6 +90,7 @@ class MessageWindow:
         # deliveries observed in the latency histogram, by where their time came from
         self.timed: Counter[str] = Counter()
         self.backfilled = False
+        self.gaps: list[Gap] = []  # newest first; empty when the window has been read whole
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,9 +149,20 @@ class MessageWindow:
             self.latency.observe(max(0.0, record.updated - record.created))
             self.timed[source] += 1
 
+    def unread(self, edge: float) -> float:
+        """Seconds of ``[edge, now]`` not read yet (0 when the window has been read whole)."""
+        return sum(g.upper - max(g.lower, edge) for g in self.gaps if g.upper > edge)
+
+    def oldest_read(self, edge: float) -> float:
+        """Back to when the window has been read without a break (``edge`` when whole)."""
+        tops = [g.upper for g in self.gaps if g.upper > edge]
+        return max(tops) if tops else edge
+
     def prune(self, now: float) -> int:
-        """Drop records created before the window's start; returns how many went."""
+        """Drop records created before the window's start, and the parts of gaps that aged
+        out of it; returns how many records went."""
         edge = self.start(now)
+        self.gaps = [replace(g, lower=max(g.lower, edge)) for g in self.gaps if g.upper > edge]
         old = [sid for sid, r in self.records.items() if r.created < edge]
         for sid in old:
             del self.records[sid]

@@ -8,7 +8,7 @@ cycles; the part it hands back is frozen.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -48,6 +48,18 @@ class Usage:
     read_at: float
 
 
+# Messages created this much after our clock are taken as ours running behind; beyond it
+# they are dated in the future and left out of every statistic.
+CLOCK_SKEW_TOLERANCE = 300.0
+
+
+def cycle_budget(settings: Settings) -> float:
+    """Seconds an account's reads may take in one cycle: three quarters of the poll
+    interval, and never less than one request's timeout (so a fault shows within two poll
+    intervals of its start, however Twilio misbehaves)."""
+    return max(0.75 * settings.poll_interval, settings.request_timeout)
+
+
 def retention(settings: Settings) -> float:
     """How long message records are kept: the window, or a longer alert rule window."""
     alerts = settings.alerts
@@ -63,7 +75,8 @@ class AccountInput:
         self.key = account_key(config.name)
         self._wiring = wiring
         self.clock = wiring.clock
-        self.poller = TwilioPoller(config, settings, wiring.requests_log, sleep=wiring.sleep)
+        self.poller = TwilioPoller(config, settings, wiring.requests_log, sleep=wiring.sleep,
+                                   monotonic=wiring.monotonic)
         self.poller.keywords = wiring.keywords
         self.window = MessageWindow(retention(settings), settings.settle_seconds)
         self.usage: Usage | None = None
@@ -71,6 +84,8 @@ class AccountInput:
         self.errors: Counter[tuple[str, str]] = Counter()
         self._last_success: float | None = None
         self.tracker = SourceTracker(self.key)
+        self.future_total = 0  # distinct messages dated in the future, since start
+        self._future_seen: OrderedDict[str, None] = OrderedDict()
 
     @property
     def last_success(self) -> float | None:
@@ -126,18 +141,26 @@ class AccountInput:
         started = time.monotonic()
         now = self.clock()
         settings = self.settings
+        edge = now - settings.window_seconds
+        unread_before = self.window.unread(edge) if self.window.backfilled else None
         horizon = self.window.fetch_horizon(now)
         usage_due = self.usage is None or now - self.usage.read_at >= settings.usage_interval
-        result = self.poller.poll(horizon, read_usage=usage_due)
+        result = self.poller.poll(horizon, read_usage=usage_due, gaps=self.window.gaps,
+                                  budget=cycle_budget(settings))
         now = self.clock()
+        edge = now - settings.window_seconds
         facts = self._facts_with_usage(result.facts, now)
-        # a read that failed part-way is dropped whole: its pages would move the horizon past
-        # what was not read
-        if facts.messages_ok:
+        future = 0
+        if facts.messages_ok:  # a read whose first page failed changes nothing
             for rec in result.records:
+                if rec.created > now + CLOCK_SKEW_TOLERANCE:
+                    future += 1  # dated in the future: counted and reported, never trusted
+                    self._count_future(rec.sid)
+                    continue
                 if self._excluded(rec.sid, rec.peer):
                     continue  # the probe's own messages are not the practice's traffic
                 self.window.upsert(rec, result.keyword_numbers.get(rec.sid))
+            self.window.gaps = list(result.gaps)
             self.window.backfilled = True
         self.window.prune(now)
         self.malformed_total += result.malformed
@@ -146,22 +169,39 @@ class AccountInput:
         if result.malformed:
             log.warning("twilio_malformed_messages", account=self.config.name,
                         count=result.malformed)
+        if future:
+            log.warning("twilio_future_dated_messages", account=self.config.name, count=future,
+                        tolerance_seconds=CLOCK_SKEW_TOLERANCE)
+        unread = self.window.unread(edge) if self.window.backfilled else settings.window_seconds
+        incomplete = None
+        if facts.messages_ok and (unread > 0 or future):
+            incomplete = self._incomplete(now, edge, unread, future, result.read_problem)
         failed = {part: cause for part, cause in facts.failures.items() if part != "usage"}
         up = not failed  # spend is read now and then; its failure is only counted
         if up:
             self._last_success = now
-        source = self.tracker.observe(up, ", ".join(f"{p}: {c}" for p, c in sorted(failed.items())))
-        stats = window_stats(self.window.records.values(), now, settings.window_seconds,
-                             home_code=settings.home_country_code)
+        reasons = [f"{p}: {c}" for p, c in sorted(failed.items())]
+        if incomplete is not None:
+            reasons.append(incomplete)
+        # reading a long backlog is progress, not an outage: unknown, but not counted toward red
+        progressing = (up and not future and result.read_problem is None
+                       and (unread_before is None or unread < unread_before))
+        source = self.tracker.observe(up and incomplete is None, "; ".join(reasons),
+                                      progressing=progressing)
+        stats = None if incomplete is not None else window_stats(
+            self.window.records.values(), now, settings.window_seconds,
+            home_code=settings.home_country_code)
         checks = account_checks(self.config.name, facts, stats, dict(settings.thresholds),
                                 settings.min_samples, self.config.throughput_limit,
                                 budget=self.config.monthly_budget,
                                 month_elapsed=month_fraction(now), source=source,
-                                unreachable_cycles=settings.unreachable_cycles)
+                                unreachable_cycles=settings.unreachable_cycles,
+                                incomplete=incomplete)
         elapsed = time.monotonic() - started
         log.info("twilio_poll_done", account=self.config.name, pages=result.pages,
                  fetched=len(result.records), window=len(self.window), up=up,
-                 overall=checks[-1].status.value, seconds=round(elapsed, 3))
+                 unread_seconds=round(unread), overall=checks[-1].status.value,
+                 seconds=round(elapsed, 3))
         return AccountSnapshot(
             account=self.config.name,
             checks=tuple(checks),
@@ -177,7 +217,33 @@ class AccountInput:
             records=tuple(self.window.records.values()),
             keywords=self._keywords(),
             source=source,
+            window_unread_seconds=unread if facts.messages_ok else None,
+            future_dated_records=self.future_total,
         )
+
+    def _count_future(self, sid: str) -> None:
+        if sid in self._future_seen:
+            return  # the same message, still at the top of the log
+        self._future_seen[sid] = None
+        self.future_total += 1
+        if len(self._future_seen) > 10_000:
+            self._future_seen.popitem(last=False)
+
+    def _incomplete(self, now: float, edge: float, unread: float, future: int,
+                    problem: str | None) -> str:
+        """Why the window checks are unknown, in one line."""
+        parts = []
+        if unread > 0:
+            back = now - self.window.oldest_read(edge)
+            parts.append(f"window read back {back:.0f}s of {now - edge:.0f}s "
+                         f"({len(self.window)} messages so far); the rest is read on the "
+                         "next cycles")
+        if problem:
+            parts.append(problem)
+        if future:
+            parts.append(f"{future} message(s) dated more than "
+                         f"{CLOCK_SKEW_TOLERANCE:.0f}s in the future (clock skew?) left out")
+        return "; ".join(parts)
 
     def _keywords(self) -> tuple[tuple[str, KeywordEvent], ...]:
         records = self.window.records

@@ -65,6 +65,7 @@ class Wiring:
 
     clock: Clock = time.time
     sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic  # time budgets (a test's, with its sleep)
     requests_log: RequestLog = field(default_factory=RequestLog)
     keywords: KeywordMatcher = field(default_factory=KeywordMatcher)
     # message SIDs / peer hashes an account must keep out of its statistics (the canary's)

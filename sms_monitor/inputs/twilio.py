@@ -8,9 +8,10 @@ contract says so).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,12 +25,16 @@ from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.keywords import KeywordMatcher
 from sms_monitor.core.peers import calling_code, peer_hash
 from sms_monitor.core.records import MessageRecord
+from sms_monitor.core.window import Gap
 from sms_monitor.inputs.telemetry import RequestLog
 from sms_monitor.inputs.twilio_errors import TWILIO_FAILURES, failure_kind
 from sms_monitor.inputs.twilio_http import MonitoredHttpClient
 
 log = structlog.get_logger("sms_monitor.twilio")
 _KEYWORDS = KeywordMatcher()
+# A resumed read may meet messages this much newer than its gap's top (equal creation
+# seconds, the log's own ordering) before it counts as paging that went back.
+PAGING_SLACK = 1.0
 
 
 def _ts(value: Any) -> float | None:
@@ -83,6 +88,24 @@ class PollResult:
     keyword_numbers: dict[str, str] = field(default_factory=dict)  # sid -> sender (E.164)
     pages: int = 0
     malformed: int = 0
+    gaps: list[Gap] = field(default_factory=list)  # what is left unread, newest first
+    # why a resumed read made no progress (the gap is kept), e.g. paging that loops
+    read_problem: str | None = None
+
+
+class PagingLoop(ValueError):
+    """The message log's paging went back to messages this read had already passed."""
+
+
+@dataclass
+class _Segment:
+    """One newest-first run of pages: where it reads from and where it is heading."""
+
+    lower: float  # stop at a message created before this
+    upper: float  # newest creation time it may meet (a resumed read: its gap's top)
+    url: str | None  # the page to start at (None: the first page of the log)
+    oldest: float | None = None  # oldest creation time read so far
+    sids: set[str] = field(default_factory=set)
 
 
 class TwilioPoller:
@@ -94,12 +117,13 @@ class TwilioPoller:
         settings: Settings,
         requests_log: RequestLog,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.account = account
         self.settings = settings
         self.http = MonitoredHttpClient(
             account.name, requests_log, timeout=settings.request_timeout,
-            max_retries=settings.max_retries, sleep=sleep,
+            max_retries=settings.max_retries, sleep=sleep, monotonic=monotonic,
         )
         self.client = Client(account.account_sid, account.auth_token.get_secret_value(),
                              http_client=self.http)
@@ -130,11 +154,16 @@ class TwilioPoller:
             self._fail("usage", exc, failures)
             return None
 
-    def poll(self, horizon: float, read_usage: bool = False) -> PollResult:
-        """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds);
-        with ``read_usage``, also this month's and today's SMS spend."""
+    def poll(self, horizon: float, read_usage: bool = False, gaps: Sequence[Gap] = (),
+             budget: float | None = None) -> PollResult:
+        """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds),
+        then on into the ``gaps`` earlier reads left, with what is left of ``max_pages``;
+        with ``read_usage``, also this month's and today's SMS spend. Nothing is sent after
+        ``budget`` seconds; when the Balance probe finds Twilio unreachable, nothing more is
+        asked this cycle (it would only wait for the same timeout again)."""
         self.http.saw_401 = False
         self.http.successes = 0
+        self.http.deadline = self.http.monotonic() + budget if budget is not None else None
         failures: dict[str, str] = {}
 
         balance = currency = seconds = None
@@ -149,6 +178,8 @@ class TwilioPoller:
         except TWILIO_FAILURES as exc:
             seconds = self.http.last_seconds
             self._fail("balance", exc, failures)
+        if failures.get("balance") in kinds.UNREACHABLE:
+            return self._unreachable(failures, seconds, list(gaps))
 
         status = None
         try:
@@ -176,10 +207,11 @@ class TwilioPoller:
         result = PollResult(facts=AccountFacts())
         messages_ok = False
         try:
-            self._read_messages(horizon, result)
+            self._read_messages(horizon, gaps, result)
             messages_ok = True
         except TWILIO_FAILURES as exc:
             self._fail("messages", exc, failures)
+            result.gaps = list(gaps)  # nothing of this read is kept: the gaps stay as they were
 
         if self.http.saw_401:
             for part in list(failures):
@@ -202,34 +234,99 @@ class TwilioPoller:
         )
         return result
 
-    def _pages(self) -> Iterator[Any]:
-        page = self._api.messages.page(page_size=self.settings.page_size)
-        yield page
-        for _ in range(self.settings.max_pages - 1):
-            nxt = page.next_page()
-            if nxt is None:
-                return
-            page = nxt
-            yield page
+    def _unreachable(self, failures: dict[str, str], seconds: float | None,
+                     gaps: list[Gap]) -> PollResult:
+        """Twilio did not answer the probe: every other part is unread this cycle."""
+        for part in ("account", "phone_number", "messages"):
+            failures[part] = kinds.SKIPPED
+        log.warning("twilio_unreachable_parts_skipped", account=self.account.name,
+                    cause=failures["balance"])
+        return PollResult(facts=AccountFacts(balance_seconds=seconds,
+                                             phone_number=self.account.phone_number,
+                                             failures=failures), gaps=gaps)
 
-    def _read_messages(self, horizon: float, result: PollResult) -> None:
-        """Newest first until a message older than ``horizon``, an empty page or the page cap."""
-        for page in self._pages():
-            result.pages += 1
-            seen = 0
-            for inst in page:
-                seen += 1
-                rec = to_record(inst, self.keywords)
-                if rec is None:
-                    result.malformed += 1
-                    continue
-                if rec.created < horizon:
-                    return
-                result.records.append(rec)
-                if rec.keyword and isinstance(inst.from_, str):
-                    result.keyword_numbers[rec.sid] = inst.from_
-            if seen == 0:
-                return
-        if result.pages >= self.settings.max_pages:
+    def _read_messages(self, horizon: float, gaps: Sequence[Gap], result: PollResult) -> None:
+        """Newest first down to ``horizon``, then on into each gap from where it stopped, all
+        within ``max_pages`` pages. Raises when the first page cannot be read (the cycle's
+        read failed); a failure later leaves a gap to resume from."""
+        budget = self.settings.max_pages
+        fresh = _Segment(lower=horizon, upper=math.inf, url=None)
+        used, left = self._read_segment(fresh, budget, result)
+        budget -= used
+        result.gaps = [left] if left is not None else []
+        for gap in gaps:
+            if budget <= 0:
+                result.gaps.append(gap)
+                continue
+            segment = _Segment(lower=gap.lower, upper=gap.upper, url=gap.resume)
+            try:
+                used, left = self._read_segment(segment, budget, result)
+            except TWILIO_FAILURES as exc:  # the gap's first page: try again next cycle
+                result.read_problem = str(exc) if isinstance(exc, PagingLoop) else \
+                    f"resuming the read failed ({failure_kind(exc)})"
+                log.warning("twilio_resume_failed", account=self.account.name,
+                            cause=failure_kind(exc), error=type(exc).__name__)
+                result.gaps.append(gap)
+                continue
+            budget -= used
+            if left is not None:
+                result.gaps.append(left)
+        if budget <= 0 and result.gaps:
             log.warning("twilio_page_cap_reached", account=self.account.name,
-                        pages=result.pages)
+                        pages=result.pages, unread_gaps=len(result.gaps))
+
+    def _read_segment(self, seg: _Segment, pages: int, result: PollResult
+                      ) -> tuple[int, Gap | None]:
+        """Read one run of pages; returns (pages read, the gap it leaves or None)."""
+        used = 0
+        url = seg.url
+        while used < pages:
+            try:
+                page = (self._api.messages.page(page_size=self.settings.page_size)
+                        if url is None else self._api.messages.get_page(url))
+                used += 1
+                result.pages += 1
+                done = self._take(page, seg, result)
+            except TWILIO_FAILURES as exc:
+                if seg.oldest is None:
+                    raise  # nothing of this run was read
+                if isinstance(exc, PagingLoop):
+                    result.read_problem = str(exc)
+                log.warning("twilio_read_interrupted", account=self.account.name,
+                            cause=failure_kind(exc), error=type(exc).__name__, pages=used)
+                return used, self._gap(seg, url)
+            if done:
+                return used, None
+            url = page.next_page_url
+            if not url:
+                return used, None
+        return used, self._gap(seg, url)
+
+    @staticmethod
+    def _gap(seg: _Segment, url: str | None) -> Gap | None:
+        if url is None:
+            return None
+        top = seg.oldest if seg.oldest is not None else seg.upper
+        return Gap(upper=top, lower=seg.lower, resume=url) if top > seg.lower else None
+
+    def _take(self, page: Any, seg: _Segment, result: PollResult) -> bool:
+        """The page's messages into ``result``; True when the run is done (a message older
+        than its lower bound, or an empty page). Raises :class:`PagingLoop` when the page
+        goes back to messages the run has passed."""
+        seen = 0
+        for inst in page:
+            seen += 1
+            rec = to_record(inst, self.keywords)
+            if rec is None:
+                result.malformed += 1
+                continue
+            if rec.sid in seg.sids or rec.created > seg.upper + PAGING_SLACK:
+                raise PagingLoop("the message log's paging went back to messages already read")
+            seg.sids.add(rec.sid)
+            if rec.created < seg.lower:
+                return True
+            result.records.append(rec)
+            seg.oldest = rec.created if seg.oldest is None else min(seg.oldest, rec.created)
+            if rec.keyword and isinstance(inst.from_, str):
+                result.keyword_numbers[rec.sid] = inst.from_
+        return seen == 0

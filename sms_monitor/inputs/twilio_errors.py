@@ -20,8 +20,14 @@ TWILIO_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
+class BudgetSpent(requests.RequestException):
+    """The cycle's time for this account ran out: the request was not sent."""
+
+
 def failure_kind(exc: BaseException) -> str:
     """Name the cause of a failed Twilio call in one word."""
+    if isinstance(exc, BudgetSpent):
+        return kinds.BUDGET
     if isinstance(exc, requests.Timeout):
         return kinds.TIMEOUT
     if isinstance(exc, requests.ConnectionError):

@@ -20,6 +20,7 @@ from twilio.http.response import Response
 
 from sms_monitor.core.backoff import Backoff
 from sms_monitor.inputs.telemetry import RequestLog
+from sms_monitor.inputs.twilio_errors import BudgetSpent
 
 _ENDPOINTS = (
     (re.compile(r"/Usage/Records"), "usage_records"),
@@ -66,6 +67,7 @@ class MonitoredHttpClient(TwilioHttpClient):
         max_backoff: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(timeout=timeout)
         self.account = account
@@ -79,6 +81,14 @@ class MonitoredHttpClient(TwilioHttpClient):
         # Time the last request() spent waiting on Twilio, over all its attempts but not
         # the back-off sleeps between them (a Retry-After is not Twilio being slow).
         self.last_seconds = 0.0
+        # time.monotonic() by which the cycle's requests must be done (None: no limit): no
+        # request starts and no retry waits past it, so a 429 storm or a hang cannot hold
+        # a cycle longer than its budget
+        self.deadline: float | None = None
+        self.monotonic = monotonic  # the deadline's clock (a test's fake time, with sleep)
+
+    def _past_deadline(self, wait: float = 0.0) -> bool:
+        return self.deadline is not None and self.monotonic() + wait >= self.deadline
 
     def request(
         self,
@@ -96,6 +106,8 @@ class MonitoredHttpClient(TwilioHttpClient):
             endpoint = "message_create"  # the canary's sends, apart from the log's reads
         attempt = 0
         self.last_seconds = 0.0
+        if self._past_deadline():
+            raise BudgetSpent("the cycle's time for Twilio ran out")
         while True:
             started = time.monotonic()
             try:
@@ -110,10 +122,11 @@ class MonitoredHttpClient(TwilioHttpClient):
                 self.last_seconds += time.monotonic() - started
                 self.requests_log.record(self.account, endpoint, "error",
                                          time.monotonic() - started)
-                if attempt >= self.max_retries:
+                delay = self.backoff.delay(attempt, rand=self._jitter)
+                if attempt >= self.max_retries or self._past_deadline(delay):
                     raise
                 self.requests_log.retry(self.account, "connection")
-                self._sleep(self.backoff.delay(attempt, rand=self._jitter))
+                self._sleep(delay)
                 attempt += 1
                 continue
             status = response.status_code
@@ -124,9 +137,11 @@ class MonitoredHttpClient(TwilioHttpClient):
             if status == 401:
                 self.saw_401 = True
             if (status == 429 or status >= 500) and attempt < self.max_retries:
-                self.requests_log.retry(self.account, "429" if status == 429 else "5xx")
-                self._sleep(self.backoff.delay(attempt, _retry_after(response.headers),
-                                                rand=self._jitter))
-                attempt += 1
-                continue
+                delay = self.backoff.delay(attempt, _retry_after(response.headers),
+                                           rand=self._jitter)
+                if not self._past_deadline(delay):
+                    self.requests_log.retry(self.account, "429" if status == 429 else "5xx")
+                    self._sleep(delay)
+                    attempt += 1
+                    continue
             return response

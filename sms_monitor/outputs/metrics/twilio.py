@@ -71,6 +71,21 @@ class WindowArea(Area):
     """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
+        complete = GaugeMetricFamily(
+            "sms_window_complete", "1 when the account's window has been read whole; 0 while "
+            "a read that stopped early (page cap, time budget, a failure part-way) is resumed "
+            "(the window checks are unknown then)", labels=["account"])
+        unread = GaugeMetricFamily(
+            "sms_window_unread_seconds", "Seconds of the window not read yet", labels=["account"])
+        future = CounterMetricFamily(
+            "sms_monitor_future_dated_records", "Messages dated more than 5 minutes after our "
+            "clock, left out of every statistic (clock skew?)", labels=["account"])
+        for a in snap.accounts:
+            future.add_metric([a.account], a.future_dated_records)
+            if a.window_unread_seconds is not None:
+                complete.add_metric([a.account], 1 if a.window_complete else 0)
+                unread.add_metric([a.account], a.window_unread_seconds)
+        yield from (complete, unread, future)
         delivery = GaugeMetricFamily(
             "sms_delivery_success_ratio",
             "Delivered / (delivered + undelivered + failed) of outbound messages created in the "
