@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 
 from sms_monitor.core import facts as kinds
@@ -38,7 +41,8 @@ def run(facts=HEALTHY, stats=None, min_samples=10):
 
 
 def test_all_green_and_contract_order() -> None:
-    checks = account_checks("primary", HEALTHY, stats_of(100), dict(DEFAULT_THRESHOLDS), 10)
+    checks = account_checks("primary", HEALTHY, stats_of(100), dict(DEFAULT_THRESHOLDS), 10,
+                            international_baseline=0.0)  # the usual share, once learnt
     assert [c.name for c in checks] == [n for n in CHECK_NAMES if n != "budget"] + ["overall"]
     assert all(c.status is Status.GREEN for c in checks)
 
@@ -188,3 +192,43 @@ def test_overall_is_the_worst_of_the_contracts_checks_only() -> None:
     checks = by_name(account_checks("primary", HEALTHY, stats, dict(DEFAULT_THRESHOLDS), 10, 1.0))
     assert checks["overall"].status is Status.YELLOW
     assert checks["overall"].detail == "delivery_rate, error_rate; advisory: throughput red"
+
+
+@pytest.mark.parametrize(("share", "baseline", "status", "value"), [
+    (0.10, 0.10, Status.GREEN, 0.0),
+    (0.14, 0.10, Status.GREEN, 0.04),  # 4 points above the usual share
+    (0.15, 0.10, Status.YELLOW, 0.05),  # 5 points: the boundary is yellow
+    (0.25, 0.10, Status.YELLOW, 0.15),
+    (0.26, 0.10, Status.RED, 0.16),
+    (0.02, 0.10, Status.GREEN, 0.0),  # fewer international than usual is no alarm
+])
+def test_international_share_jump(share: float, baseline: float, status: Status,
+                                  value: float) -> None:
+    international = round(share * 100)
+    st = replace(stats_of(100), international=international)
+    check = account_checks("primary", HEALTHY, st, dict(DEFAULT_THRESHOLDS), 10,
+                           international_baseline=baseline)
+    c = next(c for c in check if c.name == "international_share")
+    assert c.status is status and c.value == pytest.approx(value)
+    overall = check[-1]
+    assert overall.status is Status.GREEN  # advisory: never in overall, named when worse
+    if status is not Status.GREEN:
+        assert f"international_share {status.value}" in overall.detail
+
+
+def test_international_share_is_unknown_while_learning_or_quiet() -> None:
+    learning = account_checks("primary", HEALTHY, stats_of(100), dict(DEFAULT_THRESHOLDS), 10)
+    assert next(c for c in learning if c.name == "international_share").status is Status.UNKNOWN
+    quiet = account_checks("primary", HEALTHY, stats_of(5), dict(DEFAULT_THRESHOLDS), 10,
+                           international_baseline=0.0)
+    assert next(c for c in quiet if c.name == "international_share").status is Status.UNKNOWN
+
+
+def test_the_usual_share_follows_slowly() -> None:
+    from sms_monitor.core.stats import ShareBaseline
+
+    b = ShareBaseline(tau=86_400.0)
+    b.update(0.10, 0.0)
+    assert b.value == 0.10
+    b.update(0.90, 3600.0)  # an hour of pumping moves the usual share by ~3 %
+    assert b.value == pytest.approx(0.10 + 0.80 * (1 - math.exp(-1 / 24)))

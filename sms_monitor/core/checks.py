@@ -24,6 +24,7 @@ CHECK_NAMES = (
     # beyond the contract: shown and exported, but advisory (not in ``overall``)
     "throughput",
     "unregistered_10dlc",
+    "international_share",
     "budget",
 )
 CONTRACT_CHECKS = CHECK_NAMES[:CHECK_NAMES.index("carrier_filtering") + 1]
@@ -49,6 +50,7 @@ def account_checks(
     source: SourceState | None = None,
     unreachable_cycles: int = 3,
     incomplete: str | None = None,
+    international_baseline: float | None = None,
 ) -> list[CheckResult]:
     """Every per-account check in contract order, followed by ``overall``.
 
@@ -67,6 +69,8 @@ def account_checks(
         *_message_checks(account, facts, stats, thresholds, min_samples, incomplete),
         _throughput(account, facts, stats, thresholds["throughput"], throughput_limit, incomplete),
         _unregistered(account, facts, stats, incomplete),
+        _international(account, facts, stats, thresholds["international_share"], min_samples,
+                       international_baseline, incomplete),
         _authentication(account, facts),
         _account_status(account, facts),
         _balance(account, facts, thresholds["balance"]),
@@ -185,6 +189,28 @@ def _unregistered(account: str, facts: AccountFacts, stats: WindowStats | None,
     n = stats.by_error.get(UNREGISTERED_10DLC_ERROR, 0)
     return CheckResult("unregistered_10dlc", account, Status.RED if n else Status.GREEN, float(n),
                        "messages", f"{n} blocked with error 30034 (unregistered 10DLC number)")
+
+
+def _international(account: str, facts: AccountFacts, stats: WindowStats | None, t: Threshold,
+                   min_samples: int, baseline: float | None,
+                   incomplete: str | None = None) -> CheckResult:
+    """How far the window's share of international destinations is above the account's
+    usual share: the signature of SMS pumping fraud (advisory)."""
+    name = "international_share"
+    if stats is None or not facts.messages_ok:
+        return CheckResult(name, account, Status.UNKNOWN, None, "ratio",
+                           incomplete or "message log unreadable")
+    share = stats.international_ratio
+    if share is None or stats.outbound < min_samples:
+        return CheckResult(name, account, Status.UNKNOWN, None, "ratio",
+                           f"{stats.outbound} outbound in the window (fewer than {min_samples})")
+    if baseline is None:
+        return CheckResult(name, account, Status.UNKNOWN, None, "ratio",
+                           f"{share:.1%} international; learning the usual share")
+    jump = round(max(0.0, share - baseline), 9)  # 15 % - 10 % is 5 points, not 4.99...
+    return CheckResult(name, account, grade(jump, t), jump, "ratio",
+                       f"{share:.1%} international in the window against a usual "
+                       f"{baseline:.1%} ({stats.international} of {stats.outbound})")
 
 
 def _authentication(account: str, facts: AccountFacts) -> CheckResult:

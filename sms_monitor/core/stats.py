@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -116,3 +117,22 @@ def window_stats(
         international=international,
         spend_by_country=dict(spend),
     )
+
+
+class ShareBaseline:
+    """An account's usual share of international destinations: an exponentially weighted
+    mean over about a day (``tau``) of each cycle's window share. In memory only: after a
+    restart it learns again from the first whole window."""
+
+    def __init__(self, tau: float = 86_400.0) -> None:
+        self.tau = tau
+        self.value: float | None = None
+        self._at: float | None = None
+
+    def update(self, share: float, now: float) -> None:
+        if self.value is None or self._at is None:
+            self.value, self._at = share, now
+            return
+        weight = 1.0 - math.exp(-max(0.0, now - self._at) / self.tau)
+        self.value += weight * (share - self.value)
+        self._at = now

@@ -35,4 +35,6 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "reconciliation": Threshold(good=0.98, bad=0.90, higher_is_better=True, unit="ratio"),
     "throughput": Threshold(good=0.8, bad=1.0, higher_is_better=False, unit="ratio"),
     "budget": Threshold(good=0.8, bad=1.0, higher_is_better=False, unit="ratio"),
+    # the rise of the international share over its usual level (percentage points / 100)
+    "international_share": Threshold(good=0.05, bad=0.15, higher_is_better=False, unit="ratio"),
 }

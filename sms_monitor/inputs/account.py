@@ -21,7 +21,7 @@ from sms_monitor.core.dbchecks import KeywordEvent
 from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.snapshot import WEBHOOKS, AccountSnapshot, WebhooksPart, account_key
 from sms_monitor.core.sources import SourceTracker
-from sms_monitor.core.stats import window_stats
+from sms_monitor.core.stats import ShareBaseline, window_stats
 from sms_monitor.core.window import MessageWindow
 from sms_monitor.inputs.base import POLL, CycleContext, Input, Wiring
 from sms_monitor.inputs.twilio import TwilioPoller
@@ -84,6 +84,7 @@ class AccountInput:
         self.errors: Counter[tuple[str, str]] = Counter()
         self._last_success: float | None = None
         self.tracker = SourceTracker(self.key)
+        self.international = ShareBaseline()
         self.future_total = 0  # distinct messages dated in the future, since start
         self._future_seen: OrderedDict[str, None] = OrderedDict()
 
@@ -196,7 +197,11 @@ class AccountInput:
                                 budget=self.config.monthly_budget,
                                 month_elapsed=month_fraction(now), source=source,
                                 unreachable_cycles=settings.unreachable_cycles,
-                                incomplete=incomplete)
+                                incomplete=incomplete,
+                                international_baseline=self.international.value)
+        if stats is not None and stats.international_ratio is not None \
+                and stats.outbound >= settings.min_samples:
+            self.international.update(stats.international_ratio, now)
         elapsed = time.monotonic() - started
         log.info("twilio_poll_done", account=self.config.name, pages=result.pages,
                  fetched=len(result.records), window=len(self.window), up=up,
