@@ -68,8 +68,26 @@ class RequestTelemetry(Immutable):
     retries: Mapping[tuple[str, str], int] = field(default_factory=dict)  # account, reason
 
 
+class CheckGroup:
+    """A part whose checks end with the group's ``overall``, which is its say in the
+    verdict."""
+
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def overall(self) -> Status:
+        return self.checks[-1].status if self.checks else Status.UNKNOWN
+
+    @property
+    def verdict(self) -> Status | None:
+        return self.overall
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
 @dataclass(frozen=True)
-class AccountSnapshot(Immutable):
+class AccountSnapshot(CheckGroup, Immutable):
     """A Twilio account's part."""
 
     account: str
@@ -99,25 +117,14 @@ class AccountSnapshot(Immutable):
         return self.window_unread_seconds == 0.0 and self.facts.messages_ok
 
     @property
-    def overall(self) -> Status:
-        return self.checks[-1].status if self.checks else Status.UNKNOWN
-
-    @property
-    def verdict(self) -> Status | None:
-        return self.overall
-
-    @property
     def sources(self) -> tuple[SourceState, ...]:
         if self.source is not None:
             return (self.source,)
         return (SourceState(account_key(self.account), self.up),)
 
-    def check(self, name: str) -> CheckResult | None:
-        return next((c for c in self.checks if c.name == name), None)
-
 
 @dataclass(frozen=True)
-class DatabaseSnapshot(Immutable):
+class DatabaseSnapshot(CheckGroup, Immutable):
     """The application database's part (the pseudo-account ``database``)."""
 
     checks: tuple[CheckResult, ...]
@@ -131,21 +138,10 @@ class DatabaseSnapshot(Immutable):
     source: SourceState | None = None
 
     @property
-    def overall(self) -> Status:
-        return self.checks[-1].status if self.checks else Status.UNKNOWN
-
-    @property
-    def verdict(self) -> Status | None:
-        return self.overall
-
-    @property
     def sources(self) -> tuple[SourceState, ...]:
         if self.source is not None:
             return (self.source,)
         return (SourceState(DATABASE, self.facts.up),)
-
-    def check(self, name: str) -> CheckResult | None:
-        return next((c for c in self.checks if c.name == name), None)
 
 
 @dataclass(frozen=True)
