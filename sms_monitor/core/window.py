@@ -91,6 +91,7 @@ class MessageWindow:
         self.timed: Counter[str] = Counter()
         self.backfilled = False
         self.gaps: list[Gap] = []  # newest first; empty when the window has been read whole
+        self.read_at: float | None = None  # our clock at the last read of the log
 
     def __len__(self) -> int:
         return len(self.records)
@@ -180,6 +181,10 @@ class MessageWindow:
         if not self.backfilled or not self.records:
             return edge
         newest = max(r.created for r in self.records.values())
+        if self.read_at is not None:
+            # a message dated ahead of our clock must not hide the ones created after our
+            # last read but before its date
+            newest = min(newest, self.read_at)
         horizon = newest
         settle_edge = now - self.settle_seconds
         for r in self.records.values():

@@ -145,6 +145,7 @@ class AccountInput:
         edge = now - settings.window_seconds
         unread_before = self.window.unread(edge) if self.window.backfilled else None
         horizon = self.window.fetch_horizon(now)
+        read_started = now
         usage_due = self.usage is None or now - self.usage.read_at >= settings.usage_interval
         result = self.poller.poll(horizon, read_usage=usage_due, gaps=self.window.gaps,
                                   budget=cycle_budget(settings))
@@ -163,6 +164,7 @@ class AccountInput:
                 self.window.upsert(rec, result.keyword_numbers.get(rec.sid))
             self.window.gaps = list(result.gaps)
             self.window.backfilled = True
+            self.window.read_at = read_started
         self.window.prune(now)
         self.malformed_total += result.malformed
         for part, cause in facts.failures.items():
