@@ -192,3 +192,13 @@ def sim(clock: FakeClock) -> Iterator[tuple[SimulatorServer, SimState]]:
     server = SimulatorServer(("127.0.0.1", 0), state).start()
     yield server, state
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault matrix (tests/test_fault_matrix.py), when it ran, at the end of the output."""
+    import sys
+
+    matrix = sys.modules.get("tests.test_fault_matrix")
+    if matrix is not None and matrix.MATRIX:
+        terminalreporter.write_sep("=", "fault matrix")
+        terminalreporter.write_line(matrix.matrix_markdown())

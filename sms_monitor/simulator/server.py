@@ -2,7 +2,8 @@
 
 Control endpoints live under ``/_simulator/`` (unauthenticated, for local use):
 ``GET /_simulator/state``, ``POST /_simulator/scenario`` (``name=...``),
-``POST /_simulator/faults`` (JSON of :class:`~sms_monitor.simulator.state.Faults` fields),
+``POST /_simulator/faults`` (JSON of :class:`~sms_monitor.simulator.state.Faults` fields; a
+fault is cleared by posting its default),
 ``POST /_simulator/clock`` (``advance=SECONDS``: fast-forward the simulated clock),
 ``POST /_simulator/load`` (``count``, ``span``, ``before`` seconds: bulk-create messages),
 ``POST /_simulator/webhooks`` (``status_url``, ``inbound_url``: where signed status callbacks
@@ -20,7 +21,7 @@ import base64
 import html
 import json
 import re
-import time
+import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -172,9 +173,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 except ValueError as exc:  # nothing is applied unless every value parses
                     self._json(400, twilio_error(400, 20001, f"Invalid {key}: {exc}"))
                     return
-            for key, value in parsed.items():
-                setattr(faults, key, value)
-            self._json(200, vars(faults))
+            self._json(200, vars(self.server.state.set_faults(parsed)))
             return
         if url.path == "/_simulator/webhooks":
             # an empty field switches a URL off, so blank values count here
@@ -274,9 +273,13 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)  # socket.SHUT_RDWR: no answer at all
             return
         if sc.api_delay or faults.delay:
-            time.sleep(sc.api_delay + faults.delay)
+            state.wait_delay(sc.api_delay, released=self.server.closing.is_set)
         if faults.server_error_every and n % faults.server_error_every == 0:
             self._json(503, twilio_error(503, 20503, "Service Unavailable"))
+            return
+        if faults.rate_limit_every and n % faults.rate_limit_every == 0:
+            self._json(429, twilio_error(429, 20429, "Too Many Requests"),
+                       headers={"Retry-After": str(faults.retry_after)})
             return
         if sc.rate_limit_every and n % sc.rate_limit_every == 0:
             self._json(429, twilio_error(429, 20429, "Too Many Requests"),
@@ -291,6 +294,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if sc.auth_failure or acc is None or not self._authorised(acc):
             self._json(401, twilio_error(401, 20003, "Authenticate"),
                        headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+            return
+        if kind == "numbers" and faults.number_not_found:
+            self._json(404, twilio_error(404, 20404, "The requested resource was not found"))
             return
         state.advance()
         if kind == "messages" and method == "POST":
@@ -348,12 +354,13 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                     items.append(msg)
                 i -= 1
             more = i >= 0 or state.faults.endless_paging
-            body = [msg.as_json(now) for msg in items]
+            skew = state.faults.clock_skew
+            body = [msg.as_json(now, skew) for msg in items]
         params = {k: v for k, v in q.items() if k not in ("Page", "PageToken", "PageSize")}
         first = _page_uri(path, params, size, 0, None)
         next_uri = (_page_uri(path, params, size, page + 1, "PA" + items[-1].sid)
                     if more and items else None)
-        self._json(200, {
+        payload = {
             "messages": body,
             "end": page * size + max(0, len(items) - 1),
             "first_page_uri": first,
@@ -363,7 +370,12 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             "previous_page_uri": None if page == 0 else first,
             "start": page * size,
             "uri": _page_uri(path, params, size, page, q.get("PageToken")),
-        })
+        }
+        if state.faults.truncated_json:  # a 200 whose body stops half-way (a cut connection)
+            raw = json.dumps(payload).encode()
+            self._send(200, raw[:len(raw) // 2])
+            return
+        self._json(200, payload)
 
     def _fetch_message(self, acc: SimAccount, sid: str) -> None:
         state = self.server.state
@@ -372,7 +384,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             if pos is None:
                 self._json(404, twilio_error(404, 20404, "The requested resource was not found"))
                 return
-            self._json(200, acc.messages[pos].as_json(state.clock()))
+            self._json(200, acc.messages[pos].as_json(state.clock(), state.faults.clock_skew))
 
     def _create_message(self, acc: SimAccount, form: dict[str, list[str]]) -> None:
         state = self.server.state
@@ -606,6 +618,7 @@ class SimulatorServer(BackgroundHTTPServer):
     def __init__(self, address: tuple[str, int], state: SimState) -> None:
         super().__init__(address, SimulatorHandler)
         self.state = state
+        self.closing = threading.Event()  # set on close: answers waiting out a delay go now
         self.webhooks = WebhookSender(state)  # sends nothing until a URL is configured
 
     def start(self) -> SimulatorServer:
@@ -617,5 +630,7 @@ class SimulatorServer(BackgroundHTTPServer):
         super().serve_forever(poll_interval)
 
     def server_close(self) -> None:
+        self.closing.set()
+        self.state.wake()
         self.webhooks.stop()
         super().server_close()

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -84,7 +84,9 @@ class SimMessage:
             return status, updated, self.created
         return status, updated, None if status in ("queued", "failed") else self.created + 1.0
 
-    def as_json(self, now: float) -> dict[str, object]:
+    def as_json(self, now: float, skew: float = 0.0) -> dict[str, object]:
+        """The message as Twilio's API shows it at ``now``; ``skew`` seconds are added to its
+        dates (a clock that runs ahead: future-dated messages)."""
         status, updated, sent = self.status_at(now)
         price = None if status in ("queued", "failed") else f"{-PRICE_PER_SEGMENT * self.segments:.5f}"
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{self.sid}"
@@ -92,9 +94,9 @@ class SimMessage:
             "account_sid": self.account_sid,
             "api_version": "2010-04-01",
             "body": self.body,
-            "date_created": rfc2822(self.created),
-            "date_sent": rfc2822(sent) if sent is not None else None,
-            "date_updated": rfc2822(updated),
+            "date_created": rfc2822(self.created + skew),
+            "date_sent": rfc2822(sent + skew) if sent is not None else None,
+            "date_updated": rfc2822(updated + skew),
             "direction": "outbound-api" if self.outbound else "inbound",
             "error_code": self.error_code if status in ("undelivered", "failed") else None,
             "error_message": _ERROR_TEXT.get(self.error_code) if self.error_code is not None
@@ -138,9 +140,17 @@ class Faults:
     """Misbehaviour a test can switch on, beyond the scenarios."""
 
     malformed_messages: bool = False  # Messages list answers with a body that is not JSON
+    truncated_json: bool = False  # Messages list answers 200 with its JSON body cut mid-way
     endless_paging: bool = False  # next_page_uri always points at another page
     server_error_every: int = 0  # answer every Nth request with 503
-    delay: float = 0.0  # extra seconds before every API answer (on top of the scenario's)
+    number_not_found: bool = False  # IncomingPhoneNumbers answers 404 / error 20404
+    rate_limit_every: int = 0  # answer every Nth API request 429 / 20429 (1: a storm)
+    retry_after: int = 1  # seconds, the Retry-After header of those 429 answers
+    clock_skew: float = 0.0  # seconds added to every message's dates in answers (future-dated)
+    # extra seconds before every API answer (on top of the scenario's); past the client's
+    # timeout it is a hang. A waiting answer goes out as soon as the delay is cleared or
+    # lowered (see SimState.wait_delay), and at once when the simulator stops.
+    delay: float = 0.0
 
 
 class SimState:
@@ -171,6 +181,7 @@ class SimState:
         self.accounts: dict[str, SimAccount] = {}
         self.scenario: Scenario = SCENARIOS[scenario]
         self.faults = Faults()
+        self._faults_changed = threading.Condition()  # wakes answers waiting out a delay
         # Twilio's status page as the simulator serves it: the messaging components' state
         # (or "down" / "malformed" for the page itself) and an open incident's name, if any.
         self.statuspage: dict[str, str] = {"component_status": "operational", "incident": ""}
@@ -190,6 +201,32 @@ class SimState:
             self.offset += max(0.0, seconds)
             self.advance()
             return self.clock()
+
+    def set_faults(self, values: Mapping[str, object]) -> Faults:
+        """Apply fault settings (already parsed) and wake answers waiting out a delay."""
+        with self._faults_changed:
+            for key, value in values.items():
+                setattr(self.faults, key, value)
+            self._faults_changed.notify_all()
+        return self.faults
+
+    def wait_delay(self, extra: float = 0.0,
+                   released: Callable[[], bool] = lambda: False) -> None:
+        """Wait ``extra`` seconds plus the ``delay`` fault's, counted from now; the delay is
+        read again whenever the faults change, so clearing it ends a hang at once, and
+        ``released`` (checked on every change and on :meth:`wake`) ends it too."""
+        start = time.monotonic()
+        with self._faults_changed:
+            while not released():
+                remaining = start + extra + self.faults.delay - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._faults_changed.wait(remaining)
+
+    def wake(self) -> None:
+        """Wake every answer waiting out a delay (to check whether it was released)."""
+        with self._faults_changed:
+            self._faults_changed.notify_all()
 
     def add_account(self, sid: str, auth_token: str, phone_number: str) -> SimAccount:
         with self.lock:
