@@ -7,6 +7,7 @@ records given, so a test states its inputs and asserts exact outputs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sms_monitor.core.canary import CanaryView
@@ -149,3 +150,32 @@ def sample_snapshot() -> Snapshot:
                               inbound_keywords={("primary", "optout"): 2}, dropped=0,
                               audit=AuditCounts(queued=0, written=2, failures=1, dropped=0)),
         requests=requests, last_success={"twilio:primary": T0 - 5, "database": T0 - 4})
+
+
+PRIVATE_SENDER = "+15017122661"  # a client's number: held in memory, never shown
+
+
+def blind_database_snapshot(taken_at: float = T0) -> Snapshot:
+    """A healthy account, an advisory yellow status page, the canary, webhooks, and a
+    database that could not be read this cycle: the verdict is unknown, never green.
+
+    The account holds an inbound keyword from :data:`PRIVATE_SENDER`, so a page built from
+    it can be checked for leaking that number."""
+    from sms_monitor.core.dbchecks import GROUP, DatabaseView, database_checks
+    from sms_monitor.core.sources import SourceState, connection_check
+
+    sample = sample_snapshot()
+    healthy = account("primary", [message(f"SM{i:02d}", taken_at - 60 * i) for i in range(1, 21)],
+                      now=taken_at,
+                      keywords=(("primary", KeywordEvent(PRIVATE_SENDER, taken_at - 90, "optout")),))
+    reads = ("invalid_phone_numbers", "queue_delay")
+    facts = DatabaseFacts(failures=dict.fromkeys(reads, "connection refused"),
+                          causes=dict.fromkeys(reads, "unreachable"))
+    state = SourceState(DATABASE, False, 1, "connection refused")
+    checks = database_checks(facts, DatabaseView(twilio_in_span=20), DEFAULT_THRESHOLDS, 10, 0.9,
+                             300.0, connection=connection_check(state, GROUP, 3))
+    parts = dict(sample.parts)  # the same keys, in the cycle's order
+    parts[account_key("primary")] = healthy
+    parts[DATABASE] = database(facts, checks, source=state)
+    return replace(sample, parts=parts, taken_at=taken_at,
+                   last_success={"twilio:primary": taken_at - 5, "database": taken_at - 65})

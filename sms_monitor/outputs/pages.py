@@ -17,8 +17,10 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
     snap = holder.current
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>sms-monitor</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
-        "td.s{color:#fff;font-weight:bold}</style></head><body>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}"
+        "td.s{color:#fff;font-weight:bold;min-width:5em}td.s.yellow{color:#1a1a1a}"
+        "td.v{white-space:nowrap}p.verdict{font-size:1.25em}</style></head><body>",
         f"<h1>sms-monitor {html.escape(__version__)}</h1>",
         "<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
         "<a href='/readyz'>/readyz</a></p>",
@@ -28,7 +30,8 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
     else:
         age = max(0.0, time.time() - snap.taken_at)
         verdict = snap.overall.value
-        parts.append(f"<p style='border-left:.5em solid {_COLOURS[verdict]};padding-left:.5em'>"
+        parts.append(f"<p class='verdict' style='border-left:.5em solid {_COLOURS[verdict]};"
+                     f"padding-left:.5em'>"
                      f"Overall: <b>{verdict}</b> ({html.escape(snap.verdict_detail())}); "
                      f"last poll {age:.0f}s ago.</p>")
         parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
@@ -38,15 +41,15 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
             colour = _COLOURS[c.status.value]
             parts.append(
                 f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
-                f"<td class='s' style='background:{colour}'>{c.status.value}</td>"
-                f"<td>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
+                f"<td class='s {c.status.value}' style='background:{colour}'>{c.status.value}</td>"
+                f"<td class='v'>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
         parts.append("</table>")
         parts.append("<h2>Sources</h2><table><tr><th>source</th><th>readable</th>"
                      "<th>unreadable for</th><th>reason</th></tr>")
         for src in snap.sources():
             state = "green" if src.ok else "unknown"
             parts.append(
-                f"<tr><td>{html.escape(src.name)}</td><td class='s' style='background:"
+                f"<tr><td>{html.escape(src.name)}</td><td class='s {state}' style='background:"
                 f"{_COLOURS[state]}'>{'yes' if src.ok else 'no'}</td>"
                 f"<td>{src.failing_cycles} cycle(s)</td><td>{html.escape(src.reason)}</td></tr>")
         parts.append("</table>")
