@@ -37,7 +37,7 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
         parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
                      "<th>detail</th></tr>")
         for c in snap.checks():
-            value = "" if c.value is None else f"{c.value:.4g} {c.unit}"
+            value = "" if c.value is None or c.unit == "status" else f"{c.value:.4g} {c.unit}"
             colour = _COLOURS[c.status.value]
             parts.append(
                 f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
