@@ -18,10 +18,10 @@ from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.cycle import run_cycle
 from sms_monitor.inputs import account, database_input, statuspage, stores, webhook_input
 from sms_monitor.inputs import canary as canary_input
-from sms_monitor.inputs.account import AccountInput
+from sms_monitor.inputs.account import AccountInput, cycle_budget
 from sms_monitor.inputs.base import Input, Wiring
 from sms_monitor.inputs.canary import CanaryInput, CanaryProber
-from sms_monitor.inputs.database_input import DatabaseInput
+from sms_monitor.inputs.database_input import DATABASE_QUERIES, DatabaseInput
 from sms_monitor.inputs.telemetry import RequestLog
 from sms_monitor.inputs.webhook_input import WebhookInput
 from sms_monitor.inputs.webhooks import CallbackInbox
@@ -112,7 +112,8 @@ class App:
         from sms_monitor.outputs.http import ExporterServer
 
         settings = self.settings
-        kwargs.setdefault("max_cycle_age", settings.liveness_intervals * settings.poll_interval)
+        kwargs.setdefault("max_cycle_age", settings.liveness_intervals * settings.poll_interval
+                          + worst_cycle(settings))
         return ExporterServer(address, self.holder, callbacks=self.callbacks, areas=self.areas,
                               **kwargs)
 
@@ -156,6 +157,16 @@ class App:
         self.wiring.on_deadline = hook
 
 
+def worst_cycle(settings: Settings) -> float:
+    """How long one cycle may take when every outside system hangs as long as it is allowed
+    to: the Twilio reads' budget and one request past it, the database's connection and
+    statements, the status page and the alert store's ping. /healthz allows this on top of
+    its liveness intervals, so a slow outage never gets a live daemon restarted."""
+    db = settings.database
+    database = db.connect_timeout + DATABASE_QUERIES * db.statement_timeout if db else 0.0
+    return cycle_budget(settings) + settings.request_timeout + database + 2 * 5.0
+
+
 def keyword_matcher(settings: Settings) -> KeywordMatcher:
     db, inbound = settings.database, settings.inbound
     return KeywordMatcher(
@@ -171,7 +182,7 @@ def build(settings: Settings, *, clock: Clock = time.time,
     """Build every part from the settings. ``alerts=False`` leaves the alert engine out (a
     one-off ``check`` reports; paging is the daemon's job)."""
     wiring = Wiring(clock=clock, sleep=sleep, monotonic=monotonic,
-                    keywords=keyword_matcher(settings))
+                    keywords=keyword_matcher(settings), one_shot=not alerts)
     inputs = tuple(i for unit in units for i in unit.build(settings, wiring))
     engine = build_alert_engine(settings, clock) if alerts and settings.alerts else None
     return App(settings=settings, inputs=inputs, wiring=wiring,

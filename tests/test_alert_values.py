@@ -312,3 +312,21 @@ def test_known_max() -> None:
     assert _known_max([3.0, None, 5.0]) is None
     assert _known_max([3.0, 5.0, 4.0]) == 5.0
     assert _known_max(iter([0.0])) == 0.0
+
+
+def test_a_rule_window_is_judged_only_once_it_has_been_read_whole() -> None:
+    from dataclasses import replace
+
+    from sms_monitor.core.window import Gap
+
+    records = {"primary": sent(8, "delivered") + sent(2, "undelivered", error=30003)}
+    # the last hour is whole; a backfill of the day still has a gap 3 to 24 hours back
+    day_gap = replace(account(), gaps=(Gap(upper=NOW - 3 * HOUR, lower=NOW - 24 * HOUR,
+                                           resume="/2010-04-01/Messages.json?PageToken=PA1"),))
+    assert value(rule("sms_delivery_rate"), "primary", inputs(day_gap, records=records)) == 80.0
+    assert value(rule("sms_delivery_rate", window=24 * HOUR), "primary",
+                 inputs(day_gap, records=records)) is None
+    assert value(rule("sms_delivery_rate", window=3 * HOUR), "primary",
+                 inputs(day_gap, records=records)) == 80.0  # the gap starts where it ends
+    part = replace(account(), window_unread_seconds=600.0)
+    assert value(rule("sms_delivery_rate"), "primary", inputs(part, records=records)) is None

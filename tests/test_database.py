@@ -452,3 +452,17 @@ def test_a_stuck_queue_is_red_with_the_oldest_wait_exported(
     holder.publish(snap)
     assert build_registry(holder, [DatabaseArea]).get_sample_value(
         "sms_notification_queue_delay_seconds") == pytest.approx(12 * 60, abs=1)
+
+
+def test_a_failing_advisory_query_leaves_only_its_own_check_unknown(
+        pg_url: str, quiet_sim: tuple[SimulatorServer, SimState], clock: FakeClock) -> None:
+    sim, _ = quiet_sim
+    practice(pg_url, datetime.fromtimestamp(clock(), UTC))
+    with writer(pg_url).begin() as conn:
+        conn.execute(text("DROP TABLE appointment_notification_settings"))
+    snap = run_monitor(pg_url, sim, clock)
+    checks = db_checks(snap)
+    assert checks["sms_fallback"].status is Status.UNKNOWN  # advisory: its own check only
+    assert checks["connection"].status is Status.GREEN  # the counted queries all ran
+    assert snap.database is not None and snap.database.sources[0].ok
+    assert "database unreadable" not in snap.verdict_detail()

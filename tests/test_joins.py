@@ -76,3 +76,13 @@ def test_no_accounts_no_webhooks_is_an_empty_view() -> None:
     view = database_view([], [], now=T0, window=3600, grace=300, reconcile_lag=120)
     assert (dict(view.candidates), view.outbound, view.refused_21610, view.twilio_in_span,
             view.messages_ok) == ({}, (), 0, 0, True)
+
+
+def test_twilios_own_replies_are_neither_reconciled_nor_sends_to_opted_out() -> None:
+    a = account("primary", [
+        message("SMapi", T0 - 30 * MINUTE),
+        replace(message("SMstop", T0 - 29 * MINUTE), reply=True),  # the STOP confirmation
+    ])
+    view = database_view([a], [], now=T0, window=3600, grace=300, reconcile_lag=120)
+    assert [r.sid for r in view.outbound] == ["SMapi"]
+    assert view.twilio_in_span == 1

@@ -98,7 +98,7 @@ def test_a_read_that_fails_part_way_keeps_its_pages_and_resumes_there(
     assert snap.overall is Status.GREEN
 
 
-def test_messages_dated_in_the_future_are_counted_left_out_and_never_judged(
+def test_a_message_dated_in_the_future_is_counted_and_left_out(
         simulator: SimulatorServer, clock: FakeClock) -> None:
     app = app_for(simulator.url, clock)
     app.run_cycle()  # a whole, healthy window
@@ -107,30 +107,47 @@ def test_messages_dated_in_the_future_are_counted_left_out_and_never_judged(
     future = MessageRecord(sid="SMfuture", outbound=True, status="delivered", error_code=None,
                            created=clock() + 3600, updated=clock() + 3601)
 
-    def skewed(*args: object, **kwargs: object) -> PollResult:
+    def with_one_ahead(*args: object, **kwargs: object) -> PollResult:
         result = real_poll(*args, **kwargs)  # type: ignore[arg-type]
         result.records.insert(0, future)
         return result
 
-    account_input.poller.poll = skewed  # type: ignore[method-assign]
-    clock.advance(5)
-    for cycle in (1, 2):
+    account_input.poller.poll = with_one_ahead  # type: ignore[method-assign]
+    for _ in (1, 2):
+        clock.advance(5)
         snap = app.run_cycle()
         account = snap.accounts[0]
         assert account.future_dated_records == 1  # the same message seen twice counts once
         assert "SMfuture" not in {r.sid for r in account.records}
+        assert snap.overall is Status.GREEN  # the rest of the window is judged as usual
+    assert registry(app).get_sample_value("sms_monitor_future_dated_records_total",
+                                          {"account": "primary"}) == 1
+
+
+def test_a_read_mostly_dated_in_the_future_is_a_clock_off_never_judged(
+        simulator: SimulatorServer, clock: FakeClock) -> None:
+    app = app_for(simulator.url, clock)
+    app.run_cycle()
+    account_input = app.accounts[0]
+    real_poll = account_input.poller.poll
+
+    def skewed(*args: object, **kwargs: object) -> PollResult:
+        result = real_poll(*args, **kwargs)  # type: ignore[arg-type]
+        result.records = [replace(r, created=r.created + 3600) for r in result.records]
+        return result
+
+    account_input.poller.poll = skewed  # type: ignore[method-assign]
+    for cycle in (1, 2):
+        clock.advance(5)
+        snap = app.run_cycle()
         assert window_statuses(snap) == {Status.UNKNOWN}
         assert "dated more than 300s in the future" in next(
             c.detail for c in snap.checks() if c.name == "delivery_rate")
         assert snap.overall is Status.UNKNOWN
-        assert account.sources[0].failing_cycles == cycle  # not progress: toward red
-        clock.advance(5)
+        assert snap.accounts[0].sources[0].failing_cycles == cycle  # not progress: toward red
     account_input.poller.poll = real_poll  # type: ignore[method-assign]
-    snap = app.run_cycle()
-    assert snap.overall is Status.GREEN
-    r = registry(app)
-    assert r.get_sample_value("sms_monitor_future_dated_records_total",
-                              {"account": "primary"}) == 1
+    clock.advance(5)
+    assert app.run_cycle().overall is Status.GREEN
 
 
 class SteppingTime:

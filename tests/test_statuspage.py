@@ -96,3 +96,35 @@ def test_the_url_may_be_the_api_base_or_the_summary(simulator: SimulatorServer,
 def test_an_empty_url_disables_the_status_page(simulator: SimulatorServer) -> None:
     assert settings_for(simulator.url).statuspage_url is None  # demo_env sets it empty
     assert load_settings({}, {"statuspage_url": ""}, require_accounts=False).statuspage_url is None
+
+
+def test_a_failed_read_is_tried_again_on_the_next_cycle_not_cached(
+        simulator: SimulatorServer) -> None:
+    from sms_monitor.inputs.statuspage import StatusPageSource
+
+    source = StatusPageSource("http://127.0.0.1:9/", timeout=1.0, interval=120.0)
+    assert not source.poll(1000.0).ok
+    source.url = simulator.url + "/statuspage/api/v2/summary.json"
+    assert source.poll(1001.0).ok  # within the interval, but the failure was not kept
+    source.url = "http://127.0.0.1:9/"
+    assert source.poll(1002.0).ok  # a success is kept for the interval
+
+
+def test_check_leaves_the_embedded_alert_store_to_the_daemon() -> None:
+    from sms_monitor.app import build
+    from sms_monitor.config import load_settings
+    from sms_monitor.inputs.stores import StoresInput
+
+    env = {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t",
+           "SMS_MONITOR_TWILIO_API_URL": "http://127.0.0.1:9", "SMS_MONITOR_STATUSPAGE_URL": "",
+           "SMS_MONITOR_DATABASE_URL": "sqlite:///practice.db"}
+    embedded = load_settings(env)
+    server = load_settings(env | {"SMS_MONITOR_ALERT_STORE_URL":
+                                  "postgresql+psycopg://monitor@127.0.0.1:9/alerts"})
+
+    def has_stores(app_inputs: object) -> bool:
+        return any(isinstance(i, StoresInput) for i in app_inputs)  # type: ignore[attr-defined]
+
+    assert has_stores(build(embedded).inputs)  # the daemon watches its own file
+    assert not has_stores(build(embedded, alerts=False).inputs)  # `check` does not
+    assert has_stores(build(server, alerts=False).inputs)  # a store server is a source

@@ -66,7 +66,7 @@ def value(rule: Rule, target: str, inputs: AlertInputs) -> float | None:
 
     if rule.metric in ("sms_delivery_rate", "sms_error_rate", "sms_delivery_time",
                        "sms_carrier_filtered"):
-        if not all(a.window_complete for a in accounts):  # never on part of a window
+        if not all(a.read_whole_since(inputs.now - rule.window) for a in accounts):
             return None
         st = inputs.stats_cache.get((target, rule.window))
         if st is None:

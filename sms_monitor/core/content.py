@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from sms_monitor.core.frozen import Immutable
 
 DEFAULT_SPAM_WORDS = ("FREE", "URGENT", "CLICK HERE", "WINNER", "ACT NOW", "LIMITED TIME",
                       "CASH", "PRIZE", "GUARANTEED", "CONGRATULATIONS")
@@ -80,9 +82,9 @@ class TemplateStats:
 
 
 @dataclass(frozen=True)
-class ContentReport:
+class ContentReport(Immutable):
     templates: tuple[TemplateStats, ...] = ()  # most sent first, with at least min_sent
-    findings: dict[str, int] = field(default_factory=dict)  # rule -> templates breaking it
+    findings: Mapping[str, int] = field(default_factory=dict)  # rule -> templates breaking it
 
     def under(self, threshold: float) -> list[TemplateStats]:
         return [t for t in self.templates if t.delivery_ratio < threshold]

@@ -42,7 +42,10 @@ def database_view(accounts: Sequence[AccountSnapshot],
     """
     edge = now - window
     events = keyword_events(accounts, webhook, edge)
-    outbound = tuple(r for a in accounts for r in a.records if r.outbound and r.created >= edge)
+    # what the application sent through the API; Twilio's own replies (STOP confirmations,
+    # TwiML) are neither logged by the application nor sends to an opted-out client
+    outbound = tuple(r for a in accounts for r in a.records
+                     if r.outbound and not r.reply and r.created >= edge)
     span_end = now - reconcile_lag
     return DatabaseView(
         candidates=optout_candidates(events, now, grace),

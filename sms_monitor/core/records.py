@@ -36,6 +36,9 @@ class MessageRecord:
     peer: int | None = None  # keyed hash of the other party's number (see core.peers)
     country: str | None = None  # calling code of an outbound message's destination
     keyword: str | None = None  # "optout", "optin" or "help" for an inbound keyword message
+    # sent by Twilio itself (outbound-reply: TwiML and STOP/HELP confirmations; outbound-call),
+    # not by the application through the API
+    reply: bool = False
 
     @property
     def final(self) -> bool:

@@ -24,7 +24,7 @@ from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.sources import SourceState, verdict
 from sms_monitor.core.stats import WindowStats
-from sms_monitor.core.window import HistogramState
+from sms_monitor.core.window import Gap, HistogramState, unread_seconds
 
 
 class Part(Protocol):
@@ -110,11 +110,17 @@ class AccountSnapshot(CheckGroup, Immutable):
     source: SourceState | None = None
     # seconds of the window not read yet (0: read whole; None: the log could not be read)
     window_unread_seconds: float | None = 0.0
+    gaps: tuple[Gap, ...] = ()  # what is still unread of the records' span (see core.window)
     future_dated_records: int = 0  # messages dated in the future, left out, since start
 
     @property
     def window_complete(self) -> bool:
         return self.window_unread_seconds == 0.0 and self.facts.messages_ok
+
+    def read_whole_since(self, edge: float) -> bool:
+        """Whether everything created since ``edge`` has been read (an alert rule's window
+        may be longer than the statistics window)."""
+        return self.window_complete and unread_seconds(self.gaps, edge) == 0.0
 
     @property
     def sources(self) -> tuple[SourceState, ...]:

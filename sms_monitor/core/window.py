@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from sms_monitor.core.records import FINAL_STATUSES, MessageRecord
@@ -71,6 +72,18 @@ class Gap:
     upper: float
     lower: float
     resume: str
+
+
+def unread_seconds(gaps: Iterable[Gap], edge: float) -> float:
+    """Seconds of ``[edge, now]`` that ``gaps`` leave unread (overlapping gaps once)."""
+    spans = sorted((max(g.lower, edge), g.upper) for g in gaps if g.upper > edge)
+    total, reach = 0.0, edge
+    for low, high in spans:
+        low = max(low, reach)
+        if high > low:
+            total += high - low
+            reach = high
+    return total
 
 
 class MessageWindow:
@@ -152,7 +165,7 @@ class MessageWindow:
 
     def unread(self, edge: float) -> float:
         """Seconds of ``[edge, now]`` not read yet (0 when the window has been read whole)."""
-        return sum(g.upper - max(g.lower, edge) for g in self.gaps if g.upper > edge)
+        return unread_seconds(self.gaps, edge)
 
     def oldest_read(self, edge: float) -> float:
         """Back to when the window has been read without a break (``edge`` when whole)."""

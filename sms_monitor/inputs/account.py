@@ -7,6 +7,7 @@ cycles; the part it hands back is frozen.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from sms_monitor.core.facts import AccountFacts
 from sms_monitor.core.snapshot import WEBHOOKS, AccountSnapshot, WebhooksPart, account_key
 from sms_monitor.core.sources import SourceTracker
 from sms_monitor.core.stats import ShareBaseline, window_stats
-from sms_monitor.core.window import MessageWindow
+from sms_monitor.core.window import MessageWindow, unread_seconds
 from sms_monitor.inputs.base import POLL, CycleContext, Input, Wiring
 from sms_monitor.inputs.twilio import TwilioPoller
 
@@ -142,13 +143,12 @@ class AccountInput:
         started = time.monotonic()
         now = self.clock()
         settings = self.settings
-        edge = now - settings.window_seconds
-        unread_before = self.window.unread(edge) if self.window.backfilled else None
+        before = list(self.window.gaps) if self.window.backfilled else None
         horizon = self.window.fetch_horizon(now)
         read_started = now
         usage_due = self.usage is None or now - self.usage.read_at >= settings.usage_interval
         result = self.poller.poll(horizon, read_usage=usage_due, gaps=self.window.gaps,
-                                  budget=cycle_budget(settings))
+                                  budget=cycle_budget(settings), held=self.window.records)
         now = self.clock()
         edge = now - settings.window_seconds
         facts = self._facts_with_usage(result.facts, now)
@@ -176,9 +176,11 @@ class AccountInput:
             log.warning("twilio_future_dated_messages", account=self.config.name, count=future,
                         tolerance_seconds=CLOCK_SKEW_TOLERANCE)
         unread = self.window.unread(edge) if self.window.backfilled else settings.window_seconds
+        # most of what the read brought dated ahead: a clock is off, the window cannot be judged
+        skewed = future if future and 2 * future >= len(result.records) else 0
         incomplete = None
-        if facts.messages_ok and (unread > 0 or future):
-            incomplete = self._incomplete(now, edge, unread, future, result.read_problem)
+        if facts.messages_ok and (unread > 0 or skewed):
+            incomplete = self._incomplete(now, edge, unread, skewed, result.read_problem)
         failed = {part: cause for part, cause in facts.failures.items() if part != "usage"}
         up = not failed  # spend is read now and then; its failure is only counted
         if up:
@@ -187,8 +189,9 @@ class AccountInput:
         if incomplete is not None:
             reasons.append(incomplete)
         # reading a long backlog is progress, not an outage: unknown, but not counted toward red
-        progressing = (up and not future and result.read_problem is None
-                       and (unread_before is None or unread < unread_before))
+        unread_before = unread_seconds(before, edge) if before is not None else math.inf
+        progressing = (up and not skewed and result.read_problem is None
+                       and unread < unread_before)
         source = self.tracker.observe(up and incomplete is None, "; ".join(reasons),
                                       progressing=progressing)
         stats = None if incomplete is not None else window_stats(
@@ -225,6 +228,7 @@ class AccountInput:
             keywords=self._keywords(),
             source=source,
             window_unread_seconds=unread if facts.messages_ok else None,
+            gaps=tuple(self.window.gaps),
             future_dated_records=self.future_total,
         )
 

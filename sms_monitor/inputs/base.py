@@ -72,3 +72,4 @@ class Wiring:
     excludes: dict[str, Callable[[str, int | None], bool]] = field(default_factory=dict)
     # called with the moment an opt-out's grace period ends (the daemon runs a cycle then)
     on_deadline: Callable[[float], None] | None = None
+    one_shot: bool = False  # `check`: one cycle, no paging, nothing of the daemon's own

@@ -35,6 +35,13 @@ from sms_monitor.inputs.database import DatabaseSource
 log = structlog.get_logger("sms_monitor.database")
 
 
+DATABASE_QUERIES = 8  # statements a cycle runs, at most (each under statement_timeout)
+# The queries behind the checks that count in the verdict; the others (sms_fallback,
+# content, notification_rules) only leave their own check unknown when they fail.
+COUNTED_QUERIES = frozenset({"poll", "invalid_phone_numbers", "queue_delay", "opted_out_clients",
+                             "optout_lookup", "reconciliation"})
+
+
 def failure_summary(failures: Mapping[str, str]) -> str:
     """One line for the failed queries: the reason once when they all share it."""
     reasons = set(failures.values())
@@ -105,7 +112,8 @@ class DatabaseInput:
               view: DatabaseView | None = None) -> DatabaseSnapshot:
         view = view or DatabaseView(messages_ok=False)
         cfg = self.config
-        source = self.tracker.observe(facts.up, failure_summary(facts.failures))
+        counted = {q: r for q, r in facts.failures.items() if q in COUNTED_QUERIES}
+        source = self.tracker.observe(not counted, failure_summary(counted))
         checks = database_checks(
             facts, view, self.settings.thresholds, self.settings.min_samples, cfg.fallback_share,
             cfg.optout_grace, unexpected=(cfg.unexpected_sends_ratio, cfg.unexpected_sends_margin),

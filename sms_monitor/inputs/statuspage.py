@@ -73,8 +73,8 @@ class StatusPageSource:
 
     def poll(self, now: float) -> StatusPageFacts:
         """The latest facts, re-read when ``interval`` has passed since the last read."""
-        if self.last is not None and now - self.last.read_at < self.interval:
-            return self.last
+        if self.last is not None and self.last.ok and now - self.last.read_at < self.interval:
+            return self.last  # a failed read is tried again on the next cycle
         started = time.monotonic()
         try:
             resp = self.session.get(self.url, timeout=self.timeout,

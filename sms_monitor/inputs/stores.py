@@ -77,6 +77,9 @@ class StoresInput:
 
 def build(settings: Settings, wiring: Wiring) -> Sequence[Input]:
     stores = []
-    if settings.alerts is not None:
-        stores.append((ALERT_STORE, settings.alerts.store_url))
+    alerts = settings.alerts
+    # `check` judges the alert store only when it is a server; the embedded file is the
+    # daemon's own (a cron job's working directory need not hold it)
+    if alerts is not None and not (wiring.one_shot and sqlite_file(alerts.store_url)):
+        stores.append((ALERT_STORE, alerts.store_url))
     return [StoresInput(stores, settings.unreachable_cycles)] if stores else []

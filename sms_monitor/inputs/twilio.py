@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,14 +27,12 @@ from sms_monitor.core.peers import calling_code, peer_hash
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.window import Gap
 from sms_monitor.inputs.telemetry import RequestLog
-from sms_monitor.inputs.twilio_errors import TWILIO_FAILURES, failure_kind
+from sms_monitor.inputs.twilio_errors import TWILIO_FAILURES, BudgetSpent, failure_kind
 from sms_monitor.inputs.twilio_http import MonitoredHttpClient
 
 log = structlog.get_logger("sms_monitor.twilio")
 _KEYWORDS = KeywordMatcher()
-# A resumed read may meet messages this much newer than its gap's top (equal creation
-# seconds, the log's own ordering) before it counts as paging that went back.
-PAGING_SLACK = 1.0
+
 
 
 def _ts(value: Any) -> float | None:
@@ -78,6 +76,7 @@ def to_record(inst: Any, keywords: KeywordMatcher = _KEYWORDS) -> MessageRecord 
         peer=peer_hash(other),
         country=calling_code(other) if outbound else None,
         keyword=None if outbound else keywords.kind(inst.body),
+        reply=outbound and direction != "outbound-api",
     )
 
 
@@ -101,11 +100,31 @@ class PagingLoop(ValueError):
 class _Segment:
     """One newest-first run of pages: where it reads from and where it is heading."""
 
-    lower: float  # stop at a message created before this
-    upper: float  # newest creation time it may meet (a resumed read: its gap's top)
+    lower: float  # stop at a message sent (or created) before this
+    upper: float  # the newest it may meet (a resumed read: its gap's top)
     url: str | None  # the page to start at (None: the first page of the log)
-    oldest: float | None = None  # oldest creation time read so far
+    oldest: float | None = None  # the oldest order key read so far
     sids: set[str] = field(default_factory=set)
+    held: Container[str] = frozenset()  # SIDs the window holds already
+
+
+def merge_gaps(gaps: Sequence[Gap]) -> list[Gap]:
+    """One gap per resume URL (a loop may leave the same place twice), widest span kept."""
+    merged: dict[str, Gap] = {}
+    for g in gaps:
+        old = merged.get(g.resume)
+        merged[g.resume] = g if old is None else Gap(max(old.upper, g.upper),
+                                                     min(old.lower, g.lower), g.resume)
+    return list(merged.values())
+
+
+def order_key(rec: MessageRecord, inst: Any) -> float:
+    """Where a message stands in the log, newest first, whether the log is ordered by
+    creation or by ``date_sent``: the later of the two; a message not sent yet is current."""
+    sent = _ts(inst.date_sent)
+    if sent is None:
+        return math.inf if not rec.final else rec.created
+    return max(sent, rec.created)
 
 
 class TwilioPoller:
@@ -155,12 +174,13 @@ class TwilioPoller:
             return None
 
     def poll(self, horizon: float, read_usage: bool = False, gaps: Sequence[Gap] = (),
-             budget: float | None = None) -> PollResult:
+             budget: float | None = None, held: Container[str] = frozenset()) -> PollResult:
         """One cycle: probes, then messages created at or after ``horizon`` (POSIX seconds),
         then on into the ``gaps`` earlier reads left, with what is left of ``max_pages``;
         with ``read_usage``, also this month's and today's SMS spend. Nothing is sent after
         ``budget`` seconds; when the Balance probe finds Twilio unreachable, nothing more is
-        asked this cycle (it would only wait for the same timeout again)."""
+        asked this cycle (it would only wait for the same timeout again). ``held``: the SIDs
+        the window already holds (a resumed page of nothing but those is paging that loops)."""
         self.http.saw_401 = False
         self.http.successes = 0
         self.http.deadline = self.http.monotonic() + budget if budget is not None else None
@@ -207,7 +227,7 @@ class TwilioPoller:
         result = PollResult(facts=AccountFacts())
         messages_ok = False
         try:
-            self._read_messages(horizon, gaps, result)
+            self._read_messages(horizon, gaps, result, held)
             messages_ok = True
         except TWILIO_FAILURES as exc:
             self._fail("messages", exc, failures)
@@ -245,22 +265,31 @@ class TwilioPoller:
                                              phone_number=self.account.phone_number,
                                              failures=failures), gaps=gaps)
 
-    def _read_messages(self, horizon: float, gaps: Sequence[Gap], result: PollResult) -> None:
+    def _read_messages(self, horizon: float, gaps: Sequence[Gap], result: PollResult,
+                       held: Container[str] = frozenset()) -> None:
         """Newest first down to ``horizon``, then on into each gap from where it stopped, all
-        within ``max_pages`` pages. Raises when the first page cannot be read (the cycle's
-        read failed); a failure later leaves a gap to resume from."""
+        within ``max_pages`` pages and the cycle's time budget. Raises when the first page
+        cannot be read (the cycle's read failed); a failure later leaves a gap to resume
+        from. Running out of pages or time is not a failure: the gaps wait for the next
+        cycle as they are."""
         budget = self.settings.max_pages
         fresh = _Segment(lower=horizon, upper=math.inf, url=None)
         used, left = self._read_segment(fresh, budget, result)
         budget -= used
         result.gaps = [left] if left is not None else []
+        covered = fresh.lower if left is None else left.upper  # read whole from here up
         for gap in gaps:
-            if budget <= 0:
+            if gap.lower >= covered:
+                continue  # the fresh read went through it
+            if budget <= 0 or self.http.past_deadline():
                 result.gaps.append(gap)
                 continue
-            segment = _Segment(lower=gap.lower, upper=gap.upper, url=gap.resume)
+            segment = _Segment(lower=gap.lower, upper=gap.upper, url=gap.resume, held=held)
             try:
                 used, left = self._read_segment(segment, budget, result)
+            except BudgetSpent:
+                result.gaps.append(gap)
+                continue
             except TWILIO_FAILURES as exc:  # the gap's first page: try again next cycle
                 result.read_problem = str(exc) if isinstance(exc, PagingLoop) else \
                     f"resuming the read failed ({failure_kind(exc)})"
@@ -271,6 +300,7 @@ class TwilioPoller:
             budget -= used
             if left is not None:
                 result.gaps.append(left)
+        result.gaps = merge_gaps(result.gaps)
         if budget <= 0 and result.gaps:
             log.warning("twilio_page_cap_reached", account=self.account.name,
                         pages=result.pages, unread_gaps=len(result.gaps))
@@ -292,6 +322,8 @@ class TwilioPoller:
                     raise  # nothing of this run was read
                 if isinstance(exc, PagingLoop):
                     result.read_problem = str(exc)
+                elif isinstance(exc, BudgetSpent):
+                    return used, self._gap(seg, url)  # out of time: resumed next cycle
                 log.warning("twilio_read_interrupted", account=self.account.name,
                             cause=failure_kind(exc), error=type(exc).__name__, pages=used)
                 return used, self._gap(seg, url)
@@ -310,23 +342,33 @@ class TwilioPoller:
         return Gap(upper=top, lower=seg.lower, resume=url) if top > seg.lower else None
 
     def _take(self, page: Any, seg: _Segment, result: PollResult) -> bool:
-        """The page's messages into ``result``; True when the run is done (a message older
-        than its lower bound, or an empty page). Raises :class:`PagingLoop` when the page
-        goes back to messages the run has passed."""
-        seen = 0
+        """The page's messages into ``result``; True when the run is done (a message sent
+        before its lower bound, or an empty page). Raises :class:`PagingLoop` when the page
+        goes back to messages already read.
+
+        The log's order is not trusted to be by creation: a run stops on a message's
+        ``date_sent`` (or creation, when later), so a message queued long ago and sent now
+        does not end it early, and one not sent yet never ends it."""
+        seen = fresh = 0
         for inst in page:
             seen += 1
             rec = to_record(inst, self.keywords)
             if rec is None:
                 result.malformed += 1
                 continue
-            if rec.sid in seg.sids or rec.created > seg.upper + PAGING_SLACK:
+            if rec.sid in seg.sids:
                 raise PagingLoop("the message log's paging went back to messages already read")
             seg.sids.add(rec.sid)
-            if rec.created < seg.lower:
+            fresh += rec.sid not in seg.held
+            key = order_key(rec, inst)
+            if key < seg.lower:
                 return True
             result.records.append(rec)
-            seg.oldest = rec.created if seg.oldest is None else min(seg.oldest, rec.created)
+            if key != math.inf:
+                seg.oldest = key if seg.oldest is None else min(seg.oldest, key)
             if rec.keyword and isinstance(inst.from_, str):
                 result.keyword_numbers[rec.sid] = inst.from_
+        if seen and not fresh and seg.url is not None:
+            # a resumed page of nothing but messages the window holds: the paging loops
+            raise PagingLoop("the message log's paging went back to messages already read")
         return seen == 0

@@ -87,7 +87,7 @@ class MonitoredHttpClient(TwilioHttpClient):
         self.deadline: float | None = None
         self.monotonic = monotonic  # the deadline's clock (a test's fake time, with sleep)
 
-    def _past_deadline(self, wait: float = 0.0) -> bool:
+    def past_deadline(self, wait: float = 0.0) -> bool:
         return self.deadline is not None and self.monotonic() + wait >= self.deadline
 
     def request(
@@ -106,7 +106,7 @@ class MonitoredHttpClient(TwilioHttpClient):
             endpoint = "message_create"  # the canary's sends, apart from the log's reads
         attempt = 0
         self.last_seconds = 0.0
-        if self._past_deadline():
+        if self.past_deadline():
             raise BudgetSpent("the cycle's time for Twilio ran out")
         while True:
             started = time.monotonic()
@@ -123,7 +123,7 @@ class MonitoredHttpClient(TwilioHttpClient):
                 self.requests_log.record(self.account, endpoint, "error",
                                          time.monotonic() - started)
                 delay = self.backoff.delay(attempt, rand=self._jitter)
-                if attempt >= self.max_retries or self._past_deadline(delay):
+                if attempt >= self.max_retries or self.past_deadline(delay):
                     raise
                 self.requests_log.retry(self.account, "connection")
                 self._sleep(delay)
@@ -139,7 +139,7 @@ class MonitoredHttpClient(TwilioHttpClient):
             if (status == 429 or status >= 500) and attempt < self.max_retries:
                 delay = self.backoff.delay(attempt, _retry_after(response.headers),
                                            rand=self._jitter)
-                if not self._past_deadline(delay):
+                if not self.past_deadline(delay):
                     self.requests_log.retry(self.account, "429" if status == 429 else "5xx")
                     self._sleep(delay)
                     attempt += 1
