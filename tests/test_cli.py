@@ -230,3 +230,28 @@ def test_rules_check_with_the_database_unreachable_says_so_in_one_line(
     assert main(["rules", "check"], env=env) == 3
     assert 'database "smsm_no_such_db" does not exist' in _one_error_line(
         capsys, "sms-monitor: cannot read notification_rules: ")
+
+
+def test_check_with_the_alert_store_server_down_is_unknown(
+        live_simulator: SimulatorServer, capsys: pytest.CaptureFixture[str],
+        tmp_path: os.PathLike[str]) -> None:
+    from sqlalchemy import create_engine
+
+    from sms_monitor.simulator.practice_db import create_runbook_schema
+
+    practice = f"sqlite:///{os.path.join(tmp_path, 'practice.db')}"
+    create_runbook_schema(create_engine(practice))
+    env = demo_env(live_simulator.url) | {
+        "SMS_MONITOR_DATABASE_URL": practice,
+        "SMS_MONITOR_ALERT_STORE_URL":
+            f"postgresql+psycopg://monitor:secret-7@127.0.0.1:{_free_port()}/alerts"}
+    config = os.path.join(tmp_path, "c.toml")
+    with open(config, "w") as fh:  # the empty practice database logged none of Twilio's sends
+        fh.write("[database]\nunexpected_sends_margin = 100000\n")
+    rc = main(["check", "--json", "--config", config], env=env)
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert (rc, doc["overall"]) == (3, "unknown"), doc["detail"]
+    store = next(s for s in doc["sources"] if s["name"] == "alert_store")
+    assert not store["readable"] and store["reason"]
+    assert "secret-7" not in out

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from sms_monitor.core.canary import CanaryView
-from sms_monitor.core.classify import CheckResult, Status, worst
+from sms_monitor.core.classify import CheckResult, Status
 from sms_monitor.core.content import ContentReport
 from sms_monitor.core.dbchecks import KeywordEvent
 from sms_monitor.core.events import CallbackEvent
@@ -49,7 +49,6 @@ P = TypeVar("P")
 # Part keys: one per input instance.
 DATABASE = "database"
 STATUSPAGE = "statuspage"
-STORES = "stores"
 MONITOR_GROUP = "monitor"  # the pseudo-account of sms-monitor's own stores' checks
 CANARY = "canary"
 WEBHOOKS = "webhooks"
@@ -211,22 +210,6 @@ class WebhooksPart(Immutable):
     @property
     def sources(self) -> tuple[SourceState, ...]:
         return (self.audit_source,) if self.audit_source is not None else ()
-
-
-@dataclass(frozen=True)
-class StoresPart:
-    """sms-monitor's own stores (the alert store, the keyword audit store): readable?"""
-
-    states: tuple[SourceState, ...]
-    checks: tuple[CheckResult, ...]
-
-    @property
-    def verdict(self) -> Status | None:
-        return worst(c.status for c in self.checks) if self.checks else None
-
-    @property
-    def sources(self) -> tuple[SourceState, ...]:
-        return self.states
 
 
 @dataclass(frozen=True)

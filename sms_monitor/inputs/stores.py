@@ -15,8 +15,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.config import Settings
-from sms_monitor.core.snapshot import MONITOR_GROUP, STORES, StoresPart
+from sms_monitor.core.snapshot import MONITOR_GROUP
 from sms_monitor.core.sources import SourceTracker, connection_check
+from sms_monitor.core.stores import STORES, StoresPart
 from sms_monitor.inputs.base import OBSERVE, CycleContext, Input, Wiring
 from sms_monitor.inputs.database import describe_error
 from sms_monitor.storage.sqlite import missing_file_problem, sqlite_file
