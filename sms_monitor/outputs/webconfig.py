@@ -28,6 +28,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sms_monitor.config import ConfigError, KeyProblem, Section, dotted, first_problem
+from sms_monitor.inputs.webhooks import INBOUND_PATH, STATUS_PATH
 
 KEY = "--web.config.file"
 _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -37,7 +38,7 @@ _CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPT
                 "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                 "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 # Probes, and Twilio's callbacks (they authenticate by signature instead).
-OPEN_PATHS = ("/healthz", "/readyz", "/twilio/status", "/twilio/inbound")
+OPEN_PATHS = ("/healthz", "/readyz", STATUS_PATH, INBOUND_PATH)
 
 
 @dataclass(frozen=True)
