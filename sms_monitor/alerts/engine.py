@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +18,11 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.alerts.leader import Leadership
-from sms_monitor.alerts.lifecycle import FIRING, AlertState, step
+from sms_monitor.alerts.lifecycle import FIRING, AlertState, Event, step
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind
-from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows
+from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows, rule_from_json, rule_json
 from sms_monitor.alerts.settings import AlertsConfig
-from sms_monitor.alerts.store import AlertStore, StoreError
+from sms_monitor.alerts.store import AlertStore, RuleChanges, StoreError
 from sms_monitor.alerts.values import AlertInputs, targets, value
 from sms_monitor.core.backoff import Backoff
 from sms_monitor.core.checks import CHECK_NAMES
@@ -53,7 +53,15 @@ class AlertEngine:
     clock: Callable[[], float] = time.time
     min_samples: int = 10
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rules_readable: bool = True
+    rules_read_failures: int = 0
+    save_failures: Counter[str] = field(default_factory=Counter)  # rule -> refused saves
     _reported: dict[str, str] = field(default_factory=dict)
+    _save_reported: dict[str, str] = field(default_factory=dict)
+    # the rules of the last successful read: what is shown while the table is unreadable
+    _rules: list[Rule] = field(default_factory=list)
+    _broken: list[BrokenRule] = field(default_factory=list)
+    _rules_known: bool = False
 
     @property
     def retry_backoff(self) -> Backoff:
@@ -72,20 +80,51 @@ class AlertEngine:
         self._reported = current
         return rules, broken
 
+    def _rules_read(self, snapshot: Snapshot) -> Sequence[Mapping[str, Any]] | None:
+        """The notification_rules rows, or None when they could not be read (logged once per
+        change, counted)."""
+        db = snapshot.database
+        rows = db.facts.rule_rows if db is not None else None
+        reason = None
+        if rows is None:
+            self.rules_read_failures += 1
+            reason = (db.facts.failures.get("notification_rules") if db is not None else None) \
+                or "the database was not read"
+            if self.rules_readable:
+                log.warning("alert_rules_unreadable", reason=reason,
+                            effect="every alert keeps its state until the rules can be read")
+        elif not self.rules_readable:
+            log.info("alert_rules_readable_again")
+        self.rules_readable = rows is not None
+        return rows
+
     def cycle(self, snapshot: Snapshot) -> AlertsSnapshot:
-        """Evaluate the rules the database part read against the published snapshot."""
+        """Evaluate the rules the database part read against the published snapshot.
+
+        When notification_rules cannot be read, nothing is evaluated, resolved or forgotten:
+        every alert keeps its state and escalation as they were, and the rules last read
+        (or, after a restart, those saved with the states) are shown and refreshed to
+        Alertmanager."""
         now = self.clock()
-        rows = snapshot.database.facts.rule_rows if snapshot.database is not None else None
+        rows = self._rules_read(snapshot)
         records = {a.account: a.records for a in snapshot.accounts}
-        rules, broken = self.parse(rows or [])
+        if rows is not None:
+            rules, broken = self.parse(rows)
+            self._rules, self._broken, self._rules_known = rules, broken, True
+        else:
+            rules, broken = self._rules, self._broken
         leader = self.leadership.check()
         store_ok = True
         views: list[AlertView] = []
         try:
             if not self.store.migrated:
                 self.store.migrate()  # retried every cycle until the store is reachable
+            if rows is None and not self._rules_known:  # unreadable since start: as saved
+                rules = self._rules = self._saved_rules()
             if leader:
-                self._evaluate(rules, snapshot, records, now)
+                if rows is not None:
+                    unusable = {b.name for b in broken} - {r.name for r in rules}
+                    self._evaluate(rules, snapshot, records, now, keep=unusable)
                 self.drain(now)
                 self._refresh_alertmanager(rules, now)
             states = self.store.load_states()
@@ -104,7 +143,14 @@ class AlertEngine:
         return AlertsSnapshot(leader=leader, alerts=tuple(views),
                               broken=tuple((b.name, b.reason) for b in broken),
                               notifications=dict(self.sent), outbox_pending=pending,
-                              store_ok=store_ok)
+                              store_ok=store_ok, rules_readable=rows is not None,
+                              rules_read_failures=self.rules_read_failures,
+                              save_failures=dict(self.save_failures))
+
+    def _saved_rules(self) -> list[Rule]:
+        """The rules as saved beside their alerts' states (the last ones this store saw)."""
+        saved = (rule_from_json(d) for d in self.store.load_definitions().values())
+        return [r for r in saved if r is not None]
 
     def _recipients(self, rule: Rule, level: int) -> list[str]:
         out: list[str] = []
@@ -114,44 +160,101 @@ class AlertEngine:
                 out.append(r)
         return out
 
+    def _queue(self, changes: RuleChanges, rule: Rule, target: str, e: Event, now: float,
+               runbook: str | None = None) -> None:
+        """The event's notification to every recipient of its level (and Alertmanager)."""
+        n = Notification(
+            rule=rule.name, account=target, event=e.kind, severity=rule.severity,
+            metric=rule.metric, value=e.value, threshold=rule.threshold,
+            operator=rule.operator, since=e.since, at=e.at, level=e.level,
+            runbook_section=runbook or rule.runbook,
+            key=f"{rule.name}|{target}|{e.kind}|{e.since:.0f}|{e.level}|{e.at:.0f}")
+        payload = n.__dict__.copy()
+        for r in self._recipients(rule, e.level):
+            changes.outbox.append((n.key, r, payload))
+        if self.config.alertmanager_url:
+            changes.outbox.append((n.key, ALERTMANAGER, payload))
+
     def _evaluate(self, rules: list[Rule], snapshot: Snapshot,
-                  records: Mapping[str, Sequence[MessageRecord]], now: float) -> None:
+                  records: Mapping[str, Sequence[MessageRecord]], now: float,
+                  keep: Set[str] = frozenset()) -> None:
+        """Step every alert of a rule read this cycle; resolve and forget the alerts of rules
+        the table no longer holds (``keep``: rows still there but unusable, left as they
+        were). Each rule's changes are saved on their own: a rule the store refuses is
+        counted and logged, and every other rule is saved."""
         states = self.store.load_states()
+        saved = self.store.load_definitions()
         inputs = AlertInputs(now, snapshot, records, min_samples=self.min_samples)
-        changed: list[AlertState] = []
-        outbox: list[tuple[str, str, dict[str, Any]]] = []
-        history: list[tuple[str, str, str, int, float | None, float]] = []
+        batches: dict[str, RuleChanges] = {}
         live: set[tuple[str, str]] = set()
         for rule in rules:
+            definition = rule_json(rule)
+            changes = batches[rule.name] = RuleChanges(rule.name, definition=definition)
             for target in targets(rule, self.accounts):
                 live.add((rule.name, target))
                 old = states.get((rule.name, target)) or AlertState(rule.name, target)
                 new, events = step(old, rule, value(rule, target, inputs), now,
                                    hysteresis=self.config.hysteresis, levels=self.config.levels)
-                if new != old:
-                    changed.append(new)
+                # a new alert, a change, or an edited rule: saved with the rule as it is now
+                if new != old or (rule.name, target) not in states \
+                        or saved.get(rule.name) != definition:
+                    changes.states.append(new)
                 for e in events:
-                    n = Notification(
-                        rule=rule.name, account=target, event=e.kind, severity=rule.severity,
-                        metric=rule.metric, value=e.value, threshold=rule.threshold,
-                        operator=rule.operator, since=e.since, at=e.at, level=e.level,
-                        runbook_section=rule.runbook,
-                        key=f"{rule.name}|{target}|{e.kind}|{e.since:.0f}|{e.level}|{e.at:.0f}")
-                    payload = n.__dict__.copy()
-                    for r in self._recipients(rule, e.level):
-                        outbox.append((n.key, r, payload))
-                    if self.config.alertmanager_url:
-                        outbox.append((n.key, ALERTMANAGER, payload))
-                    history.append((rule.name, target, e.kind, e.level, e.value, now))
+                    self._queue(changes, rule, target, e, now)
+                    changes.history.append((rule.name, target, e.kind, e.level, e.value, now))
                     log.info("alert_event", rule=rule.name, target=target, kind=e.kind,
                              level=e.level, value=e.value)
-        # states of deleted rules (or targets) are forgotten; a firing one is resolved first
-        forget = [k for k, st in states.items() if k not in live]
-        for key in forget:
-            if states[key].state == FIRING:
-                history.append((key[0], key[1], "forgotten", states[key].level,
-                                states[key].last_value, now))
-        self.store.commit(changed, outbox, history, now, forget)
+        gone = [k for k in states if k not in live and k[0] not in keep]
+        if gone:
+            self._retire(gone, states, {r.name: r for r in rules}, saved, batches, now)
+        failed: dict[str, str] = {}
+        for name, changes in batches.items():
+            if not changes:
+                continue
+            try:
+                self.store.save_rule(changes, now)
+            except SQLAlchemyError as exc:
+                failed[name] = (str(exc).splitlines() or [""])[0][:200]
+        if failed:
+            self.store.ping()  # the store itself is down: that is not any rule's fault
+        for name, reason in failed.items():
+            self.save_failures[name] += 1
+            if self._save_reported.get(name) != reason:
+                log.warning("alert_rule_save_failed", rule=name, reason=reason,
+                            effect="this rule's alerts keep their last saved state")
+        self._save_reported = failed
+
+    def _retire(self, gone: list[tuple[str, str]], states: Mapping[tuple[str, str], AlertState],
+                live_rules: Mapping[str, Rule], saved: Mapping[str, str],
+                batches: dict[str, RuleChanges], now: float) -> None:
+        """Forget the alerts nothing evaluates any more: a rule removed from the table, or a
+        target the rule no longer has. A firing one is resolved first, saying why, to whom it
+        was sent, with the rule as it was last saved."""
+        for key in gone:
+            name, target = key
+            st = states[key]
+            changes = batches.setdefault(name, RuleChanges(name))
+            changes.forget.append(key)
+            if st.state != FIRING:
+                continue
+            rule = live_rules.get(name) or rule_from_json(saved.get(name)) \
+                or self._forgotten_rule(name)
+            why = (f"rule removed from notification_rules: it no longer pages "
+                   f"(it pointed to: {rule.runbook})" if name not in live_rules else
+                   f"{target} is no longer one of this rule's targets: it no longer pages "
+                   f"there (it pointed to: {rule.runbook})")
+            since = st.since if st.since is not None else now
+            event = Event("resolved", st.level, st.last_value, since, now)
+            self._queue(changes, rule, target, event, now, runbook=why)
+            changes.history.append((name, target, "removed", st.level, st.last_value, now))
+            log.info("alert_event", rule=name, target=target, kind="resolved", level=st.level,
+                     value=st.last_value, reason="removed")
+
+    def _forgotten_rule(self, name: str) -> Rule:
+        """A stand-in for a rule whose definition was never saved (a layout 1 store)."""
+        return Rule(name=name, metric="unknown", threshold=0.0, operator=">", window=0.0,
+                    for_seconds=0.0, severity="critical", account=None, repeat=0.0,
+                    recipients=(), runbook="unknown")
 
     def _refresh_alertmanager(self, rules: list[Rule], now: float) -> None:
         """Re-post every firing alert each cycle: Alertmanager resolves an alert it has not

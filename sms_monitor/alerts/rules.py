@@ -17,6 +17,10 @@ addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
   account separately;
 - ``repeat``: how often to remind while firing (default 4 hours);
 - ``runbook``: the runbook section to open (default: the metric's).
+
+Lengths are checked here, so that ``rules check`` refuses what the alert store would: a
+``rule_name`` of at most :data:`MAX_RULE_NAME` characters without control characters, an
+e-mail recipient of at most :data:`MAX_EMAIL` and a URL of at most :data:`MAX_URL`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import csv
 import difflib
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sms_monitor.alerts.notify import recipient_kind
@@ -71,6 +76,13 @@ STATUS_PREFIX = "status:"
 DEFAULT_WINDOW = 3600.0
 DEFAULT_REPEAT = 4 * 3600.0
 OPERATORS = ("<", "<=", ">", ">=")
+# Longest values a row may hold. A name is a label, a subject line and part of every
+# notification's key; 200 is far more than a readable name needs. An e-mail address is at
+# most 320 characters (64 local part + @ + 255 domain); a URL at most 400, what the outbox's
+# recipient column holds (the webhooks of chat services are well under 300).
+MAX_RULE_NAME = 200
+MAX_EMAIL = 320
+MAX_URL = 400
 KEYS = ("metric", "threshold", "window", "operator", "for", "severity", "account", "repeat",
         "runbook")
 
@@ -89,6 +101,7 @@ class Rule:
     recipients: tuple[str, ...]  # the row's usable ones (e-mail addresses, https:// URLs)
     runbook: str
     skipped: int = 0  # the row's recipients that are neither, left out of `recipients`
+    too_long: int = 0  # the row's recipients longer than MAX_EMAIL / MAX_URL, left out too
 
     @property
     def check(self) -> str | None:
@@ -178,6 +191,19 @@ def _threshold(raw: object, metric: str, spec: MetricSpec) -> float | str:
     return number
 
 
+def _too_long(recipient: str) -> bool:
+    """Longer than the store holds: MAX_EMAIL for an address, MAX_URL for anything else."""
+    return len(recipient) > (MAX_URL if "://" in recipient else MAX_EMAIL)
+
+
+def _name_problem(name: str) -> str | None:
+    if len(name) > MAX_RULE_NAME:
+        return f"rule_name is {len(name)} characters long; at most {MAX_RULE_NAME} are allowed"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "rule_name contains a control character (a line break, a tab or NUL)"
+    return None
+
+
 def _recipient_list(raw: object) -> list[object] | None:
     """The recipients as given: a PostgreSQL array (a list), or text holding a JSON array, a
     PostgreSQL array literal (``{a,"b"}``) or comma-separated addresses; None if neither."""
@@ -218,6 +244,10 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
 
     def broken(reason: str) -> BrokenRule:
         return BrokenRule(name, reason)
+
+    problem = _name_problem(name)
+    if problem:
+        return broken(problem)
 
     cond = row.get("trigger_conditions")
     if isinstance(cond, str | bytes):
@@ -269,8 +299,14 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
         return broken("recipients must be an array of e-mail addresses or https:// URLs")
     # blank entries are nothing; anything else that is not an address (NULL too) is malformed
     listed = [r for r in (x.strip() if isinstance(x, str) else x for x in given) if r != ""]
-    usable = tuple(dict.fromkeys(r for r in listed if isinstance(r, str) and recipient_ok(r)))
+    deliverable = [r for r in listed if isinstance(r, str) and recipient_ok(r)]
+    too_long = [r for r in deliverable if _too_long(r)]
+    usable = tuple(dict.fromkeys(r for r in deliverable if not _too_long(r)))
     if not usable and not always_notified:
+        if too_long:
+            return broken(f"recipients: {len(too_long)} recipient(s) are too long (an e-mail "
+                          f"address at most {MAX_EMAIL} characters, a URL at most {MAX_URL}), "
+                          "so nobody would be notified")
         if not listed:
             return broken("recipients: none, so nobody would be notified; list e-mail "
                           "addresses or https:// URLs")
@@ -279,7 +315,7 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
     return Rule(name=name, metric=metric, threshold=threshold, operator=operator,
                 window=window, for_seconds=durations["for"], severity=severity, account=account,
                 repeat=durations["repeat"], recipients=usable, runbook=runbook,
-                skipped=len([r for r in listed if not (isinstance(r, str) and recipient_ok(r))]))
+                skipped=len(listed) - len(deliverable), too_long=len(too_long))
 
 
 def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], checks: Sequence[str],
@@ -301,9 +337,33 @@ def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], ch
             broken.append(parsed)
             continue
         names.add(parsed.name)
+        problems = []
         if parsed.skipped:
-            broken.append(BrokenRule(parsed.name, f"recipients: {parsed.skipped} recipient(s) are "
-                                     "neither an e-mail address nor an https:// URL; they are "
-                                     "skipped (never SMS)"))
+            problems.append(f"recipients: {parsed.skipped} recipient(s) are neither an e-mail "
+                            "address nor an https:// URL; they are skipped (never SMS)")
+        if parsed.too_long:
+            problems.append(f"recipients: {parsed.too_long} recipient(s) are too long (an e-mail "
+                            f"address at most {MAX_EMAIL} characters, a URL at most {MAX_URL}); "
+                            "they are skipped")
+        if problems:
+            broken.append(BrokenRule(parsed.name, "; ".join(problems)))
         rules.append(parsed)
     return rules, broken
+
+
+def rule_json(rule: Rule) -> str:
+    """The rule as JSON, kept beside its alerts' states: a rule removed from the table (or
+    unreadable after a restart) can still be resolved and shown as it was."""
+    return json.dumps(asdict(rule), sort_keys=True)
+
+
+def rule_from_json(text: str | None) -> Rule | None:
+    """The rule :func:`rule_json` wrote; None when there is none or it no longer fits."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        data["recipients"] = tuple(data.get("recipients") or ())
+        return Rule(**data)
+    except (ValueError, TypeError, AttributeError):
+        return None

@@ -5,17 +5,26 @@ file by default, or of PostgreSQL. Created by sms-monitor itself; ``schema_versi
 records the layout so later versions can migrate it. A decision and its notifications
 are committed together (the outbox), so a crash between deciding and sending loses
 nothing and a restart never re-decides what was already decided.
+
+Layouts: 1 held rule names and targets in ``VARCHAR(200)`` / ``VARCHAR(100)``, so one long
+rule name made every save fail on PostgreSQL; 2 holds them as ``TEXT`` and keeps each rule's
+definition beside its states (``definition``), so an alert whose rule was removed can still
+be resolved. :meth:`AlertStore.migrate` upgrades a layout 1 store in place.
+
+Each rule's decisions are saved in a transaction of their own (:meth:`AlertStore.save_rule`):
+a row that cannot be saved holds back only its own rule.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -28,7 +37,9 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,11 +47,26 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sms_monitor.alerts.lifecycle import AlertState
 from sms_monitor.storage.sqlite import ensure_directory
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
     """The alert store cannot be used; ``str()`` is one line."""
+
+
+@dataclass
+class RuleChanges:
+    """What one cycle decided for one rule, saved together (:meth:`AlertStore.save_rule`)."""
+
+    rule: str
+    states: list[AlertState] = field(default_factory=list)
+    outbox: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # key, to, payload
+    history: list[tuple[str, str, str, int, float | None, float]] = field(default_factory=list)
+    forget: list[tuple[str, str]] = field(default_factory=list)  # (rule, target) to delete
+    definition: str | None = None  # the rule as JSON, saved with its states
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.outbox or self.history or self.forget)
 
 
 class AlertStore:
@@ -53,12 +79,13 @@ class AlertStore:
         self.version = Table(f"{prefix}schema_version", md, Column("version", Integer, nullable=False))
         self.state = Table(
             f"{prefix}alert_state", md,
-            Column("rule", String(200), primary_key=True),
-            Column("target", String(100), primary_key=True),
+            Column("rule", Text, primary_key=True),
+            Column("target", Text, primary_key=True),
             Column("state", String(20), nullable=False),
             Column("since", Float), Column("level", Integer, nullable=False, default=0),
             Column("last_notified", Float), Column("last_value", Float),
-            Column("updated", Float, nullable=False))
+            Column("updated", Float, nullable=False),
+            Column("definition", Text))  # the rule as JSON (rules.rule_json), layout 2
         self.outbox = Table(
             f"{prefix}outbox", md,
             Column("id", Integer, primary_key=True, autoincrement=True),
@@ -73,13 +100,14 @@ class AlertStore:
         self.history = Table(
             f"{prefix}alert_history", md,
             Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("rule", String(200), nullable=False), Column("target", String(100), nullable=False),
+            Column("rule", Text, nullable=False), Column("target", Text, nullable=False),
             Column("event", String(20), nullable=False), Column("level", Integer, nullable=False),
             Column("value", Float), Column("at", Float, nullable=False))
         self.metadata = md
 
     def migrate(self) -> None:
-        """Create the tables if needed and record the layout version."""
+        """Create the tables if needed, upgrade an older layout in place and record the
+        layout version. Replicas migrating at once wait for each other (PostgreSQL)."""
         try:
             ensure_directory(self.url)
         except OSError as exc:
@@ -87,48 +115,104 @@ class AlertStore:
                              ) from None
         self.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text(f"LOCK TABLE {self._quoted(self.version)} IN EXCLUSIVE MODE"))
             current = conn.execute(select(func.max(self.version.c.version))).scalar()
             if current is None:
                 conn.execute(insert(self.version).values(version=SCHEMA_VERSION))
             elif current > SCHEMA_VERSION:
                 raise StoreError(f"alert store has layout {current}, newer than this "
                                  f"sms-monitor ({SCHEMA_VERSION})")
+            elif current < SCHEMA_VERSION:
+                if current < 2:
+                    self._upgrade_to_2(conn)
+                conn.execute(update(self.version).values(version=SCHEMA_VERSION))
         self.migrated = True
+
+    def _quoted(self, table: Table) -> str:
+        return self.engine.dialect.identifier_preparer.format_table(table)
+
+    def _upgrade_to_2(self, conn: Connection) -> None:
+        """Layout 1 → 2: rule and target as TEXT; the state table gains ``definition``.
+        SQLite never enforced a VARCHAR's length, so there only the column is added."""
+        state, history = self._quoted(self.state), self._quoted(self.history)
+        columns = {c["name"] for c in inspect(conn).get_columns(self.state.name,
+                                                                 schema=self.state.schema)}
+        if "definition" not in columns:
+            conn.execute(text(f"ALTER TABLE {state} ADD COLUMN definition TEXT"))
+        if conn.dialect.name == "postgresql":
+            for table in (state, history):
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN rule TYPE TEXT, "
+                                  "ALTER COLUMN target TYPE TEXT"))
+
+    def tables(self) -> set[str]:
+        """Which of the store's tables exist ("state", "outbox", "history", "version"),
+        looked up without creating anything."""
+        names = {self.state.name: "state", self.outbox.name: "outbox",
+                 self.history.name: "history", self.version.name: "version"}
+        with self.engine.connect() as conn:
+            present = set(inspect(conn).get_table_names(schema=self.metadata.schema))
+        return {kind for name, kind in names.items() if name in present}
+
+    def ping(self) -> None:
+        """Raises SQLAlchemyError when the store cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- states -------------------------------------------------------------
     def load_states(self) -> dict[tuple[str, str], AlertState]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(self.state)).mappings().all()
+        c = self.state.c
+        with self.engine.connect() as conn:  # named columns: a layout 1 store reads too
+            rows = conn.execute(select(c.rule, c.target, c.state, c.since, c.level,
+                                       c.last_notified, c.last_value)).mappings().all()
         return {(r["rule"], r["target"]): AlertState(
             rule=r["rule"], target=r["target"], state=r["state"], since=r["since"],
             level=r["level"], last_notified=r["last_notified"], last_value=r["last_value"])
             for r in rows}
 
+    def load_definitions(self) -> dict[str, str]:
+        """rule name -> the definition saved with its states (JSON), where there is one."""
+        c = self.state.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.rule, c.definition).where(c.definition.is_not(None)))
+            return {str(rule): str(definition) for rule, definition in rows}
+
     def commit(self, states: Iterable[AlertState], outbox: Iterable[tuple[str, str, dict[str, Any]]],
                history: Iterable[tuple[str, str, str, int, float | None, float]], now: float,
                forget: Iterable[tuple[str, str]] = ()) -> None:
         """Write new states, queue notifications (key, recipient, payload) and history at once."""
-        ins = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         with self.engine.begin() as conn:
-            for s in states:
-                values = {**asdict(s), "updated": now}
-                stmt = ins(self.state).values(**values)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=["rule", "target"],
-                    set_={k: stmt.excluded[k] for k in values if k not in ("rule", "target")}))
-            for rule, target in forget:
-                conn.execute(delete(self.state).where(self.state.c.rule == rule,
-                                                      self.state.c.target == target))
-            for key, recipient, payload in outbox:
-                conn.execute(ins(self.outbox).values(
-                    key=key, recipient=recipient, payload=json.dumps(payload), created=now,
-                    attempts=0, next_attempt=now).on_conflict_do_nothing())
-            for rule, target, event, level, value, at in history:
-                conn.execute(insert(self.history).values(rule=rule, target=target, event=event,
-                                                         level=level, value=value, at=at))
+            self._write(conn, RuleChanges("", list(states), list(outbox), list(history),
+                                          list(forget)), now)
+
+    def save_rule(self, changes: RuleChanges, now: float) -> None:
+        """One rule's decisions, notifications and history in a transaction of their own."""
+        with self.engine.begin() as conn:
+            self._write(conn, changes, now)
+
+    def _write(self, conn: Connection, changes: RuleChanges, now: float) -> None:
+        ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        for s in changes.states:
+            values = {**asdict(s), "updated": now}
+            if changes.definition is not None:
+                values["definition"] = changes.definition
+            stmt = ins(self.state).values(**values)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["rule", "target"],
+                set_={k: stmt.excluded[k] for k in values if k not in ("rule", "target")}))
+        for rule, target in changes.forget:
+            conn.execute(delete(self.state).where(self.state.c.rule == rule,
+                                                  self.state.c.target == target))
+        for key, recipient, payload in changes.outbox:
+            conn.execute(ins(self.outbox).values(
+                key=key, recipient=recipient, payload=json.dumps(payload), created=now,
+                attempts=0, next_attempt=now).on_conflict_do_nothing())
+        for rule, target, event, level, value, at in changes.history:
+            conn.execute(insert(self.history).values(rule=rule, target=target, event=event,
+                                                     level=level, value=value, at=at))
 
     # -- outbox -------------------------------------------------------------
     def due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:

@@ -237,6 +237,9 @@ class AlertsSnapshot(Immutable):
     notifications: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (channel, outcome)
     outbox_pending: int = 0
     store_ok: bool = True
+    rules_readable: bool = True  # the last read of notification_rules succeeded
+    rules_read_failures: int = 0  # reads of notification_rules that failed, since start
+    save_failures: Mapping[str, int] = field(default_factory=dict)  # rule -> failed saves
 
 
 @dataclass(frozen=True)

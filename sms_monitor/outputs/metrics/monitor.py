@@ -138,4 +138,18 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
     pending.add_metric([], al.outbox_pending)
     store = GaugeMetricFamily("sms_alert_store_up", "1 when the alert store was usable")
     store.add_metric([], 1 if al.store_ok else 0)
-    yield from (leader, state, level, invalid, sent, pending, store)
+    readable = GaugeMetricFamily("sms_alert_rules_readable",
+                                 "1 when the last read of notification_rules succeeded; while 0 "
+                                 "every alert keeps the state it had")
+    readable.add_metric([], 1 if al.rules_readable else 0)
+    read_failures = CounterMetricFamily("sms_alert_rules_read_failures",
+                                        "Cycles whose read of notification_rules failed")
+    read_failures.add_metric([], al.rules_read_failures)
+    save_failures = CounterMetricFamily(
+        "sms_alert_rule_save_failures",
+        "Cycles in which the alert store refused a rule's decisions (the others were saved)",
+        labels=["rule"])
+    for rule, n in sorted(al.save_failures.items()):
+        save_failures.add_metric([rule], n)
+    yield from (leader, state, level, invalid, sent, pending, store, readable, read_failures,
+                save_failures)
