@@ -202,7 +202,8 @@ def _rules_check(settings: Settings) -> int:
 
 
 def _alerts(settings: Settings) -> int:
-    """The alert store's view: every alert instance with its state and last notification."""
+    """The alert store's view: every alert instance with its state and last notification.
+    Read-only: a store that does not exist yet (or has no tables) lists nothing, exit 0."""
     import datetime as dt
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -213,30 +214,46 @@ def _alerts(settings: Settings) -> int:
         print("sms-monitor: alerts are off (set SMS_MONITOR_DATABASE_URL; [alerts] enabled)",
               file=sys.stderr)
         return EXIT_CONFIG
-    try:
+    from sms_monitor.storage.sqlite import missing_file_problem, sqlite_file
+
+    path = sqlite_file(settings.alerts.store_url)
+    if path is not None and not path.exists():  # opening it would create it
+        problem = missing_file_problem(path)
+        print(f"No alerts: the alert store {path} has not been created yet ("
+              + (f"and the daemon cannot create it: {problem})" if problem else
+                 "the daemon creates it on its first cycle)."))
+        return 0
+    try:  # only reads: nothing is created, migrated or written
         store = AlertStore(settings.alerts.store_url, settings.alerts.prefix,
                            settings.alerts.store_schema)
         try:
-            store.migrate()  # a no-op on a store the daemon has written: it only reads
-            states = store.load_states()
-            last = store.last_sent()
-            pending = store.pending_count()
+            tables = store.tables()
+            states = store.load_states() if "state" in tables else {}
+            last = store.last_sent() if "outbox" in tables else {}
+            pending = store.pending_count() if "outbox" in tables else 0
         finally:
             store.close()
     except (SQLAlchemyError, StoreError, OSError, ImportError) as exc:
         print(f"sms-monitor: cannot read the alert store: {_one_line(exc, settings)}",
               file=sys.stderr)
         return EXIT_UNKNOWN
+    if "state" not in tables:
+        print("No alerts: the alert store holds no sms-monitor tables yet (the daemon creates "
+              "them on its first cycle).")
+        return 0
+    if not states:
+        print("No alerts in the alert store yet.")
 
     def when(ts: float | None) -> str:
         return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime(
             "%Y-%m-%d %H:%M:%SZ")
 
-    rows = [("RULE", "TARGET", "STATE", "VALUE", "SINCE", "LEVEL", "LAST NOTIFIED")]
+    rows = [("RULE", "TARGET", "STATE", "VALUE", "SINCE", "LEVEL", "LAST NOTIFIED")] \
+        if states else []
     for (rule, target), st in sorted(states.items()):
         rows.append((rule, target, st.state, "-" if st.last_value is None else f"{st.last_value:.4g}",
                      when(st.since), str(st.level or "-"), when(last.get((rule, target)))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"{pending} notification(s) waiting in the outbox")

@@ -166,10 +166,15 @@ def test_alerts_with_the_store_unreachable_says_so_in_one_line(
     assert main(["alerts"], env=_alerts_env(store)) == 3
     cause = _one_error_line(capsys, "sms-monitor: cannot read the alert store: ")
     assert cause.startswith("connection failed: ") and "Connection refused" in cause
-    # an SQLite file in a directory that does not exist and cannot be made (not even by root)
-    assert main(["alerts"], env=_alerts_env("sqlite:////proc/no-such-dir/alerts.db")) == 3
-    assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
-        "cannot create the alert store's directory /proc/no-such-dir: No such file or directory"
+    # an SQLite file never created, in a directory that cannot be made (not even by root):
+    # nothing to list, said so, and nothing created looking for it
+    assert main(["alerts"], env=_alerts_env("sqlite:////proc/no-such-dir/alerts.db")) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and len(out.out.splitlines()) == 1
+    assert out.out.startswith("No alerts: the alert store /proc/no-such-dir/alerts.db has not "
+                              "been created yet")
+    assert main(["alerts"], env=_alerts_env(f"sqlite:///{tmp_path}/state/alerts.db")) == 0
+    assert capsys.readouterr().out.startswith("No alerts: the alert store ")
     # a read-only SQLite URI naming a file that is not there
     missing = f"sqlite:///file:{tmp_path}/missing.db?mode=ro&uri=true"
     assert main(["alerts"], env=_alerts_env(missing)) == 3
@@ -182,19 +187,26 @@ def test_alerts_with_a_read_only_sqlite_store(capsys: pytest.CaptureFixture[str]
                                               tmp_path: os.PathLike[str]) -> None:
     # The tests run as root, which file permissions do not stop; SQLite's own read-only mode
     # does: `?mode=ro` opens the file read-only whoever we are. A store sms-monitor has never
-    # written (an empty file) cannot be made ready without writing: one line, exit 3.
+    # written (an empty file) holds no alerts: said so, exit 0, nothing written.
+    from sms_monitor.alerts.store import AlertStore
+
     path = os.path.join(tmp_path, "alerts.db")
     open(path, "wb").close()
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
-    assert main(["alerts"], env=_alerts_env(read_only)) == 3
-    assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
-        "attempt to write a readonly database"
-    # once the daemon has created its tables, a read-only copy is enough to list the alerts
-    assert main(["alerts"], env=_alerts_env(f"sqlite:///{path}")) == 0
+    assert main(["alerts"], env=_alerts_env(read_only)) == 0
+    assert capsys.readouterr().out.startswith("No alerts: the alert store holds no sms-monitor "
+                                              "tables yet")
+    assert main(["alerts"], env=_alerts_env(f"sqlite:///{path}")) == 0  # read-write: the same
     capsys.readouterr()
+    assert os.path.getsize(path) == 0  # nothing was created
+    # once the daemon has created its tables, a read-only copy is enough to list the alerts
+    store = AlertStore(f"sqlite:///{path}")
+    store.migrate()
+    store.close()
     assert main(["alerts"], env=_alerts_env(read_only)) == 0
     out = capsys.readouterr()
-    assert out.err == "" and out.out.splitlines()[-1] == "0 notification(s) waiting in the outbox"
+    assert out.err == "" and out.out.splitlines() == [
+        "No alerts in the alert store yet.", "0 notification(s) waiting in the outbox"]
 
 
 def test_alerts_with_a_postgresql_role_that_may_not_create_the_store(
@@ -211,12 +223,49 @@ def test_alerts_with_a_postgresql_role_that_may_not_create_the_store(
             conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
         owner.dispose()
         store = f"postgresql+psycopg://{role}:{STORE_PASSWORD}@127.0.0.1:5432/{database}"
-        assert main(["alerts"], env=_alerts_env(store)) == 3
-        assert _one_error_line(capsys, "sms-monitor: cannot read the alert store: ") == \
-            "permission denied for schema public"
+        assert main(["alerts"], env=_alerts_env(store)) == 0  # it only reads: allowed
+        out = capsys.readouterr()
+        assert out.err == "" and out.out.startswith("No alerts: the alert store holds no "
+                                                    "sms-monitor tables yet")
     finally:
         with pg_admin.connect() as conn:
             conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def _tables(url: str) -> list[tuple[str, str]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT table_schema, table_name FROM information_schema.tables "
+                                 "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+                                 "ORDER BY 1, 2")).all()
+    engine.dispose()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def test_alerts_lists_a_postgresql_store_without_creating_anything(
+        pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from sms_monitor.alerts.lifecycle import AlertState
+    from sms_monitor.alerts.store import AlertStore, RuleChanges
+
+    before = _tables(pg_url)
+    assert main(["alerts"], env=_alerts_env(pg_url)) == 0  # a role that could create tables
+    out = capsys.readouterr()
+    assert out.out.startswith("No alerts: the alert store holds no sms-monitor tables yet")
+    assert _tables(pg_url) == before  # nothing created
+
+    store = AlertStore(pg_url)  # the daemon's first cycle
+    store.migrate()
+    before = _tables(pg_url)
+    assert main(["alerts"], env=_alerts_env(pg_url)) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "No alerts in the alert store yet.", "0 notification(s) waiting in the outbox"]
+    store.save_rule(RuleChanges("R", states=[AlertState("R", "primary", "firing", 0.0, 1)]), 0.0)
+    store.close()
+    assert main(["alerts"], env=_alerts_env(pg_url)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["RULE", "TARGET", "STATE"]
+    assert lines[1].split()[:3] == ["R", "primary", "firing"]
+    assert _tables(pg_url) == before
 
 
 def test_rules_check_with_the_database_unreachable_says_so_in_one_line(
