@@ -251,3 +251,36 @@ def test_a_zero_threshold_resolves_when_the_count_is_back_to_zero() -> None:
     assert s.state == FIRING
     s, ev = step(s, rule, 0.0, 60)
     assert s.state == INACTIVE and [e.kind for e in ev] == ["resolved"]
+
+
+# -- lengths and shapes: what the alert store could not hold is refused when rules load ------
+
+def test_rule_names_longer_than_200_characters_or_with_control_characters_are_refused() -> None:
+    cond = {"metric": "sms_error_rate", "threshold": 5}
+    assert isinstance(parse(row(cond, name="N" * 200)), Rule)
+    long = parse(row(cond, name="N" * 250))
+    assert long == BrokenRule("N" * 250, "rule_name is 250 characters long; at most 200 are "
+                                         "allowed")
+    for name in ("Two\nlines", "NUL\x00", "Tab\there"):
+        got = parse(row(cond, name=name))
+        assert isinstance(got, BrokenRule) and "control character" in got.reason
+
+
+def test_recipients_longer_than_the_store_holds_are_skipped_and_reported() -> None:
+    cond = {"metric": "sms_error_rate", "threshold": 5}
+    email = "a" * 64 + "@" + "b" * 251 + ".com"  # 320: the longest address
+    url = "https://hooks.example/" + "p" * 378  # 400
+    ok = parse(row(cond, recipients=(email, url)))
+    assert isinstance(ok, Rule) and ok.recipients == (email, url) and ok.too_long == 0
+    rules, broken = parse_rows([row(cond, recipients=(email, "x" + email, url + "p",
+                                                     "+15551234567"))],
+                               accounts=ACCOUNTS, checks=CHECKS, max_window=3600)
+    assert [r.recipients for r in rules] == [(email,)]
+    assert broken == [BrokenRule("Low SMS Delivery Rate",
+                                 "recipients: 1 recipient(s) are neither an e-mail address nor an "
+                                 "https:// URL; they are skipped (never SMS); recipients: 2 "
+                                 "recipient(s) are too long (an e-mail address at most 320 "
+                                 "characters, a URL at most 400); they are skipped")]
+    alone = parse(row(cond, recipients=(url + "p",)))
+    assert isinstance(alone, BrokenRule) and "too long" in alone.reason \
+        and "nobody would be notified" in alone.reason
