@@ -338,7 +338,17 @@ def test_every_rule_loads_and_every_recording_rule_has_data(stack: Stack) -> Non
     # an alert on a metric nobody exports could never fire: the demo exports all of them
     # (some only once an event has happened, such as the canary's first settled probe)
     read = {m for r in rules if r["type"] == "alerting" for m in metric_names(r["query"])}
+    read -= set(ALERT_METRICS_ONLY_ON_TROUBLE)
     _wait_for_data(stack, {m: f"count({m})" if m != "up" else m for m in sorted(read)})
+
+
+# Metrics an alert reads that have series only once trouble happened, which the demo never
+# has; each is exported and tested in tests/test_alert_engine.py / tests/test_alert_state.py.
+ALERT_METRICS_ONLY_ON_TROUBLE = {
+    "sms_alert_rule_invalid": "a series per invalid row; the demo's rules are all valid",
+    "sms_alert_notifications_total": "a series per channel and outcome once a notification "
+                                     "was attempted; the demo's rules fire nothing at start",
+}
 
 
 KEY_QUERIES = {
