@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from sms_monitor.config import Settings
 from sms_monitor.core.keywords import KeywordMatcher
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
@@ -38,8 +40,11 @@ from sms_monitor.outputs.metrics import (
 )
 from sms_monitor.storage.audit import KeywordAudit
 
+log = structlog.get_logger("sms_monitor.app")
+
 if TYPE_CHECKING:
     from sms_monitor.alerts.engine import AlertEngine
+    from sms_monitor.alerts.sender import Sender
     from sms_monitor.outputs.http import ExporterServer
 
 Clock = Callable[[], float]
@@ -77,7 +82,7 @@ def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
     return AlertEngine(
         config=cfg, accounts=[a.name for a in settings.accounts],
         notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
-                          timeout=settings.request_timeout),
+                          smtp_timeout=cfg.smtp_timeout, webhook_timeout=cfg.webhook_timeout),
         store=store, leadership=Leadership(cfg.store_url), clock=clock,
         min_samples=settings.min_samples)
 
@@ -93,6 +98,7 @@ class App:
     alerts: AlertEngine | None = None
     holder: SnapshotHolder = field(default_factory=SnapshotHolder)
     cycles: int = 0
+    sender: Sender | None = None  # the outbox's own thread, once started (the daemon)
 
     @property
     def clock(self) -> Clock:
@@ -103,9 +109,35 @@ class App:
         return self.wiring.requests_log
 
     def run_cycle(self) -> Snapshot:
+        """One poll cycle; then the notifications it queued are handed to the sender thread.
+        Without a started sender (tests, one-off embedding) they are sent here, after the
+        cycle has published everything."""
         self.cycles += 1
-        return run_cycle(self.inputs, holder=self.holder, requests_log=self.wiring.requests_log,
-                         clock=self.wiring.clock, cycles=self.cycles, alerts=self.alerts)
+        snapshot = run_cycle(self.inputs, holder=self.holder,
+                             requests_log=self.wiring.requests_log, clock=self.wiring.clock,
+                             cycles=self.cycles, alerts=self.alerts)
+        if self.sender is not None:
+            self.sender.wake()
+        elif self.alerts is not None:
+            try:
+                self.alerts.deliver()
+                self.alerts.publish_sent(self.holder)
+            except Exception as exc:  # a bug in sending must not stop monitoring
+                log.exception("alert_sender_failed", error=type(exc).__name__)
+        return snapshot
+
+    def start_sender(self) -> None:
+        """Send notifications from a thread of their own from now on (the daemon)."""
+        if self.alerts is not None and self.sender is None:
+            from sms_monitor.alerts.sender import Sender
+
+            alerts, holder = self.alerts, self.holder
+            self.sender = Sender(alerts, after_round=lambda: alerts.publish_sent(holder))
+            self.sender.start()
+
+    def stop_sender(self, timeout: float) -> bool:
+        """Stop the sender within ``timeout``; False when a send in flight was abandoned."""
+        return self.sender.stop(timeout) if self.sender is not None else True
 
     def exporter(self, address: tuple[str, int], **kwargs: Any) -> ExporterServer:
         """The HTTP server for this app: its snapshot, its metric areas, its webhooks."""
@@ -118,6 +150,7 @@ class App:
                               **kwargs)
 
     def close(self) -> None:
+        self.stop_sender(1.0)
         for inp in self.inputs:
             inp.close()
         if self.alerts is not None:

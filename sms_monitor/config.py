@@ -501,6 +501,10 @@ class AlertsConfig(Section):
     alertmanager_url: OptionalHttpUrl = None
     # longest rule window (messages are kept that long); never less than the monitor's window
     max_window: Annotated[float, _duration(31 * DAY)] = 0.0
+    # the receivers' own limits, not Twilio's: SMTP allows up to 10 minutes for the reply to
+    # the message's end (RFC 5321 4.5.3.2.6); a webhook answering late would get every retry
+    smtp_timeout: Annotated[float, _duration(15 * MINUTE)] = 120.0
+    webhook_timeout: Timeout = 30.0
     retry_base: ClassVar[float] = 30.0  # notification retries: exponential backoff
     retry_max: ClassVar[float] = 3600.0
 

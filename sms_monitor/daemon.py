@@ -99,6 +99,7 @@ class Daemon:
 
     def start(self) -> None:
         self.server.start()
+        self.app.start_sender()  # notifications leave from their own thread, off the poll path
         self.add_jobs()
         self.scheduler.start()
         log.info("started", listen=self.server.url, accounts=len(self.app.accounts),
@@ -120,6 +121,9 @@ class Daemon:
         self.app.on_deadline = self.schedule_deadline
 
     def stop(self, grace: float = 3.0) -> None:
+        """Stop within ``grace`` seconds: the poll cycle and the sender. A notification
+        still in flight is abandoned; it stays claimed and is retried (at least once)."""
+        until = time.monotonic() + grace
         self.stopping.set()
         self.scheduler.shutdown(wait=False)
         self.server.stop()
@@ -127,6 +131,8 @@ class Daemon:
             log.warning("stopping_during_poll", grace_seconds=grace)
             os._exit(0)  # a request is still waiting on Twilio; do not hold the shutdown
         self._cycle_lock.release()
+        if not self.app.stop_sender(until - time.monotonic()):
+            log.warning("stopping_during_send", grace_seconds=grace)  # a daemon thread
         log.info("stopped")
 
     def run_until_signal(self) -> int:

@@ -102,7 +102,8 @@ def test_crash_between_deciding_and_sending_loses_nothing(
     state.set_scenario("out_of_credit")
     m = monitor(s, clock)
     assert m.alerts is not None
-    monkeypatch.setattr(m.alerts, "drain", lambda now: (_ for _ in ()).throw(SystemExit("crash")))
+    monkeypatch.setattr(m.alerts, "drain",
+                        lambda now, **_: (_ for _ in ()).throw(SystemExit("crash")))
     with pytest.raises(SystemExit):
         m.run_cycle()  # decided and committed; the process "dies" before sending
     assert smtp.inbox.messages == []

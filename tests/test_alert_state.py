@@ -240,10 +240,12 @@ def test_a_layout_1_store_is_migrated_in_place(dialect: str, pg_url: str, tmp_pa
     sql(url, *layout)
     store = AlertStore(url)
     store.migrate()
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3  # 2: TEXT rule names and definitions; 3: outbox claims
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM sms_monitor_schema_version")
-                            ).scalars().all() == [2]
+                            ).scalars().all() == [3]
+        outbox = {c["name"] for c in inspect(conn).get_columns("sms_monitor_outbox")}
+        assert {"claimed_by", "claim_until"} <= outbox  # both upgrades ran, in order
         columns = {c["name"]: str(c["type"]) for c in
                    inspect(conn).get_columns("sms_monitor_alert_state")}
         history = {c["name"]: str(c["type"]) for c in

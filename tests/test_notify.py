@@ -21,7 +21,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind, summary
+from sms_monitor.alerts.notify import (
+    Notification,
+    Notifier,
+    SendError,
+    event_id,
+    recipient_kind,
+    summary,
+)
 from sms_monitor.background_server import BackgroundHTTPServer
 
 FIRING = Notification(
@@ -273,8 +280,9 @@ def test_webhook_gets_every_field_and_the_summary(webhook: HttpReceiver) -> None
     Notifier(None, None).send(webhook.url + "/hook?team=ops", FIRING)
     (path, payload), = webhook.posts
     assert path == "/hook?team=ops"
-    assert set(payload) == {*FIELDS, "text"}
+    assert set(payload) == {*FIELDS, "text", "event_id"}
     assert {k: payload[k] for k in FIELDS} == dataclasses.asdict(FIRING)
+    assert payload["event_id"] == event_id(FIRING.key) != event_id(RESOLVED.key)
     assert payload["text"] == "[FIRING] Low SMS Delivery Rate (primary): 87.5 < 90"
 
 

@@ -1,14 +1,27 @@
 """The alert engine: rules from the application's table → states → outbox → notifiers.
 
 Runs after every poll cycle on the leader replica only. Decisions and their notifications
-are committed together; the outbox is then drained with per-row retries and backoff, so a
-failing SMTP server delays pages but never stops evaluation or loses one.
+are committed together. The outbox is drained apart from the poll cycle (the daemon's
+sender thread, :mod:`sms_monitor.alerts.sender`) with per-row retries and backoff, so a
+failing or hanging SMTP server delays pages but never stops or slows evaluation, nor
+loses one.
+
+Sending is fenced and claimed: each row is claimed by this replica before it is sent
+(:meth:`AlertStore.claim`), leadership is checked on the lock's own connection right
+before each send, and a row is marked sent only by its claimer. Events of one alert reach
+one recipient in the order they happened: a later event waits while an earlier one for
+the same (rule, target, recipient) is unsent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import socket
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -28,12 +41,18 @@ from sms_monitor.core.backoff import Backoff
 from sms_monitor.core.checks import CHECK_NAMES
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES
 from sms_monitor.core.records import MessageRecord
-from sms_monitor.core.snapshot import AlertsSnapshot, AlertView, Snapshot
+from sms_monitor.core.snapshot import AlertsSnapshot, AlertView, Snapshot, SnapshotHolder
 
 log = structlog.get_logger("sms_monitor.alerts")
 
 ALERTMANAGER = "alertmanager"
 ALL_CHECKS = (*CHECK_NAMES, *DB_CHECK_NAMES, "overall")
+DRAIN_BUDGET = 120.0  # seconds: a drain starts no send after this; the rest waits for the next
+
+
+def _owner() -> str:
+    """This process's name on the claims it takes: host, pid and a random part."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def always_notified(config: AlertsConfig) -> list[str]:
@@ -62,6 +81,24 @@ class AlertEngine:
     _rules: list[Rule] = field(default_factory=list)
     _broken: list[BrokenRule] = field(default_factory=list)
     _rules_known: bool = False
+    owner: str = field(default_factory=_owner)
+    rules: list[Rule] = field(default_factory=list)  # the last cycle's, for the refresh
+    _sent_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a claim holds: past any send's limits (an SMTP delivery is several
+        replies, each with its limit). A send abandoned (process killed, SIGTERM) is retried
+        by whoever leads once it has expired: at least once, never lost."""
+        return 3 * max(self.notifier.smtp_timeout, self.notifier.webhook_timeout) + 60.0
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self._sent_lock:
+            return dict(self.sent)
+
+    def _count(self, channel: str, outcome: str) -> None:
+        with self._sent_lock:
+            self.sent[channel, outcome] += 1
 
     @property
     def retry_backoff(self) -> Backoff:
@@ -121,12 +158,10 @@ class AlertEngine:
                 self.store.migrate()  # retried every cycle until the store is reachable
             if rows is None and not self._rules_known:  # unreadable since start: as saved
                 rules = self._rules = self._saved_rules()
-            if leader:
-                if rows is not None:
-                    unusable = {b.name for b in broken} - {r.name for r in rules}
-                    self._evaluate(rules, snapshot, records, now, keep=unusable)
-                self.drain(now)
-                self._refresh_alertmanager(rules, now)
+            self.rules = rules  # what the sender refreshes to Alertmanager
+            if leader and rows is not None:  # unreadable rules: every alert stays as it was
+                unusable = {b.name for b in broken} - {r.name for r in rules}
+                self._evaluate(rules, snapshot, records, now, keep=unusable)
             states = self.store.load_states()
             pending = self.store.pending_count()
         except (SQLAlchemyError, StoreError) as exc:
@@ -142,7 +177,7 @@ class AlertEngine:
                                    st.last_notified, rule.severity, rule.metric))
         return AlertsSnapshot(leader=leader, alerts=tuple(views),
                               broken=tuple((b.name, b.reason) for b in broken),
-                              notifications=dict(self.sent), outbox_pending=pending,
+                              notifications=self.counts(), outbox_pending=pending,
                               store_ok=store_ok, rules_readable=rows is not None,
                               rules_read_failures=self.rules_read_failures,
                               save_failures=dict(self.save_failures))
@@ -256,9 +291,38 @@ class AlertEngine:
                     for_seconds=0.0, severity="critical", account=None, repeat=0.0,
                     recipients=(), runbook="unknown")
 
+    def deliver(self, refresh: bool = True, budget: float = DRAIN_BUDGET,
+                stop: Callable[[], bool] = lambda: False) -> None:
+        """One round of sending, on the leader only: the outbox's due rows, then (``refresh``)
+        every firing alert re-posted to Alertmanager. The sender thread calls it after each
+        cycle and between cycles (retries); a store that cannot be used is logged."""
+        now = self.clock()
+        try:
+            if not self.store.migrated or not self.leadership.check():
+                return  # the cycle migrates the store; a follower sends nothing
+            self.drain(now, budget=budget, stop=stop)
+            if refresh and not stop():
+                self._refresh_alertmanager(self.rules, now)
+        except (SQLAlchemyError, StoreError) as exc:
+            log.warning("alert_store_failed", error=type(exc).__name__,
+                        reason=(str(exc).splitlines() or [""])[0][:200])
+
+    def publish_sent(self, holder: SnapshotHolder) -> None:
+        """After a round of sending: the published alert state gets the new counts and the
+        outbox's backlog (the cycle published them as they were when it committed)."""
+        try:
+            pending = self.store.pending_count() if self.store.migrated else 0
+        except (SQLAlchemyError, StoreError):
+            return  # the next cycle reports the store
+        counts = self.counts()
+        holder.amend_alerts(lambda a: dataclasses.replace(a, notifications=counts,
+                                                          outbox_pending=pending))
+
     def _refresh_alertmanager(self, rules: list[Rule], now: float) -> None:
         """Re-post every firing alert each cycle: Alertmanager resolves an alert it has not
-        heard of for resolve_timeout (5 minutes by default)."""
+        heard of for resolve_timeout (5 minutes by default). The labels are the rule's
+        (name, account, severity, metric), never the level or value, so every post of one
+        alert is the same alert to Alertmanager."""
         if not self.config.alertmanager_url:
             return
         by_name = {r.name: r for r in rules}
@@ -266,39 +330,73 @@ class AlertEngine:
             rule = by_name.get(name)
             if rule is None or st.state != FIRING or st.since is None:
                 continue
+            if not self.leadership.holds():
+                return
             n = Notification(rule=name, account=target, event="firing", severity=rule.severity,
                              metric=rule.metric, value=st.last_value, threshold=rule.threshold,
                              operator=rule.operator, since=st.since, at=now, level=st.level,
                              runbook_section=rule.runbook, key=f"{name}|{target}|refresh")
             try:
                 self.notifier.send_alertmanager(n)
-                self.sent[ALERTMANAGER, "refreshed"] += 1
+                self._count(ALERTMANAGER, "refreshed")
             except SendError as exc:
-                self.sent[ALERTMANAGER, "failed"] += 1
+                self._count(ALERTMANAGER, "failed")
                 log.warning("alertmanager_refresh_failed", reason=str(exc))
                 return  # it is down: the outbox keeps the events; try again next cycle
 
-    def drain(self, now: float) -> None:
-        for row in self.store.due(now):
-            recipient = row["recipient"]
-            channel = ALERTMANAGER if recipient == ALERTMANAGER else (recipient_kind(recipient)
-                                                                       or "unknown")
+    def drain(self, now: float, budget: float = DRAIN_BUDGET,
+              stop: Callable[[], bool] = lambda: False) -> None:
+        """Send the due rows, oldest first, each claimed and fenced; stop when leadership is
+        lost, ``stop()`` is true or ``budget`` seconds have passed."""
+        deadline = time.monotonic() + budget
+        waiting: set[tuple[str, str, str]] = set()  # alerts × recipients with an older row unsent
+        for row in self.store.unsent():
             try:
-                n = Notification(**json.loads(row["payload"]))
-                if recipient == ALERTMANAGER:
-                    self.notifier.send_alertmanager(n)
-                else:
-                    self.notifier.send(recipient, n)
-            except SendError as exc:
-                attempts = int(row["attempts"]) + 1
-                delay = self.retry_backoff.delay(attempts - 1)
-                self.store.mark_failed(row["id"], attempts, now + delay, str(exc))
-                self.sent[channel, "failed"] += 1
-                log.warning("notification_failed", channel=channel, attempts=attempts,
-                            retry_in=delay, reason=str(exc))
+                payload = json.loads(row["payload"])
+            except ValueError:
+                payload = {}
+            alert = (str(payload.get("rule", "")), str(payload.get("account", "")),
+                     row["recipient"])
+            if alert in waiting:
+                continue  # held behind an earlier event of the same alert
+            waiting.add(alert)  # until this row is sent, its alert's later rows wait
+            if row["next_attempt"] > now:
                 continue
-            self.store.mark_sent(row["id"], now)
-            self.sent[channel, "sent"] += 1
+            if stop() or time.monotonic() > deadline:
+                return
+            if not self.store.claim(row["id"], self.owner, self.clock(),
+                                    self.clock() + self.claim_seconds):
+                continue  # another replica's live claim: it is sending this one
+            if not self.leadership.holds():
+                self.store.release(row["id"], self.owner)
+                log.warning("sending_stopped", reason="no longer the leader")
+                return
+            if self._send(row, payload, now):
+                waiting.discard(alert)
+
+    def _send(self, row: Mapping[str, Any], payload: Mapping[str, Any], now: float) -> bool:
+        """Send one claimed row; True when delivered (and recorded as such)."""
+        recipient = row["recipient"]
+        channel = ALERTMANAGER if recipient == ALERTMANAGER else (recipient_kind(recipient)
+                                                                   or "unknown")
+        try:
+            n = Notification(**payload)
+            if recipient == ALERTMANAGER:
+                self.notifier.send_alertmanager(n)
+            else:
+                self.notifier.send(recipient, n)
+        except (SendError, TypeError) as exc:
+            attempts = int(row["attempts"]) + 1
+            delay = self.retry_backoff.delay(attempts - 1)
+            self.store.mark_failed(row["id"], attempts, now + delay, str(exc), self.owner)
+            self._count(channel, "failed")
+            log.warning("notification_failed", channel=channel, attempts=attempts,
+                        retry_in=delay, reason=str(exc))
+            return False
+        if not self.store.mark_sent(row["id"], self.clock(), self.owner):
+            log.warning("notification_claim_lost", channel=channel, row=row["id"])
+        self._count(channel, "sent")
+        return True
 
     def close(self) -> None:
         self.leadership.release()

@@ -2,6 +2,12 @@
 
 Never by SMS: SMS may be the thing that is down. Senders do not retry; the engine's
 outbox does, with backoff. Errors are one line and never carry a password.
+
+Every notification carries its event's stable key, so a receiver can drop a retry it has
+already accepted: the e-mail's ``Message-ID``, the webhook's ``Idempotency-Key`` header and
+``event_id`` field; Alertmanager merges posts of the same labels by itself. The receivers
+have limits of their own (``[alerts] smtp_timeout``, ``webhook_timeout``), not Twilio's:
+a limit shorter than the receiver's answer turns each retry into another copy.
 """
 
 from __future__ import annotations
@@ -87,6 +93,11 @@ def message_id(key: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@sms-monitor>"
 
 
+def event_id(key: str) -> str:
+    """A webhook's ``Idempotency-Key`` and ``event_id``: the same for every retry of an event."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def _reason(exc: BaseException, secret: str = "") -> str:
     """``Type: first line of the message``, at most 200 characters, with ``secret`` masked."""
     text = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
@@ -121,11 +132,15 @@ def body(n: Notification) -> str:
 
 class Notifier:
     def __init__(self, smtp_url: str | None, mail_from: str | None,
-                 alertmanager_url: str | None = None, timeout: float = 10.0) -> None:
+                 alertmanager_url: str | None = None, timeout: float | None = None, *,
+                 smtp_timeout: float = 120.0, webhook_timeout: float = 30.0) -> None:
+        """``smtp_timeout`` limits each step of an e-mail (SMTP allows minutes for the final
+        reply), ``webhook_timeout`` a webhook's or Alertmanager's answer; ``timeout`` sets both."""
         self.smtp_url = smtp_url
         self.mail_from = mail_from or "sms-monitor@localhost"
         self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
-        self.timeout = timeout
+        self.smtp_timeout = smtp_timeout if timeout is None else timeout
+        self.webhook_timeout = webhook_timeout if timeout is None else timeout
 
     def send(self, recipient: str, n: Notification) -> None:
         """Deliver to one recipient by its kind; SendError on any failure (no retries here)."""
@@ -158,10 +173,10 @@ class Notifier:
             raise SendError(f"e-mail to {to} not built: {_reason(exc, password)}") from None
         try:
             if url.scheme == "smtps":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=self.timeout,
+                client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=self.smtp_timeout,
                                                         context=ssl.create_default_context())
             else:
-                client = smtplib.SMTP(host, port, timeout=self.timeout)
+                client = smtplib.SMTP(host, port, timeout=self.smtp_timeout)
             with client:
                 if parse_qs(url.query).get("starttls") == ["true"]:
                     client.starttls(context=ssl.create_default_context())
@@ -173,10 +188,12 @@ class Notifier:
                             ) from None
 
     def _webhook(self, url: str, n: Notification) -> None:
-        payload = {**asdict(n), "text": summary(n)}
+        eid = event_id(n.key)
+        payload = {**asdict(n), "text": summary(n), "event_id": eid}
         try:
             # no redirects: a 3xx would turn the POST into a GET that "succeeds" without delivering
-            resp = requests.post(url, json=payload, timeout=self.timeout, allow_redirects=False)
+            resp = requests.post(url, json=payload, headers={"Idempotency-Key": eid},
+                                 timeout=self.webhook_timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise SendError(f"webhook {urlsplit(url).hostname} failed: {type(exc).__name__}"
                             ) from None
@@ -199,7 +216,7 @@ class Notifier:
             alert["endsAt"] = _iso(n.at)
         try:
             resp = requests.post(f"{self.alertmanager_url}/api/v2/alerts", json=[alert],
-                                 timeout=self.timeout, allow_redirects=False)
+                                 timeout=self.webhook_timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise SendError(f"Alertmanager failed: {type(exc).__name__}") from None
         if not 200 <= resp.status_code < 300:

@@ -13,6 +13,11 @@ be resolved. :meth:`AlertStore.migrate` upgrades a layout 1 store in place.
 
 Each rule's decisions are saved in a transaction of their own (:meth:`AlertStore.save_rule`):
 a row that cannot be saved holds back only its own rule.
+
+An outbox row is sent by the replica that claims it (``claimed_by``, until ``claim_until``):
+the claim is taken with one conditional UPDATE, and a row is marked sent or failed only by
+its claimer and only while unsent, so two replicas never both deliver a row they each think
+is theirs. A claim left by a process that died mid-send expires and the row is retried.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -47,7 +53,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sms_monitor.alerts.lifecycle import AlertState
 from sms_monitor.storage.sqlite import ensure_directory
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: alert_state/alert_history widths; 3: outbox claims
+
+# Columns added to an existing outbox by version 3 (ALTER TABLE ... ADD COLUMN: additive).
+OUTBOX_CLAIM_COLUMNS = {"claimed_by": "VARCHAR(200)", "claim_until": "FLOAT"}
 
 
 class StoreError(Exception):
@@ -96,6 +105,8 @@ class AlertStore:
             Column("attempts", Integer, nullable=False, default=0),
             Column("next_attempt", Float, nullable=False),
             Column("sent_at", Float), Column("last_error", Text),
+            # the replica sending it, and until when its claim holds (then it may be retried)
+            Column("claimed_by", String(200)), Column("claim_until", Float),
             UniqueConstraint("key", "recipient", name=f"{prefix}outbox_key_recipient"))
         self.history = Table(
             f"{prefix}alert_history", md,
@@ -126,6 +137,8 @@ class AlertStore:
             elif current < SCHEMA_VERSION:
                 if current < 2:
                     self._upgrade_to_2(conn)
+                if current < 3:
+                    self._add_claim_columns(conn)
                 conn.execute(update(self.version).values(version=SCHEMA_VERSION))
         self.migrated = True
 
@@ -158,6 +171,15 @@ class AlertStore:
         """Raises SQLAlchemyError when the store cannot be reached."""
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+    def _add_claim_columns(self, conn: Connection) -> None:
+        """Layout 3: an outbox created before it gets the claim columns (idempotent)."""
+        o = self.outbox
+        have = {c["name"] for c in inspect(conn).get_columns(o.name, schema=o.schema)}
+        table = conn.dialect.identifier_preparer.format_table(o)
+        for name, kind in OUTBOX_CLAIM_COLUMNS.items():
+            if name not in have:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -215,23 +237,59 @@ class AlertStore:
                                                      level=level, value=value, at=at))
 
     # -- outbox -------------------------------------------------------------
-    def due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+    def unsent(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Unsent rows, oldest first (the order their events happened), due or not: the
+        sender needs the ones not due yet too, to hold later events of the same alert."""
         o = self.outbox
         with self.engine.connect() as conn:
-            rows = conn.execute(select(o).where(o.c.sent_at.is_(None), o.c.next_attempt <= now)
+            rows = conn.execute(select(o).where(o.c.sent_at.is_(None))
                                 .order_by(o.c.id).limit(limit)).mappings().all()
         return [dict(r) for r in rows]
 
-    def mark_sent(self, row_id: int, now: float) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(self.outbox).where(self.outbox.c.id == row_id)
-                         .values(sent_at=now, last_error=None))
+    def due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Unsent rows whose next attempt has come, oldest first."""
+        return [r for r in self.unsent(limit) if r["next_attempt"] <= now]
 
-    def mark_failed(self, row_id: int, attempts: int, next_attempt: float, error: str) -> None:
+    def claim(self, row_id: int, owner: str, now: float, until: float) -> bool:
+        """Take an unsent row for ``owner`` until ``until``; False when another live claim
+        holds it or it was sent meanwhile. One conditional UPDATE: of two replicas
+        claiming at once, one wins."""
+        o = self.outbox
         with self.engine.begin() as conn:
-            conn.execute(update(self.outbox).where(self.outbox.c.id == row_id)
-                         .values(attempts=attempts, next_attempt=next_attempt,
-                                 last_error=error[:500]))
+            result = conn.execute(
+                update(o).where(o.c.id == row_id, o.c.sent_at.is_(None),
+                                or_(o.c.claimed_by.is_(None), o.c.claimed_by == owner,
+                                    o.c.claim_until < now))
+                .values(claimed_by=owner, claim_until=until))
+        return result.rowcount == 1
+
+    def mark_sent(self, row_id: int, now: float, owner: str) -> bool:
+        """Record the delivery; only the claimer of a still unsent row may (False otherwise)."""
+        o = self.outbox
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(o).where(o.c.id == row_id, o.c.claimed_by == owner, o.c.sent_at.is_(None))
+                .values(sent_at=now, last_error=None, claim_until=None))
+        return result.rowcount == 1
+
+    def mark_failed(self, row_id: int, attempts: int, next_attempt: float, error: str,
+                    owner: str) -> bool:
+        """Record a failed attempt and release the claim; only the claimer may."""
+        o = self.outbox
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(o).where(o.c.id == row_id, o.c.claimed_by == owner, o.c.sent_at.is_(None))
+                .values(attempts=attempts, next_attempt=next_attempt, last_error=error[:500],
+                        claimed_by=None, claim_until=None))
+        return result.rowcount == 1
+
+    def release(self, row_id: int, owner: str) -> None:
+        """Give a claimed row back untried (leadership was lost before sending it)."""
+        o = self.outbox
+        with self.engine.begin() as conn:
+            conn.execute(update(o).where(o.c.id == row_id, o.c.claimed_by == owner,
+                                         o.c.sent_at.is_(None))
+                         .values(claimed_by=None, claim_until=None))
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:

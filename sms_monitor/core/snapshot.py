@@ -337,6 +337,7 @@ class SnapshotHolder:
         self._ready = threading.Event()
         self._monotonic = monotonic
         self._since = monotonic()  # the last publish, or the holder's birth
+        self._lock = threading.Lock()  # the cycle and the alert sender both publish
 
     @property
     def published(self) -> Published | None:
@@ -355,16 +356,26 @@ class SnapshotHolder:
     def publish(self, snapshot: Snapshot) -> None:
         """A new snapshot; the alert state stays the last one published until the engine
         has evaluated this snapshot (a scrape in between never loses the alert metrics)."""
-        previous = self._published
-        self._published = Published(snapshot, previous.alerts if previous else None)
+        with self._lock:
+            previous = self._published
+            self._published = Published(snapshot, previous.alerts if previous else None)
         self._since = self._monotonic()
         self._ready.set()
 
     def publish_alerts(self, alerts: AlertsSnapshot) -> None:
         """The alert engine's state for the snapshot already published."""
-        p = self._published
-        if p is not None:
-            self._published = Published(p.snapshot, alerts)
+        with self._lock:
+            p = self._published
+            if p is not None:
+                self._published = Published(p.snapshot, alerts)
+
+    def amend_alerts(self, change: Callable[[AlertsSnapshot], AlertsSnapshot]) -> None:
+        """Replace the published alert state by ``change(it)`` (the sender's counts after a
+        round of sending), atomically with respect to the cycle's publishing."""
+        with self._lock:
+            p = self._published
+            if p is not None and p.alerts is not None:
+                self._published = Published(p.snapshot, change(p.alerts))
 
     @property
     def ready(self) -> bool:
