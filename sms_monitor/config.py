@@ -505,7 +505,9 @@ class AlertsConfig(Section):
     # the message's end (RFC 5321 4.5.3.2.6); a webhook answering late would get every retry
     smtp_timeout: Annotated[float, _duration(15 * MINUTE)] = 120.0
     webhook_timeout: Timeout = 30.0
-    retry_base: ClassVar[float] = 30.0  # notification retries: exponential backoff
+    # notification retries: retry_base doubling to retry_max; at least a second, so a
+    # failing receiver is never hammered
+    retry_base: Annotated[float, _duration(HOUR), Field(ge=1.0)] = 30.0
     retry_max: ClassVar[float] = 3600.0
 
     @field_validator("level3_after")
