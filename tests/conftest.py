@@ -195,10 +195,13 @@ def sim(clock: FakeClock) -> Iterator[tuple[SimulatorServer, SimState]]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The fault matrix (tests/test_fault_matrix.py), when it ran, at the end of the output."""
+    """The fault matrices that ran, at the end of the output: the daemon's
+    (tests/test_fault_matrix.py) and the alert path's (tests/test_alert_matrix.py)."""
     import sys
 
-    matrix = sys.modules.get("tests.test_fault_matrix")
-    if matrix is not None and matrix.MATRIX:
-        terminalreporter.write_sep("=", "fault matrix")
-        terminalreporter.write_line(matrix.matrix_markdown())
+    for module, title in (("tests.test_fault_matrix", "fault matrix"),
+                          ("tests.test_alert_matrix", "alert path fault matrix")):
+        matrix = sys.modules.get(module)
+        if matrix is not None and matrix.MATRIX:
+            terminalreporter.write_sep("=", title)
+            terminalreporter.write_line(matrix.matrix_markdown())
