@@ -232,6 +232,7 @@ class Rig:
         self.hooks = hooks
         self.sim = sim
         self.daemon: Daemon | None = None
+        self.others: list[Daemon] = []  # more replicas, stopped with the first
         self.store_url = f"sqlite:///{workdir}/alerts.db"
         self.webhook_url = f"{hooks.url}/page"
         self.app = create_engine(app_url)
@@ -301,8 +302,17 @@ class Rig:
         wait_for("RESOLVED decided", lambda: self.decided("resolved"), timeout)
 
     def stop(self) -> int:
-        rc = self.daemon.stop() if self.daemon is not None else 0
-        return rc
+        """Stop every replica (SIGTERM); the worst exit status, 0 when all were clean."""
+        codes = [d.stop() for d in [*self.others, *([self.daemon] if self.daemon else [])]]
+        return next((c for c in codes if c != 0), 0)
+
+    def replica(self, store_url: str) -> Daemon:
+        """Another daemon on the same store, receivers and practice database."""
+        first = self.daemon
+        second = self.start(store_url=store_url)
+        self.daemon = first
+        self.others.append(second)
+        return second
 
 
 @pytest.fixture
@@ -362,11 +372,11 @@ def _check(tally: Tally, name: str, expected: list[tuple[str, str]], got: list[R
     lost = [k for k, _ in expected if counts[k] == 0]
     extra = sum(n - 1 for n in counts.values() if n > 1)
     allowed = min(extra, allow_extra)
-    first = {}
+    first: dict[str, int] = {}
     for i, g in enumerate(got):
         first.setdefault(g.key, i)
     arrived = [k for k, _ in expected if k in first]
-    disorder = sum(1 for a, b in zip(arrived, arrived[1:], strict=False) if first[a] > first[b])
+    disorder = sum(first[a] > first[b] for a, b in zip(arrived, arrived[1:], strict=False))
     tally.lost += len(lost)
     tally.duplicated += extra - allowed
     tally.extra_allowed += allowed
@@ -412,7 +422,8 @@ class Row:
 
 MATRIX: dict[str, Row] = {}
 ORDER = ["smtp_down", "smtp_slow", "smtp_hang", "webhook_500", "webhook_late",
-         "rules_unreadable", "long_rule", "kill_after_accept", "sigterm_mid_drain"]
+         "rules_unreadable", "long_rule", "kill_after_accept", "sigterm_mid_drain",
+         "leader_killed"]
 
 
 def matrix_markdown() -> str:
@@ -630,3 +641,34 @@ def test_sigterm_while_the_smtp_send_hangs(rig: Rig) -> None:
         wait_for("every notification sent", lambda: rig.decided("resolved") and rig.all_sent(),
                  110)
         row.note = f"exited 0 after {took:.1f} s; the abandoned row sent after its claim expired"
+
+
+def leader(d: Daemon) -> float | None:
+    """The replica's sms_alert_leader; None while it does not answer."""
+    try:
+        return d.samples().get(("sms_alert_leader", ()))
+    except OSError:
+        return None
+
+
+def test_two_replicas_the_leader_killed(rig: Rig, pg_url: str) -> None:
+    with case("leader_killed", "two replicas on one PostgreSQL store, the leader killed "
+              "(kill -9) while firing", rig) as row:
+        rig.mail.up()
+        rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
+        a = rig.start(store_url=pg_url)
+        wait_for("replica A leads", lambda: leader(a) == 1.0, 30)
+        b = rig.replica(pg_url)
+        wait_for("replica B up, following", lambda: leader(b) == 0.0, 30)
+        rig.scenario("low_balance")
+        wait_for("the FIRING delivered", rig.all_sent, 30)
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(10)
+        killed = time.monotonic()
+        rig.daemon, rig.others = b, []  # the one left to stop cleanly
+        wait_for("replica B takes over", lambda: leader(b) == 1.0, 15)
+        took = time.monotonic() - killed
+        rig.scenario("healthy")
+        wait_for("every notification sent", lambda: rig.decided("resolved") and rig.all_sent(),
+                 30)
+        row.note = f"B led {took:.1f} s after the kill and sent the RESOLVED"
