@@ -42,6 +42,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, insert, select, text
 
+from sms_monitor.alerts.leader import LOCK_KEY
 from sms_monitor.alerts.notify import event_id, message_id
 from sms_monitor.alerts.store import AlertStore
 from sms_monitor.simulator.practice_db import create_runbook_schema, runbook_metadata
@@ -423,7 +424,7 @@ class Row:
 MATRIX: dict[str, Row] = {}
 ORDER = ["smtp_down", "smtp_slow", "smtp_hang", "webhook_500", "webhook_late",
          "rules_unreadable", "long_rule", "kill_after_accept", "sigterm_mid_drain",
-         "leader_killed"]
+         "leader_killed", "lock_terminated"]
 
 
 def matrix_markdown() -> str:
@@ -672,3 +673,33 @@ def test_two_replicas_the_leader_killed(rig: Rig, pg_url: str) -> None:
         wait_for("every notification sent", lambda: rig.decided("resolved") and rig.all_sent(),
                  30)
         row.note = f"B led {took:.1f} s after the kill and sent the RESOLVED"
+
+
+def test_two_replicas_the_lock_connection_terminated_mid_drain(rig: Rig, pg_url: str) -> None:
+    with case("lock_terminated", "two replicas, the leader's advisory-lock backend "
+              "terminated (pg_terminate_backend) while its FIRING e-mail is in flight", rig) as row:
+        rig.mail.delay = 3.0  # the e-mail's final reply comes 3 s after its DATA
+        rig.mail.up()
+        rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
+        a = rig.start(store_url=pg_url)
+        wait_for("replica A leads", lambda: leader(a) == 1.0, 30)
+        b = rig.replica(pg_url)
+        wait_for("replica B up, following", lambda: leader(b) == 0.0, 30)
+        rig.scenario("low_balance")
+        wait_for("the FIRING e-mail in flight", rig.mail.seen.is_set, 30)
+        rig.mail.delay = 0.0
+        with rig.app.begin() as conn:
+            ended = conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND classid::bigint = :hi AND objid::bigint = :lo "
+                "AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())"),
+                {"hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}).scalars().all()
+        assert ended == [True], ended
+        wait_for("one replica leads again", lambda: 1.0 in (leader(a), leader(b)), 15)
+        wait_for("the FIRING delivered", rig.all_sent, 30)
+        rig.scenario("healthy")
+        wait_for("every notification sent", lambda: rig.decided("resolved") and rig.all_sent(),
+                 30)
+        now = "A" if leader(a) == 1.0 else "B"
+        row.note = f"the lock's backend ended mid-send; {now} leads after"
