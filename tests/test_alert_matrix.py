@@ -17,6 +17,12 @@ posts of one alert's labels by itself, and the engine re-posts a firing alert ev
 so there only loss and order count. The counts are taken after the daemon has stopped, so
 nothing can arrive later.
 
+Rows whose send is abandoned (SIGTERM during a hang) wait for the claim to expire: three
+times the longer receiver timeout plus a minute, so they shorten ``smtp_timeout`` and take
+about 80 s. The kill -9 row kills as soon as the SMTP server has accepted; the daemon has
+then usually marked the row sent already, and a second copy (killed in between) is allowed
+and shown as "at-least-once (documented)".
+
 The matrix is printed at the end of the run (``pytest_terminal_summary`` in conftest) and
 written to ``$SMS_MONITOR_ALERT_MATRIX`` when that is set.
 """
