@@ -186,16 +186,22 @@ class Hooks:
     def __init__(self) -> None:
         self.status = 200
         self.delay = 0.0
+        self.am_status = 200  # the Alertmanager stub's answer (503: down)
         self.webhook: list[Received] = []
         self.alertmanager: list[Received] = []
         self.refused = 0
+        self.am_refused = 0
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 if self.path == "/api/v2/alerts":
-                    for alert in body:  # Alertmanager is always up here
+                    if hooks.am_status != 200:  # Alertmanager down: nothing is taken
+                        hooks.am_refused += 1
+                        self._answer(hooks.am_status)
+                        return
+                    for alert in body:
                         kind = "resolved" if "endsAt" in alert else "firing"
                         hooks.alertmanager.append(Received(kind, kind))
                     self._answer(200)
@@ -435,8 +441,9 @@ class Row:
 
 
 MATRIX: dict[str, Row] = {}
-ORDER = ["smtp_down", "smtp_slow", "smtp_hang", "webhook_500", "webhook_late",
-         "rules_unreadable", "long_rule", "kill_after_accept", "sigterm_mid_drain",
+ORDER = ["smtp_down", "smtp_slow", "smtp_hang", "alertmanager_down", "webhook_500", "webhook_late",
+         "rules_unreadable", "long_rule", "kill_before_accept", "kill_after_accept",
+         "sigterm_mid_drain",
          "leader_killed", "lock_terminated"]
 
 
@@ -539,6 +546,19 @@ def test_smtp_hanging(rig: Rig) -> None:
                     + ("; the webhook's FIRING waited behind the hung e-mail" if behind else ""))
 
 
+def test_alertmanager_down_then_back(rig: Rig) -> None:
+    with case("alertmanager_down", "Alertmanager down (503), then back", rig):
+        rig.mail.up()
+        rig.hooks.am_status = 503
+        rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
+        rig.start()
+        rig.fire_and_resolve()
+        wait_for("Alertmanager refusing posts", lambda: rig.hooks.am_refused >= 2, 15)
+        assert not rig.hooks.alertmanager
+        rig.hooks.am_status = 200
+        wait_for("every notification sent", rig.all_sent, 30)
+
+
 def test_webhook_500_then_200(rig: Rig) -> None:
     with case("webhook_500", "webhook answering 500, then 200", rig):
         rig.mail.up()
@@ -633,6 +653,27 @@ def test_kill_9_right_after_the_smtp_server_accepted(rig: Rig) -> None:
                  100)
         row.note = ("the accepted e-mail was " + ("already" if mail_marked else "not yet")
                     + f" marked sent at the kill; {others} other row(s) not sent yet")
+
+
+def test_kill_9_before_the_smtp_server_accepted(rig: Rig) -> None:
+    with case("kill_before_accept", "kill -9 of the daemon while its FIRING e-mail hangs "
+              "(not accepted); restarted with SMTP up", rig) as row:
+        rig.mail.hang()
+        rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
+        short = 'smtp_timeout = "1s"\nwebhook_timeout = "1s"'  # claims held 63 s
+        first = rig.start(short)
+        rig.scenario("low_balance")
+        wait_for("the daemon connected to the hanging server", lambda: rig.mail.held > 0, 30)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        assert not rig.mail.got  # nothing was accepted before the kill
+        rig.mail.up()
+        rig.start(short)
+        rig.scenario("healthy")
+        # the killed process's claim expires (63 s here), then the row is sent once
+        wait_for("every notification sent", lambda: rig.decided("resolved") and rig.all_sent(),
+                 100)
+        row.note = "the claimed row was sent once after its claim expired"
 
 
 def test_sigterm_while_the_smtp_send_hangs(rig: Rig) -> None:
