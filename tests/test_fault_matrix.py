@@ -302,7 +302,6 @@ class Row:
     source: str | None = None  # the source unreadable meanwhile, if any
     within: float | None = None  # seconds from injection the first verdict must show within
     timeout: float = 30.0  # seconds to wait for each expected verdict
-    pending: str | None = None  # a feature of the daemon this row waits for (xfail)
     needs_db: bool = False
 
 
@@ -428,15 +427,15 @@ def write_matrix() -> None:
 
 
 @contextmanager
-def recorded(key: str, result: Result, pending: str | None) -> Iterator[Result]:
+def recorded(key: str, result: Result) -> Iterator[Result]:
     MATRIX[key] = result
     try:
         yield result
     except BaseException:
-        result.outcome = f"pending: {pending}" if pending else "FAILED"
+        result.outcome = "FAILED"
         raise
     else:
-        result.outcome = "ok" if pending is None else "XPASS: remove the mark"
+        result.outcome = "ok"
     finally:
         write_matrix()
 
@@ -487,7 +486,6 @@ def recover(lab: Lab, row: Row, result: Result) -> None:
 
 @pytest.mark.parametrize("row", [
     pytest.param(r, id=r.id, marks=[
-        *([pytest.mark.xfail(reason=f"pending: {r.pending}", strict=True)] if r.pending else []),
         *([needs_postgres] if r.needs_db else [])])
     for r in ROWS])
 def test_fault(row: Row, lab: Lab, daemon: Daemon) -> None:
@@ -495,7 +493,7 @@ def test_fault(row: Row, lab: Lab, daemon: Daemon) -> None:
     assert lab.watch(time.monotonic(), lambda look: look.verdict == "green", 40.0, trace), \
         f"not green before the fault: {trace}"
     result = Result(row.fault, row.expected)
-    with recorded(row.id, result, row.pending):
+    with recorded(row.id, result):
         injected = time.monotonic()
         row.inject(lab)
         try:
@@ -517,7 +515,7 @@ def test_database_down_at_start(lab: Lab, daemon: Daemon, workdir: Path) -> None
                     "unknown, red after 3 cycles (database/connection)")
     row = Row(DB_DOWN_AT_START, result.fault, result.expected, lambda lab: None,
               lambda lab: lab.pg.start(), "unknown", ("database", "connection"), DATABASE)
-    with recorded(DB_DOWN_AT_START, result, None):
+    with recorded(DB_DOWN_AT_START, result):
         lab.pg.stop_hard()
         own = Lab(workdir, lab.sim, lab.cluster)
         fresh = own.start_daemon()
@@ -537,7 +535,7 @@ def test_sigterm_in_the_middle_of_a_hang(workdir: Path, live_state: SimState) ->
     """SIGTERM while a Twilio request hangs: the daemon exits 0 within 5 s."""
     result = Result("SIGTERM during a hang (delay 60 s, request_timeout raised to 30 s)",
                     "exit status 0 within 5 s")
-    with recorded(SIGTERM, result, None):
+    with recorded(SIGTERM, result):
         sim = SimulatorServer(("127.0.0.1", 0), live_state).start()
         try:
             lab = Lab(workdir / "sigterm", sim, None)
