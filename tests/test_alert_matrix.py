@@ -546,29 +546,33 @@ def test_smtp_hanging(rig: Rig) -> None:
                     + ("; the webhook's FIRING waited behind the hung e-mail" if behind else ""))
 
 
+def refused_then_back(rig: Rig, knob: str, status: int, refused: Callable[[], int],
+                      taken: Callable[[], list[Received]]) -> None:
+    """A receiver on the hooks server answers ``status`` (``knob``: its attribute) while the
+    alert fires and resolves, has refused at least twice (a retry too) and taken nothing,
+    then answers 200."""
+    rig.mail.up()
+    setattr(rig.hooks, knob, status)
+    rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
+    rig.start()
+    rig.fire_and_resolve()
+    wait_for("a retry refused too", lambda: refused() >= 2, 15)
+    assert not taken()
+    setattr(rig.hooks, knob, 200)
+    wait_for("every notification sent", rig.all_sent, 30)
+
+
 def test_alertmanager_down_then_back(rig: Rig) -> None:
     with case("alertmanager_down", "Alertmanager down (503), then back", rig):
-        rig.mail.up()
-        rig.hooks.am_status = 503
-        rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
-        rig.start()
-        rig.fire_and_resolve()
-        wait_for("Alertmanager refusing posts", lambda: rig.hooks.am_refused >= 2, 15)
-        assert not rig.hooks.alertmanager
-        rig.hooks.am_status = 200
-        wait_for("every notification sent", rig.all_sent, 30)
+        refused_then_back(rig, "am_status", 503, lambda: rig.hooks.am_refused,
+                          lambda: rig.hooks.alertmanager)
+        assert rig.hooks.alertmanager  # taken once it was back
 
 
 def test_webhook_500_then_200(rig: Rig) -> None:
     with case("webhook_500", "webhook answering 500, then 200", rig):
-        rig.mail.up()
-        rig.hooks.status = 500
-        rig.rules(rule_row(RULE, [EMAIL, rig.webhook_url]))
-        rig.start()
-        rig.fire_and_resolve()
-        wait_for("a retry refused too", lambda: rig.hooks.refused >= 2, 15)
-        rig.hooks.status = 200
-        wait_for("every notification sent", rig.all_sent, 30)
+        refused_then_back(rig, "status", 500, lambda: rig.hooks.refused,
+                          lambda: rig.hooks.webhook)
 
 
 def test_webhook_late(rig: Rig) -> None:

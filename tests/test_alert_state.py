@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from sms_monitor.alerts.lifecycle import AlertState
 from sms_monitor.alerts.store import AlertStore
+from sms_monitor.app import App
+from sms_monitor.config import Settings
 from sms_monitor.outputs.http import build_registry
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import SimState
@@ -32,13 +34,21 @@ def sql(url: str, *statements: str) -> None:
     engine.dispose()
 
 
+def firing(app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
+           tmp_path: Any) -> tuple[Settings, App]:
+    """The balance alert fired once, with its store in an SQLite file: (settings, monitor)."""
+    server, state = sim
+    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
+    m = monitor(s, clock)
+    state.set_scenario("out_of_credit")
+    m.run_cycle()
+    return s, m
+
+
 def test_unreadable_rules_keep_every_alert_and_its_escalation(
         app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
         tmp_path: Any) -> None:
-    server, state = sim
-    m = monitor(settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}"), clock)
-    state.set_scenario("out_of_credit")
-    m.run_cycle()
+    _, m = firing(app, sim, smtp, clock, tmp_path)
     assert subjects(smtp, BALANCE) == [subjects(smtp, BALANCE)[0]]
     assert subjects(smtp, BALANCE)[0].startswith("[FIRING]")
 
@@ -80,11 +90,7 @@ def test_unreadable_rules_keep_every_alert_and_its_escalation(
 def test_unreadable_rules_after_a_restart_show_the_saved_ones(
         app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
         tmp_path: Any) -> None:
-    server, state = sim
-    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
-    m = monitor(s, clock)
-    state.set_scenario("out_of_credit")
-    m.run_cycle()
+    s, m = firing(app, sim, smtp, clock, tmp_path)
     m.close()
     sql(app, "ALTER TABLE notification_rules RENAME TO notification_rules_moving")
     m = monitor(s, clock)
@@ -103,11 +109,7 @@ def test_unreadable_rules_after_a_restart_show_the_saved_ones(
 def test_a_removed_firing_rule_is_resolved_saying_so(
         app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
         tmp_path: Any) -> None:
-    server, state = sim
-    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
-    m = monitor(s, clock)
-    state.set_scenario("out_of_credit")
-    m.run_cycle()
+    s, m = firing(app, sim, smtp, clock, tmp_path)
     m.close()
     sql(app, f"DELETE FROM notification_rules WHERE rule_name = '{BALANCE}'")
     m = monitor(s, clock)  # a restart in between: the rule as saved with its state is used
@@ -136,10 +138,7 @@ def test_a_removed_firing_rule_is_resolved_saying_so(
 def test_an_unusable_row_keeps_its_alerts_as_they_were(
         app: str, sim: tuple[SimulatorServer, SimState], smtp: Smtp, clock: FakeClock,
         tmp_path: Any) -> None:
-    server, state = sim
-    m = monitor(settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}"), clock)
-    state.set_scenario("out_of_credit")
-    m.run_cycle()
+    _, m = firing(app, sim, smtp, clock, tmp_path)
     sql(app, "UPDATE notification_rules SET trigger_conditions = '{\"metric\": \"balanse\"}' "
              f"WHERE rule_name = '{BALANCE}'")  # a typo: the row is still there
     clock.advance(60)
