@@ -16,11 +16,14 @@ _COLOURS = {"green": "#2e7d32", "yellow": "#b8860b", "red": "#c62828", "unknown"
 def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html: str = "") -> str:
     snap = holder.current
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>sms-monitor</title>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>sms-monitor</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}"
         "td.s{color:#fff;font-weight:bold;min-width:5em}td.s.yellow{color:#1a1a1a}"
-        "td.v{white-space:nowrap}p.verdict{font-size:1.25em}</style></head><body>",
+        "td.v{white-space:nowrap}p.verdict{font-size:1.25em}div.t{overflow-x:auto}"
+        "@media (max-width:600px){body{margin:.8em}td,th{padding:.25em .4em}}"
+        "</style></head><body>",
         f"<h1>sms-monitor {html.escape(__version__)}</h1>",
         "<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
         "<a href='/readyz'>/readyz</a></p>",
@@ -34,7 +37,7 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
                      f"padding-left:.5em'>"
                      f"Overall: <b>{verdict}</b> ({html.escape(snap.verdict_detail())}); "
                      f"last poll {age:.0f}s ago.</p>")
-        parts.append("<table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
+        parts.append("<div class='t'><table><tr><th>account</th><th>check</th><th>status</th><th>value</th>"
                      "<th>detail</th></tr>")
         for c in snap.checks():
             value = "" if c.value is None or c.unit == "status" else f"{c.value:.4g} {c.unit}"
@@ -43,8 +46,8 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
                 f"<tr><td>{html.escape(c.account)}</td><td>{html.escape(c.name)}</td>"
                 f"<td class='s {c.status.value}' style='background:{colour}'>{c.status.value}</td>"
                 f"<td class='v'>{html.escape(value)}</td><td>{html.escape(c.detail)}</td></tr>")
-        parts.append("</table>")
-        parts.append("<h2>Sources</h2><table><tr><th>source</th><th>readable</th>"
+        parts.append("</table></div>")
+        parts.append("<h2>Sources</h2><div class='t'><table><tr><th>source</th><th>readable</th>"
                      "<th>unreadable for</th><th>reason</th></tr>")
         for src in snap.sources():
             state = "green" if src.ok else "unknown"
@@ -52,7 +55,7 @@ def landing_page(holder: SnapshotHolder, areas: Sequence[Area] = (), extra_html:
                 f"<tr><td>{html.escape(src.name)}</td><td class='s {state}' style='background:"
                 f"{_COLOURS[state]}'>{'yes' if src.ok else 'no'}</td>"
                 f"<td>{src.failing_cycles} cycle(s)</td><td>{html.escape(src.reason)}</td></tr>")
-        parts.append("</table>")
+        parts.append("</table></div>")
         parts.extend(f"<p>{html.escape(line)}</p>" for a in areas for line in a.page_lines(snap))
     parts.append(extra_html)
     parts.append("</body></html>")
