@@ -146,6 +146,8 @@ class App:
         settings = self.settings
         kwargs.setdefault("max_cycle_age", settings.liveness_intervals * settings.poll_interval
                           + worst_cycle(settings))
+        kwargs.setdefault("webhook_address", settings.webhook_listen)
+        kwargs.setdefault("limits", settings.web)
         return ExporterServer(address, self.holder, callbacks=self.callbacks, areas=self.areas,
                               **kwargs)
 

@@ -1,6 +1,7 @@
 """A threading HTTP server that runs on a background thread and stops in milliseconds.
 
-The exporter, the simulator and the tests' small receivers share it. The standard library's
+The Twilio simulator and the tests' small receivers use it (the exporter, which faces the
+internet, runs on uvicorn instead: :mod:`sms_monitor.outputs.http`). The standard library's
 ``serve_forever`` only notices ``shutdown()`` at its next poll (every 0.5 s by default); here
 the loop also watches one end of a socket pair, and ``stop()``/``shutdown()`` write a byte to
 the other end, so the loop wakes at once while an idle server still polls only twice a second.

@@ -45,14 +45,24 @@ def _parser() -> argparse.ArgumentParser:
                              "brackets: [::1]:9839 (default $SMS_MONITOR_LISTEN_ADDRESS or "
                              "0.0.0.0:9839)")
     listen.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                        help="TLS and basic auth (exporter-toolkit format)")
+                        default=os.environ.get("SMS_MONITOR_WEB_CONFIG_FILE") or None,
+                        help="TLS and basic auth (exporter-toolkit format; default "
+                             "$SMS_MONITOR_WEB_CONFIG_FILE)")
+
+    hooks = argparse.ArgumentParser(add_help=False)
+    hooks.add_argument("--web.webhook-address", dest="webhook_listen_address", metavar="HOST:PORT",
+                       help="serve Twilio's webhooks (/twilio/status, /twilio/inbound) on a "
+                            "listener of their own, so /metrics and the pages need not face "
+                            "the internet; off loopback it needs public_url (default "
+                            "$SMS_MONITOR_WEBHOOK_LISTEN_ADDRESS; unset: the webhooks share "
+                            "--web.listen-address)")
 
     parser = argparse.ArgumentParser(
         prog="sms-monitor",
         description="Health monitoring and Prometheus exporter for Twilio SMS.")
     parser.add_argument("--version", action="version", version=f"sms-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[common, listen], help="poll on a schedule and serve /metrics")
+    sub.add_parser("run", parents=[common, listen, hooks], help="poll on a schedule and serve /metrics")
     check = sub.add_parser("check", parents=[common],
                            help="poll once, print the checks, exit 0/1/2/3 (Nagios convention)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
@@ -61,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
     sub.add_parser("alerts", parents=[common],
                    help="list notification_rules alerts with state, value and last notification")
+    probe = sub.add_parser("probe", parents=[common, listen],
+                           help="GET /healthz of the daemon on this host (the container's "
+                                "health check): exit 0 when it answers 200, else 1")
+    probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     rules = sub.add_parser("rules", parents=[common], help="notification_rules tools")
     rules.add_argument("action", choices=["check"],
                        help="check: validate every row and say what is wrong with each")
@@ -76,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, env: Mapping[str, str], **kwargs: Any) -> Settings:
     data = load_file(args.config) if args.config else None
-    return load_settings(env, data, listen_address=getattr(args, "listen_address", None), **kwargs)
+    return load_settings(env, data, listen_address=getattr(args, "listen_address", None),
+                         webhook_listen_address=getattr(args, "webhook_listen_address", None),
+                         **kwargs)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -93,6 +109,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             web = load_web_config(args.web_config)
         if args.command == "demo":
             return _demo(args, env, web)
+        if args.command == "probe":
+            return _probe(_settings(args, env, require_accounts=False), web, args.timeout)
         settings = _settings(args, env)
     except ConfigError as exc:
         print(f"sms-monitor: {exc}", file=sys.stderr)
@@ -122,11 +140,45 @@ def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None)
                               extra_html=extra_html, web_config=web)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
-              f"{settings.listen_address}: {exc.strerror}", file=sys.stderr)
+              f"{settings.listen_address}{_also(settings.webhook_listen_address)}: "
+              f"{exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"sms-monitor {__version__} serving {server.url}/ (metrics at {server.url}/metrics)",
           file=sys.stderr, flush=True)
+    if settings.webhook_listen_address:
+        print(f"sms-monitor: Twilio's webhooks at {server.webhook_url}/twilio/status and "
+              "/twilio/inbound", file=sys.stderr, flush=True)
     return Daemon(app, server, stopping).run_until_signal()
+
+
+def _probe(settings: Settings, web: WebConfig | None, timeout: float) -> int:
+    """The daemon's /healthz on loopback, TLS or not, as its own health check asks."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.listen_host,
+                                                                       settings.listen_host)
+    tls = web is not None and web.tls is not None
+    shown = f"[{host}]" if ":" in host else host
+    url = f"{'https' if tls else 'http'}://{shown}:{settings.listen_port}/healthz"
+    # Our own process on this host: its certificate names the public host, not loopback,
+    # and there is nothing between the two ends to verify.
+    context = ssl._create_unverified_context() if tls else None  # noqa: S323
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+            print(f"sms-monitor probe: {url}: {resp.status}")
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"sms-monitor probe: {url}: HTTP {exc.code}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"sms-monitor probe: {url}: {reason}", file=sys.stderr)
+    return 1
+
+
+def _also(address: str | None) -> str:
+    return f" or webhook listen address {address}" if address else ""
 
 
 def _check(settings: Settings, as_json: bool) -> int:

@@ -255,6 +255,19 @@ def _listen_address(value: object) -> str:
     return str(value)
 
 
+def _optional_listen_address(value: object) -> str | None:
+    return None if value in (None, "") else _listen_address(value)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_listen_address(key: str, value: str) -> tuple[str, int]:
     try:
         return _split_listen_address(value)
@@ -594,6 +607,23 @@ class CanaryConfig(Section):
         return self.test_account_sid is not None
 
 
+class WebLimits(Section):
+    """The HTTP listeners' limits (``[web]``), per listener: what a slow or hostile client
+    can hold, and for how long."""
+
+    # open connections; lowered at start to fit the process's descriptor limit
+    max_connections: Annotated[WholeNumber, Field(ge=1)] = 512
+    # open connections from one address (an IPv6 /64); behind a proxy, raise it
+    max_connections_per_source: Annotated[WholeNumber, Field(ge=1)] = 64
+    # requests being answered at once; more get 503
+    max_concurrent_requests: Annotated[WholeNumber, Field(ge=1)] = 64
+    # a request's head and body (and a new connection's TLS handshake), from its first byte
+    request_timeout: Timeout = 10.0
+    response_timeout: Timeout = 30.0  # writing the answer to a client that reads slowly
+    idle_timeout: Timeout = 30.0  # a keep-alive connection between requests
+    max_requests_per_connection: Annotated[WholeNumber, Field(ge=1)] = 1000
+
+
 class Settings(AccountDefaults):
     """The whole configuration: the top level of the file and its sections."""
 
@@ -602,6 +632,8 @@ class Settings(AccountDefaults):
     model_config = SettingsConfigDict(case_sensitive=True)
 
     listen_address: Annotated[str, BeforeValidator(_listen_address)] = "0.0.0.0:9839"
+    # Twilio's webhooks on a listener of their own (the operators' listener then has none)
+    webhook_listen_address: Annotated[str | None, BeforeValidator(_optional_listen_address)] = None
     poll_interval: Interval = 60.0
     window_seconds: Span = Field(3600.0, alias="window")  # statistics window
     settle_seconds: Interval = Field(900.0, alias="settle")  # in-flight messages are re-read
@@ -630,6 +662,7 @@ class Settings(AccountDefaults):
     alerts: AlertsConfig | None = Field(None, validate_default=True)  # needs the database
     inbound: InboundConfig | None = Field(None, validate_default=True)
     canary: CanaryConfig | None = None
+    web: WebLimits = WebLimits()
 
     @property
     def listen_host(self) -> str:
@@ -638,6 +671,22 @@ class Settings(AccountDefaults):
     @property
     def listen_port(self) -> int:
         return _split_listen_address(self.listen_address)[1]
+
+    @property
+    def webhook_listen(self) -> tuple[str, int] | None:
+        addr = self.webhook_listen_address
+        return _split_listen_address(addr) if addr else None
+
+    @model_validator(mode="after")
+    def _webhooks_signed_for_a_known_url(self) -> Settings:
+        """Off loopback, the URL Twilio signed is ``public_url``, never the Host header."""
+        hook = self.webhook_listen
+        if hook is not None and self.public_url is None and not _loopback(hook[0]):
+            raise KeyProblem("webhook_listen_address",
+                             f"{self.webhook_listen_address} is not a loopback address: webhooks "
+                             "there need public_url, the URL Twilio calls, to check signatures "
+                             "against")
+        return self
 
     @model_validator(mode="after")
     def _gentle_on_twilio(self) -> Settings:
@@ -747,13 +796,14 @@ class Settings(AccountDefaults):
 SECTIONS: dict[str, type[Section]] = {
     "": Settings, "accounts": AccountConfig, "thresholds": ThresholdBounds,
     "database": DatabaseConfig, "alerts": AlertsConfig, "inbound": InboundConfig,
-    "canary": CanaryConfig,
+    "canary": CanaryConfig, "web": WebLimits,
 }
 
 # Environment variables and the key each sets (they override the file).
 ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "SMS_MONITOR_TWILIO_API_URL": ("api_url",),
     "SMS_MONITOR_LISTEN_ADDRESS": ("listen_address",),
+    "SMS_MONITOR_WEBHOOK_LISTEN_ADDRESS": ("webhook_listen_address",),
     "SMS_MONITOR_POLL_INTERVAL": ("poll_interval",),
     "SMS_MONITOR_STATUSPAGE_URL": ("statuspage_url",),
     "SMS_MONITOR_PUBLIC_URL": ("public_url",),
@@ -969,6 +1019,7 @@ def load_settings(
     file_data: Mapping[str, Any] | None = None,
     *,
     listen_address: str | None = None,
+    webhook_listen_address: str | None = None,
     require_accounts: bool = True,
 ) -> Settings:
     """Build validated Settings from the file's tables (:func:`load_file`), the environment
@@ -981,6 +1032,10 @@ def load_settings(
     if listen_address:
         layers.append(InitSettingsSource(_SOURCE_SCHEMA, {"listen_address": listen_address})())
         names[("listen_address",)] = "--web.listen-address"
+    if webhook_listen_address:
+        layers.append(InitSettingsSource(_SOURCE_SCHEMA,
+                                         {"webhook_listen_address": webhook_listen_address})())
+        names[("webhook_listen_address",)] = "--web.webhook-address"
     data: dict[str, Any] = {}
     for layer in layers:
         data = _overlay(data, layer)

@@ -73,13 +73,12 @@ def test_serve_forever_in_the_foreground_ends_on_shutdown_from_another_thread() 
     server.server_close()
 
 
-def test_class_settings_shared_by_the_exporter_and_the_simulator() -> None:
-    from sms_monitor.outputs.http import ExporterServer
+def test_class_settings_of_the_simulator() -> None:
     from sms_monitor.simulator.server import SimulatorServer
 
-    for cls in (ExporterServer, SimulatorServer):
-        assert issubclass(cls, BackgroundHTTPServer)
-        assert cls.daemon_threads and cls.allow_reuse_address and cls.request_queue_size == 128
+    assert issubclass(SimulatorServer, BackgroundHTTPServer)
+    cls = SimulatorServer
+    assert cls.daemon_threads and cls.allow_reuse_address and cls.request_queue_size == 128
 
 
 def _ipv6_loopback() -> bool:

@@ -259,4 +259,4 @@ def test_the_daemon_sends_a_probe_every_interval(
         assert monitor.canary is not None and monitor.canary.tracker.view().in_flight == 1
     finally:
         daemon.scheduler.shutdown(wait=False)
-        exporter.server_close()
+        exporter.stop()

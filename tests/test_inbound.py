@@ -227,7 +227,7 @@ def test_deadlines_share_cycles_and_a_wave_of_stops_is_paced(
         assert not daemon._deadlines
     finally:
         daemon.scheduler.shutdown(wait=False)
-        server.server_close()
+        server.stop()
         monitor.close()
 
 

@@ -80,5 +80,5 @@ def test_the_app_sets_the_limit_from_the_settings() -> None:
         assert worst_cycle(settings) == 35.0
         assert server.max_cycle_age == 80.0 + 35.0
     finally:
-        server.server_close()
+        server.stop()
         app.close()
