@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -178,6 +179,7 @@ def test_an_ipv6_source_spends_from_its_64(clock: FakeClock) -> None:
 def test_concurrent_wrong_passwords_hash_at_most_the_budget(clock: FakeClock,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The token is spent before hashing, so a burst cannot outrun the throttle."""
+    monkeypatch.setattr(basic_auth, "MAX_PENDING", 100)  # no shedding: the budget alone
     auth = make(clock, failures_per_minute=5)
     release, done = threading.Event(), threading.Semaphore(0)
     calls: list[bytes] = []
@@ -204,6 +206,78 @@ def test_concurrent_wrong_passwords_hash_at_most_the_budget(clock: FakeClock,
     for t in threads:
         t.join(10)
     assert results.count(AuthOutcome.UNAUTHORISED) == 5 and len(calls) == 5
+
+
+def test_checks_beyond_max_pending_are_shed_and_the_last_places_kept_for_clean_sources(
+        clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(basic_auth, "MAX_PENDING", 3)
+    monkeypatch.setattr(basic_auth, "RESERVED_PENDING", 1)
+    auth = make(clock, failures_per_minute=4)
+    release = threading.Event()
+
+    class ArrivalsLock:
+        """The hashing lock, telling each arrival (a check is pending from then on)."""
+
+        def __init__(self) -> None:
+            self.lock, self.arrived = threading.Lock(), threading.Semaphore(0)
+
+        def __enter__(self) -> None:
+            self.arrived.release()
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+    hashing = ArrivalsLock()
+    monkeypatch.setattr(auth, "_hashing", hashing)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", lambda password, hashed: release.wait(10) and False)
+    shed = AuthDecision(AuthOutcome.THROTTLED, retry_after=basic_auth.SHED_RETRY_AFTER)
+    wrong = basic(b"prometheus", b"w")
+    results: list[AuthDecision] = []
+
+    def attempt(source: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.append(auth.verify(wrong, source)))
+        thread.start()
+        return thread
+    threads = [attempt("192.0.2.1"), attempt("192.0.2.1")]  # one hashing, one waiting
+    assert hashing.arrived.acquire(timeout=10) and hashing.arrived.acquire(timeout=10)
+    assert auth._pending == 2
+    assert auth.verify(wrong, "192.0.2.1") == shed  # failures on record: not the reserved place
+    threads.append(attempt("198.51.100.1"))  # a clean source takes it
+    assert hashing.arrived.acquire(timeout=10)
+    assert auth._pending == 3
+    assert auth.verify(wrong, "203.0.113.1") == shed  # full, even for a clean source
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert results == [UNAUTHORISED] * 3
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", lambda password, hashed: False)
+    # the shed sources spent nothing: 192.0.2.1 has 4 - 2 left, 203.0.113.1 all 4
+    assert [ask(auth, wrong, "192.0.2.1").outcome for _ in range(3)] == \
+        [AuthOutcome.UNAUTHORISED] * 2 + [AuthOutcome.THROTTLED]
+    assert [ask(auth, wrong, "203.0.113.1").outcome for _ in range(5)] == \
+        [AuthOutcome.UNAUTHORISED] * 4 + [AuthOutcome.THROTTLED]
+
+
+def test_the_hashing_lock_serves_in_order_of_arrival() -> None:
+    lock = basic_auth._FifoLock()
+    order: list[int] = []
+
+    def take(n: int) -> None:
+        with lock:
+            order.append(n)
+    lock.__enter__()
+    threads = []
+    for n in range(5):
+        threads.append(threading.Thread(target=take, args=(n,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while len(lock._waiters) <= n and time.monotonic() < deadline:
+            time.sleep(0)  # a yield, until thread n waits in line
+        assert len(lock._waiters) == n + 1
+    lock.__exit__(None, None, None)
+    for t in threads:
+        t.join(10)
+    assert order == [0, 1, 2, 3, 4] and not lock._held
 
 
 def test_the_cache_holds_a_keyed_digest_never_the_password(clock: FakeClock) -> None:

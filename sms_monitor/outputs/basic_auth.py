@@ -19,7 +19,13 @@ takes a token *before* hashing and gives it back on success, so a burst of wrong
 from one source costs at most ``failures_per_minute`` hashes, then one every
 ``60 / failures_per_minute`` seconds; at most :data:`MAX_SOURCES` sources are tracked (the
 least recently seen is forgotten first). One hash runs at a time (as in exporter-toolkit), so
-wrong passwords from many sources take at most one core, and cached scrapes none.
+wrong passwords from many sources take at most one core, and cached scrapes none; and at most
+:data:`MAX_PENDING` checks run or wait for it: beyond, verify() answers THROTTLED at once
+(its budget untouched), so a login never queues behind a long line of attackers' hashes; the
+last :data:`RESERVED_PENDING` places go only to sources with no failure on record (a full
+budget), so many attacking addresses do not crowd out a scraper logging in. The server must
+run verify() on threads that do not queue behind the hashing ones (more threads than
+MAX_PENDING): the shedding happens inside verify().
 
 Users whose hashes have different costs answer in different times: give them all one cost.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -36,13 +43,16 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import bcrypt
 
 MAX_SOURCES = 4096  # sources whose failures are remembered
+MAX_PENDING = 8  # bcrypt checks running or waiting; beyond, THROTTLED at once (load shedding)
+RESERVED_PENDING = 4  # of those, kept for sources without failures on record
+SHED_RETRY_AFTER = 1.0  # seconds, the retry_after of a shed check
 MAX_CREDENTIALS = 4096  # bytes of decoded credentials; anything longer is refused unhashed
 BCRYPT_MAX_PASSWORD = 72  # bytes bcrypt reads; bcrypt >= 5 raises ValueError beyond
 _BCRYPT = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
@@ -86,6 +96,7 @@ def _credentials(header: str | None) -> bytes | None:
     return decoded if b":" in decoded else None
 
 
+@functools.lru_cache(maxsize=1024)
 def _source_key(source: str) -> str:
     """The bucket a source address spends from: itself, or its /64 for IPv6."""
     try:
@@ -95,8 +106,34 @@ def _source_key(source: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
     return str(address)
+
+
+class _FifoLock:
+    """A lock handed to its waiters in the order they came (threading.Lock lets newcomers
+    barge ahead, so a login could wait behind any number of attackers' checks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Event] = deque()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # __exit__ hands the lock over: it stays held
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._held = False
 
 
 class Authenticator:
@@ -120,7 +157,8 @@ class Authenticator:
         self._cache_ttl = cache_ttl
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()  # the cache and the buckets; never held while hashing
-        self._hashing = threading.Lock()  # one bcrypt at a time
+        self._hashing = _FifoLock()  # one bcrypt at a time, first come first served
+        self._pending = 0  # checks running or waiting for the hashing lock
         self._verified: OrderedDict[bytes, float] = OrderedDict()  # HMAC -> expiry
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # -> (tokens, at)
 
@@ -141,11 +179,12 @@ class Authenticator:
         if credentials is None:
             return _UNAUTHORISED
         digest = self._digest(credentials)
-        key = _source_key(source)
         with self._lock:
             now = self._clock()
             if self._cached(digest, now):
                 return _OK
+        key = _source_key(source)
+        with self._lock:
             tokens = self._tokens(key, now)
         if tokens < 1:
             return AuthDecision(AuthOutcome.THROTTLED, (1 - tokens) / self._refill)
@@ -167,16 +206,24 @@ class Authenticator:
             tokens = self._tokens(key, now)
             if tokens < 1:
                 return AuthDecision(AuthOutcome.THROTTLED, (1 - tokens) / self._refill)
+            if self._pending >= MAX_PENDING or (  # shed: the source's budget is not spent
+                    key in self._buckets and self._pending >= MAX_PENDING - RESERVED_PENDING):
+                return AuthDecision(AuthOutcome.THROTTLED, SHED_RETRY_AFTER)
+            self._pending += 1
             self._set_tokens(key, tokens - 1, now)  # spent before hashing, refunded on success
-        ok = self._check(credentials)
-        with self._lock:
-            now = self._clock()
-            if ok:
-                self._set_tokens(key, self._tokens(key, now) + 1, now)
-                self._verified[digest] = now + self._cache_ttl
-                self._verified.move_to_end(digest)
-                while len(self._verified) > self._cache_size:
-                    self._verified.popitem(last=False)
+        ok = False
+        try:
+            ok = self._check(credentials)
+        finally:
+            with self._lock:
+                self._pending -= 1
+                if ok:
+                    now = self._clock()
+                    self._set_tokens(key, self._tokens(key, now) + 1, now)
+                    self._verified[digest] = now + self._cache_ttl
+                    self._verified.move_to_end(digest)
+                    while len(self._verified) > self._cache_size:
+                        self._verified.popitem(last=False)
         return _OK if ok else _UNAUTHORISED
 
     # -- internals ------------------------------------------------------------------------
