@@ -11,23 +11,26 @@ The server asks in two steps, so that bcrypt (slow on purpose) never runs on the
   of the users' highest cost, so every answer costs the same and names no user. A success is
   cached, a failure spends one token of the source's budget.
 
-The cache holds an HMAC-SHA256 of the credentials under a key drawn when the Authenticator is
-made, never the password; entries expire ``cache_ttl`` seconds after the check and the oldest
-go first beyond ``cache_size``. The budget is a token bucket per source address (an IPv6
-address counts as its /64): ``failures_per_minute`` tokens, refilled at that rate. verify()
-takes a token *before* hashing and gives it back on success, so a burst of wrong passwords
-from one source costs at most ``failures_per_minute`` hashes, then one every
-``60 / failures_per_minute`` seconds; at most :data:`MAX_SOURCES` sources are tracked (the
-least recently seen is forgotten first). One hash runs at a time (as in exporter-toolkit), so
-wrong passwords from many sources take at most one core, and cached scrapes none; and at most
-:data:`MAX_PENDING` checks run or wait for it: beyond, verify() answers THROTTLED at once
-(its budget untouched), so a login never queues behind a long line of attackers' hashes; the
-last :data:`RESERVED_PENDING` places go only to sources with no failure on record (a full
-budget), so many attacking addresses do not crowd out a scraper logging in. The server must
-run verify() on threads that do not queue behind the hashing ones (more threads than
-MAX_PENDING): the shedding happens inside verify().
+* The cache holds an HMAC-SHA256 of the credentials under a key drawn when the
+  Authenticator is made, never the password; an entry expires ``cache_ttl`` seconds after its
+  check, and the oldest go first beyond ``cache_size``. Failures are not cached.
+* The failure budget is a token bucket per source address (an IPv6 address counts as its
+  /64): ``failures_per_minute`` tokens, refilled at that rate. verify() takes a token
+  *before* hashing and gives it back on success, so a burst of wrong passwords from one
+  source costs at most ``failures_per_minute`` hashes, then one per ``60 /
+  failures_per_minute`` seconds. At most :data:`MAX_SOURCES` sources are tracked; the least
+  recently seen is forgotten first.
+* One hash runs at a time, first come first served (exporter-toolkit has one at a time too):
+  wrong passwords from any number of sources take at most one core, cached scrapes none. At
+  most :data:`MAX_PENDING` checks run or wait: beyond, verify() answers THROTTLED at once
+  with ``retry_after`` :data:`SHED_RETRY_AFTER`, the budget untouched, so a login never waits
+  behind a long line of attackers' hashes; the last :data:`RESERVED_PENDING` places go only to
+  sources with no failure on record, so attacking addresses that have failed once no longer
+  crowd out a scraper logging in. The server must run verify() on threads that do not queue
+  behind the hashing ones (more than MAX_PENDING of them): the shedding happens inside.
 
-Users whose hashes have different costs answer in different times: give them all one cost.
+A wrong password for a user costs that user's hash; an unknown user the highest cost: give
+every user the same cost, or the difference in time tells which users exist.
 """
 
 from __future__ import annotations
