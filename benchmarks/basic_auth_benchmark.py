@@ -141,7 +141,7 @@ def attack(hashed: bytes, attackers: int, duration: float, workers: int, per_sou
           f"{latencies[len(latencies) // 2] * 1e6:.0f} us, p99 "
           f"{latencies[int(len(latencies) * 0.99)] * 1e6:.0f} us, max {latencies[-1] * 1e3:.1f} ms")
     if login is not None:
-        print(f"  a new good login at {duration * login_at:.0f} s: {login[0]} after "
+        print(f"  a new good login at {duration * login_at:.1f} s: {login[0]} after "
               f"{login[1] * 1e3:.0f} ms")
 
 
