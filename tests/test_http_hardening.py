@@ -392,3 +392,95 @@ def test_the_container_health_check_probes_over_tls(tls_daemon: tuple[Run, Path]
     assert probe("--web.config.file", str(web)).returncode == 0
     plain = probe()  # no web config: plain HTTP against a TLS listener fails, and says so
     assert plain.returncode == 1 and plain.stderr.startswith("sms-monitor probe: http://")
+
+
+# ------------------------------------------------------------------ basic auth, client certificates
+
+
+@pytest.fixture(scope="module")
+def locked_daemon(sim: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[Run, dict[str, Path]]]:
+    """TLS with client certificates narrowed to one name, a security header, one user."""
+    import bcrypt
+
+    from tests.tls_certs import self_signed
+
+    workdir = tmp_path_factory.mktemp("locked")
+    server_crt, _ = self_signed(workdir, "server")
+    ok_crt, ok_key = self_signed(workdir, "prometheus", sans="DNS:prometheus.internal",
+                                 cn="prometheus")
+    bad_crt, bad_key = self_signed(workdir, "intruder", sans="DNS:intruder.internal",
+                                   cn="intruder")
+    (workdir / "clients.pem").write_text(ok_crt.read_text() + bad_crt.read_text())
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (workdir / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.pem\n"
+        "  client_allowed_sans: [prometheus.internal]\n"
+        "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    run = Run(workdir, sim.url, "--web.config.file", str(workdir / "web.yml"))
+    run.url = run.url.replace("http://", "https://")
+    files = {"ca": server_crt, "ok_crt": ok_crt, "ok_key": ok_key, "bad_crt": bad_crt,
+             "bad_key": bad_key}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert run.proc.poll() is None, run.err.read_text()
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(run.url + "/healthz", cert=(str(ok_crt), str(ok_key)),
+                            verify=str(server_crt), timeout=1).status_code == 200:
+                break
+        select.select([], [], [], 0.1)
+    yield run, files
+    run.stop()
+
+
+class as_prometheus:  # noqa: N801 - reads as what it does
+    """requests.get with the allowed client certificate and the server's CA."""
+
+    def __init__(self, f: dict[str, Path]) -> None:
+        self.kw = {"cert": (str(f["ok_crt"]), str(f["ok_key"])), "verify": str(f["ca"])}
+
+    def get(self, url: str, **kw: object) -> requests.Response:
+        return requests.get(url, **self.kw, **kw)  # type: ignore[arg-type]
+
+
+def test_client_certificates_and_passwords(locked_daemon: tuple[Run, dict[str, Path]]) -> None:
+    run, f = locked_daemon
+    # per request: a Session's verify would lose to $REQUESTS_CA_BUNDLE
+    ok = as_prometheus(f)
+    good = ok.get(run.url + "/metrics", auth=("prometheus", "s3cret"), timeout=5)
+    assert good.status_code == 200 and "sms_monitor_build_info" in good.text
+    assert good.headers["Strict-Transport-Security"] == "max-age=31536000"
+    # a certificate the CA list trusts but whose names are not allowed: closed, unanswered
+    with pytest.raises(requests.ConnectionError):
+        requests.get(run.url + "/healthz", cert=(str(f["bad_crt"]), str(f["bad_key"])),
+                     verify=str(f["ca"]), timeout=5)
+    # no certificate at all: the handshake fails (under TLS 1.3 the client sees it as the
+    # connection closing)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(run.url + "/healthz", verify=str(f["ca"]), timeout=5)
+    # an over-long password for a real user, an unknown user, a wrong password: one plain 401
+    for user, password in (("prometheus", "x" * 73), ("nobody", "s3cret"), ("prometheus", "no")):
+        resp = ok.get(run.url + "/metrics", auth=(user, password), timeout=10)
+        assert resp.status_code == 401 and resp.headers["WWW-Authenticate"] == \
+            'Basic realm="sms-monitor"', (user, password)
+    assert "Traceback" not in run.err.read_text()
+
+
+def test_failed_passwords_are_throttled_per_source_and_good_scrapes_go_on(
+        locked_daemon: tuple[Run, dict[str, Path]]) -> None:
+    run, f = locked_daemon
+    # per request: a Session's verify would lose to $REQUESTS_CA_BUNDLE
+    ok = as_prometheus(f)
+    assert ok.get(run.url + "/", auth=("prometheus", "s3cret"), timeout=5).status_code == 200
+    codes = [ok.get(run.url + "/metrics", auth=("prometheus", f"wrong{i}"), timeout=10).status_code
+             for i in range(14)]
+    assert 429 in codes and set(codes) <= {401, 429}
+    throttled = ok.get(run.url + "/metrics", auth=("prometheus", "wrong"), timeout=10)
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    # the credential verified before is still served from the cache
+    assert ok.get(run.url + "/metrics", auth=("prometheus", "s3cret"), timeout=5).status_code \
+        == 200
+    text = ok.get(run.url + "/metrics", auth=("prometheus", "s3cret"), timeout=5).text
+    assert 'sms_monitor_http_auth_refusals_total{listener="web",outcome="throttled"}' in text

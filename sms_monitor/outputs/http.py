@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from sms_monitor.config import WebLimits
 from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
-from sms_monitor.outputs.basic_auth import AuthOutcome
+from sms_monitor.outputs.basic_auth import MAX_PENDING, AuthOutcome
 from sms_monitor.outputs.collector import SnapshotCollector
 from sms_monitor.outputs.gate import REFUSED_REASONS, Gate, GatedListener, listen
 from sms_monitor.outputs.http_protocol import Limits, protocol_class
@@ -313,7 +313,11 @@ class ExporterServer:
             self.doors.append(Door(self, self.listeners[1], False, serve_hooks))
         self.registry.register(HttpServerCollector(self.listeners))
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http")
-        self._auth_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
+        # The Authenticator runs one bcrypt at a time and sheds what waits beyond its own
+        # small queue; its pool only has to be wide enough that a waiting check never holds
+        # a thread another request needs (basic_auth.MAX_PENDING).
+        self._auth_pool = ThreadPoolExecutor(max_workers=MAX_PENDING + 4,
+                                             thread_name_prefix="http-auth")
         self._servers: list[uvicorn.Server] = []
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -350,7 +354,8 @@ class ExporterServer:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def run_auth(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """bcrypt on its own single thread: failed logins never take more than one core."""
+        """bcrypt on its own pool (one hash at a time, the Authenticator sees to it): failed
+        logins never take more than one core, nor the threads the pages need."""
         return await asyncio.get_running_loop().run_in_executor(self._auth_pool, fn, *args)
 
     def page(self, path: str, accept: str) -> tuple[int, bytes, str]:

@@ -57,7 +57,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 
 from sms_monitor.config import ConfigError, KeyProblem, Section, dotted, first_problem
 from sms_monitor.inputs.webhooks import INBOUND_PATH, STATUS_PATH
-from sms_monitor.outputs.basic_auth import Authenticator, AuthOutcome, bcrypt_cost
+from sms_monitor.outputs.basic_auth import Authenticator, bcrypt_cost
 
 KEY = "--web.config.file"
 _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -107,14 +107,6 @@ class WebConfig:
     authenticator: Authenticator = field(default_factory=lambda: Authenticator({}), repr=False)
     allowed_sans: tuple[str, ...] = ()  # client certificates must carry one (san_allowed)
     headers: tuple[tuple[str, str], ...] = ()  # added to every response
-
-    def authorised(self, header: str | None, source: str = "") -> bool:
-        """Transitional, for the http.server exporter until the ASGI server replaces it (it
-        calls the Authenticator's quick() and verify() itself): delete with it."""
-        decision = self.authenticator.quick(header, source)
-        if decision is None:
-            decision = self.authenticator.verify(header or "", source)
-        return decision.outcome is AuthOutcome.OK
 
 
 def san_allowed(peercert: Mapping[str, Any] | None, allowed: Sequence[str]) -> bool:
