@@ -30,6 +30,7 @@ from sms_monitor.alerts.notify import (
     summary,
 )
 from sms_monitor.background_server import BackgroundHTTPServer
+from tests.loopback import LOOPBACK
 
 FIRING = Notification(
     rule="Low SMS Delivery Rate", account="primary", event="firing", severity="critical",
@@ -160,7 +161,7 @@ def alertmanager() -> Iterator[HttpReceiver]:
     ("https://hooks.example.com/services/T000/B000", "webhook"),
     ("http://127.0.0.1:8080/hook", "webhook"),
     ("http://localhost/hook", "webhook"),
-    ("http://hooks.example.com/hook", None),  # plain http only for a local receiver
+    ("http://hooks.example.com/hook", "webhook"),  # a URL: [alerts] webhook_allow_http decides
     ("ftp://hooks.example.com/hook", None),
     ("+15551234567", None),  # never by SMS
     ("5551234567", None),
@@ -225,15 +226,16 @@ def test_a_resent_event_has_the_same_message_id_and_another_event_does_not(smtp:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_email_logs_in_with_the_url_credentials(smtp_auth: SmtpServer) -> None:
-    Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example").send(
-        "oncall@practice.example", FIRING)
+    Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example",
+             smtp_allow_plain_auth=True).send("oncall@practice.example", FIRING)
     (rcpts, _), = smtp_auth.mailbox.received
     assert rcpts == ["oncall@practice.example"]
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_rejected_login_is_a_send_error_without_the_password(smtp_auth: SmtpServer) -> None:
-    notifier = Notifier(smtp_auth.url("alerts:wrong-pw"), "monitor@practice.example")
+    notifier = Notifier(smtp_auth.url("alerts:wrong-pw"), "monitor@practice.example",
+                        smtp_allow_plain_auth=True)
     with pytest.raises(SendError) as err:
         notifier.send("oncall@practice.example", FIRING)
     reason = str(err.value)
@@ -277,7 +279,7 @@ def test_a_linefeed_in_a_rule_name_does_not_break_the_e_mail(smtp: SmtpServer) -
 
 
 def test_webhook_gets_every_field_and_the_summary(webhook: HttpReceiver) -> None:
-    Notifier(None, None).send(webhook.url + "/hook?team=ops", FIRING)
+    Notifier(None, None, webhooks=LOOPBACK).send(webhook.url + "/hook?team=ops", FIRING)
     (path, payload), = webhook.posts
     assert path == "/hook?team=ops"
     assert set(payload) == {*FIELDS, "text", "event_id"}
@@ -287,7 +289,8 @@ def test_webhook_gets_every_field_and_the_summary(webhook: HttpReceiver) -> None
 
 
 def test_webhook_with_an_unknown_value_sends_null(webhook: HttpReceiver) -> None:
-    Notifier(None, None).send(webhook.url, dataclasses.replace(FIRING, value=None))
+    Notifier(None, None, webhooks=LOOPBACK).send(webhook.url,
+                                                 dataclasses.replace(FIRING, value=None))
     (_, payload), = webhook.posts
     assert payload["value"] is None and payload["text"].endswith("unknown < 90")
 
@@ -297,7 +300,7 @@ def test_webhook_non_2xx_is_a_send_error_with_the_status(status: int) -> None:
     server = HttpReceiver(status=status)
     try:
         with pytest.raises(SendError, match=f"answered {status}"):
-            Notifier(None, None).send(server.url + "/hook", FIRING)
+            Notifier(None, None, webhooks=LOOPBACK).send(server.url + "/hook", FIRING)
         assert len(server.posts) == 1  # tried once, no retries and no redirect followed
     finally:
         server.close()
@@ -305,7 +308,8 @@ def test_webhook_non_2xx_is_a_send_error_with_the_status(status: int) -> None:
 
 def test_webhook_down_is_a_send_error() -> None:
     with pytest.raises(SendError, match="webhook 127.0.0.1 failed"):
-        Notifier(None, None, timeout=2).send(f"http://127.0.0.1:{free_port()}/hook", FIRING)
+        Notifier(None, None, timeout=2, webhooks=LOOPBACK).send(
+            f"http://127.0.0.1:{free_port()}/hook", FIRING)
 
 
 # --- Alertmanager -----------------------------------------------------------------------------
