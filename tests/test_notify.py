@@ -12,9 +12,11 @@ import email.message
 import email.policy
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +29,11 @@ from sms_monitor.alerts.notify import (
     SendError,
     event_id,
     recipient_kind,
+    smtp_auth_warning,
     summary,
 )
 from sms_monitor.background_server import BackgroundHTTPServer
-from tests.loopback import LOOPBACK
+from tests.loopback import LOOPBACK, self_signed
 
 FIRING = Notification(
     rule="Low SMS Delivery Rate", account="primary", event="firing", severity="critical",
@@ -68,20 +71,26 @@ class Mailbox:
 
 
 class SmtpServer:
-    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(self, *, user: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.mailbox = Mailbox()
         self.port = free_port()
+        self.logins: list[bool] = []  # each AUTH attempt: whether it came over TLS
         kwargs: dict[str, Any] = {}
         if user is not None:
             def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
                              auth_data: Any) -> AuthResult:
+                self.logins.append(session.ssl is not None)
                 ok = (isinstance(auth_data, LoginPassword) and auth_data.login == user.encode()
                       and auth_data.password == (password or "").encode())
                 # a careless server that echoes what it got: the sender must still not leak it
                 echo = auth_data.password.decode() if isinstance(auth_data, LoginPassword) else ""
                 return AuthResult(success=ok, handled=False,
                                   message=None if ok else f"535 5.7.8 bad credentials {echo}")
-            kwargs = {"authenticator": authenticate, "auth_require_tls": False, "auth_required": True}
+            kwargs = {"authenticator": authenticate, "auth_require_tls": tls is not None,
+                      "auth_required": True}
+        if tls is not None:
+            kwargs["tls_context"] = tls  # offers STARTTLS
         self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def url(self, credentials: str = "") -> str:
@@ -243,6 +252,62 @@ def test_rejected_login_is_a_send_error_without_the_password(smtp_auth: SmtpServ
     assert "bad credentials" in reason  # the server's reason is kept ...
     assert "wrong-pw" not in reason and "\n" not in reason  # ... but not the echoed password
     assert smtp_auth.mailbox.received == []
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_credentials_are_not_sent_to_a_server_without_starttls(smtp_auth: SmtpServer) -> None:
+    notifier = Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example")
+    with pytest.raises(SendError) as err:
+        notifier.send("oncall@practice.example", FIRING)
+    assert str(err.value) == (
+        f"e-mail to oncall@practice.example via 127.0.0.1:{smtp_auth.port} not sent: the server "
+        "offers no STARTTLS and the SMTP URL is not smtps://, so its credentials would cross "
+        "the network in clear ([alerts] smtp_allow_plain_auth allows it)")
+    assert not err.value.permanent  # a failed send: the relay may offer STARTTLS again
+    assert smtp_auth.logins == [] and smtp_auth.mailbox.received == []  # no AUTH at all
+    # asked for STARTTLS explicitly: the same, never a fallback to clear text
+    with pytest.raises(SendError, match="SMTPNotSupportedError"):
+        Notifier(smtp_auth.url("alerts:s3cr3t-pw") + "?starttls=true",
+                 "monitor@practice.example").send("oncall@practice.example", FIRING)
+    assert smtp_auth.logins == []
+    # allowed by the configuration: it logs in in clear
+    Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example",
+             smtp_allow_plain_auth=True).send("oncall@practice.example", FIRING)
+    assert smtp_auth.logins == [False] and len(smtp_auth.mailbox.received) == 1
+
+
+def test_starttls_is_used_when_offered_before_the_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crt, key = self_signed(tmp_path, "smtp.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))  # OpenSSL's default trust: our certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(crt, key)
+    server = SmtpServer(user="alerts", password="s3cr3t-pw", tls=context)
+    server.controller.start()
+    try:
+        Notifier(server.url("alerts:s3cr3t-pw"), "monitor@practice.example").send(
+            "oncall@practice.example", FIRING)  # smtp:// without ?starttls=true
+        assert server.logins == [True]  # the password went over TLS only
+        (rcpts, _), = server.mailbox.received
+        assert rcpts == ["oncall@practice.example"]
+    finally:
+        server.controller.stop()
+
+
+@pytest.mark.parametrize(("url", "allow", "warning"), [
+    ("smtp://u:p@relay.example:587", False, "they are sent only after STARTTLS"),
+    ("smtp://u:p@relay.example:587", True, "they cross the network in clear"),
+    ("smtp://u:p@relay.example:587?starttls=true", False, None),
+    ("smtps://u:p@relay.example:465", False, None),
+    ("smtp://relay.example:25", False, None),
+    (None, False, None),
+])
+def test_a_start_warning_for_credentials_that_may_go_without_tls(
+        url: str | None, allow: bool, warning: str | None) -> None:
+    got = smtp_auth_warning(url, allow)
+    assert (got is None) == (warning is None)
+    if got is not None:
+        assert warning in got and "p@" not in got and "\n" not in got
 
 
 def test_smtp_down_is_a_quick_one_line_send_error_without_the_password() -> None:

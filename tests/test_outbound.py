@@ -534,3 +534,25 @@ def test_a_given_up_row_is_settled_but_never_counts_as_sent(tmp_path: Path) -> N
     assert store.last_sent() == {}  # not delivered
     assert not store.mark_sent(row["id"], 3.0, "me")  # settled: nothing more to record
     store.close()
+
+
+def test_start_warns_about_smtp_credentials_that_may_go_without_tls(tmp_path: Path) -> None:
+    from sms_monitor.app import build_alert_engine
+
+    env = ENV | {"SMS_MONITOR_SMTP_URL": "smtp://alerts:s3cr3t-pw@relay.example:587",
+                 "SMS_MONITOR_ALERT_STORE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
+    for alerts, expected in (({}, "they are sent only after STARTTLS"),
+                             ({"smtp_allow_plain_auth": True}, "cross the network in clear")):
+        with structlog.testing.capture_logs() as logs:
+            engine = build_alert_engine(load_settings(env, {"alerts": alerts}), FakeClock())
+        engine.close()
+        (line,) = [e for e in logs if e["event"] == "smtp_credentials_without_tls"]
+        assert line["log_level"] == "warning" and expected in line["reason"]
+        assert "s3cr3t-pw" not in line["reason"]
+        assert engine.notifier.smtp_allow_plain_auth == bool(alerts)
+    with structlog.testing.capture_logs() as logs:
+        engine = build_alert_engine(load_settings(
+            env | {"SMS_MONITOR_SMTP_URL": "smtps://alerts:s3cr3t-pw@relay.example"}, {}),
+            FakeClock())
+    engine.close()
+    assert not [e for e in logs if e["event"] == "smtp_credentials_without_tls"]
