@@ -339,7 +339,10 @@ class Notifier:
         for address in addresses:
             pool: urllib3.HTTPConnectionPool
             if https:
-                context = ssl.create_default_context(cafile=ca_bundle())
+                bundle = ca_bundle()  # a file, or a directory (c_rehash) as requests allows
+                context = ssl.create_default_context(
+                    cafile=None if os.path.isdir(bundle) else bundle,
+                    capath=bundle if os.path.isdir(bundle) else None)
                 pool = urllib3.HTTPSConnectionPool(
                     address, port, timeout=timeout, retries=False, maxsize=1,
                     ssl_context=context, server_hostname=host, assert_hostname=host)
