@@ -73,16 +73,21 @@ UNITS: tuple[Unit, ...] = (
 def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
     from sms_monitor.alerts.engine import AlertEngine
     from sms_monitor.alerts.leader import Leadership
-    from sms_monitor.alerts.notify import Notifier
+    from sms_monitor.alerts.notify import Notifier, smtp_auth_warning
     from sms_monitor.alerts.store import AlertStore
 
     cfg = settings.alerts
     assert cfg is not None
     store = AlertStore(cfg.store_url, cfg.prefix, cfg.store_schema)  # created on first use
+    warning = smtp_auth_warning(settings.smtp_url, cfg.smtp_allow_plain_auth)
+    if warning:
+        log.warning("smtp_credentials_without_tls", reason=warning)
     return AlertEngine(
         config=cfg, accounts=[a.name for a in settings.accounts],
         notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
-                          smtp_timeout=cfg.smtp_timeout, webhook_timeout=cfg.webhook_timeout),
+                          smtp_timeout=cfg.smtp_timeout, webhook_timeout=cfg.webhook_timeout,
+                          webhooks=cfg.webhook_policy,
+                          smtp_allow_plain_auth=cfg.smtp_allow_plain_auth),
         store=store, leadership=Leadership(cfg.store_url), clock=clock,
         min_samples=settings.min_samples)
 

@@ -218,8 +218,8 @@ def _read_rules(settings: Settings) -> list[dict[str, object]]:
 def _rules_check(settings: Settings) -> int:
     """Validate notification_rules: one line per alert row; exit 1 when any is unusable."""
     from sms_monitor.alerts.engine import ALL_CHECKS, always_notified
-    from sms_monitor.alerts.notify import recipient_kind
-    from sms_monitor.alerts.rules import parse_rows
+    from sms_monitor.alerts.notify import Notifier, recipient_kind
+    from sms_monitor.alerts.rules import NO_WEBHOOKS, BrokenRule, parse_rows
     from sms_monitor.alerts.values import targets
 
     try:
@@ -233,9 +233,24 @@ def _rules_check(settings: Settings) -> int:
     accounts = [a.name for a in settings.accounts]
     max_window = settings.alerts.max_window if settings.alerts else settings.window_seconds
     also = always_notified(settings.alerts) if settings.alerts else []
+    webhooks = settings.alerts.webhook_policy if settings.alerts else NO_WEBHOOKS
     rules, broken = parse_rows(rows, accounts=accounts, checks=ALL_CHECKS, max_window=max_window,
                                recipient_ok=lambda r: recipient_kind(r) is not None,
-                               always_notified=also)
+                               always_notified=also, webhooks=webhooks)
+    # what the allowlist lets through may still resolve to a refused address: asked now
+    notifier = Notifier(None, None, webhooks=webhooks)
+    for rule in rules:
+        refusals = [f"{refusal.detail} ({refusal.reason})" for r in rule.recipients
+                    if recipient_kind(r) == "webhook"
+                    and (refusal := notifier.webhook_refusal(r)) is not None]
+        if refusals:
+            reason = (f"recipients: {len(refusals)} refused when resolved now "
+                      f"({'; '.join(refusals)}); they would get no notification")
+            known = next((i for i, b in enumerate(broken) if b.name == rule.name), None)
+            if known is None:
+                broken.append(BrokenRule(rule.name, reason))
+            else:
+                broken[known] = BrokenRule(rule.name, f"{broken[known].reason}; {reason}")
     extra = f" + {len(also)} from [alerts] level1/alertmanager_url" if also else ""
     bad = {b.name: b.reason for b in broken}
     for rule in rules:

@@ -51,6 +51,7 @@ from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.e164 import is_e164
 from sms_monitor.core.keywords import DEFAULT_HELP, DEFAULT_OPTIN, DEFAULT_OPTOUT
+from sms_monitor.core.outbound import AllowEntry, WebhookPolicy, parse_networks, shown
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
 from sms_monitor.inputs.schema_names import SchemaNames
 
@@ -220,6 +221,25 @@ def _recipients(value: object) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of e-mail addresses or URLs")
     return tuple(value)
+
+
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of {what}")
+    return tuple(value)
+
+
+def _allow_entries(value: object) -> tuple[str, ...]:
+    entries = _strings(value, "host names or URL prefixes")
+    for entry in entries:
+        AllowEntry.parse(entry)  # ValueError naming the entry
+    return entries
+
+
+def _networks(value: object) -> tuple[str, ...]:
+    entries = _strings(value, "networks in CIDR form such as 10.0.0.0/8")
+    parse_networks(entries)
+    return entries
 
 
 def _calling_code(value: object) -> str:
@@ -508,10 +528,17 @@ class AlertsConfig(Section):
     hysteresis: Annotated[Number, Field(ge=0, lt=1)] = 0.02
     level2_after: Span = DEFAULT_LEVELS[1]
     level3_after: Span = Field(DEFAULT_LEVELS[2], validate_default=True)
+    # where webhook recipients may go (sms_monitor.core.outbound): nowhere by default; https
+    # only; public addresses only (these come before the levels, whose URLs they judge)
+    webhook_allow_http: StrictBool = False
+    webhook_allow_networks: Annotated[tuple[str, ...], BeforeValidator(_networks)] = ()
+    webhook_allow: Annotated[tuple[str, ...], BeforeValidator(_allow_entries)] = ()
     level1: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level2: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level3: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     alertmanager_url: OptionalHttpUrl = None
+    # SMTP credentials only over TLS (smtps://, or STARTTLS) unless this allows them in clear
+    smtp_allow_plain_auth: StrictBool = False
     # longest rule window (messages are kept that long); never less than the monitor's window
     max_window: Annotated[float, _duration(31 * DAY)] = 0.0
     # the receivers' own limits, not Twilio's: SMTP allows up to 10 minutes for the reply to
@@ -529,6 +556,38 @@ class AlertsConfig(Section):
         if value <= info.data.get("level2_after", 0.0):
             raise ValueError("must be later than level2_after")
         return value
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _http_prefixes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not info.data.get("webhook_allow_http", False):
+            for entry in value:
+                if AllowEntry.parse(entry).scheme == "http":
+                    raise ValueError(f"{shown(entry)} is an http:// prefix: set "
+                                     "webhook_allow_http = true or use https://")
+        return value
+
+    @field_validator("level1", "level2", "level3")
+    @classmethod
+    def _allowed_webhooks(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        """A level's webhook must pass the allowlist as a rule row's must: a configuration
+        error here, found at start rather than when it is needed."""
+        if "webhook_allow" not in info.data or "webhook_allow_networks" not in info.data:
+            return value  # reported already
+        policy = WebhookPolicy.of(info.data["webhook_allow"], info.data["webhook_allow_http"],
+                                  info.data["webhook_allow_networks"])
+        for recipient in value:
+            if re.match(r"^\s*https?://", recipient, re.IGNORECASE):
+                refusal = policy.check_url(recipient)
+                if refusal is not None:
+                    raise ValueError(f"{refusal.detail} ({refusal.reason})")
+        return value
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        """Where webhook recipients may go (validated with the configuration)."""
+        return WebhookPolicy.of(self.webhook_allow, self.webhook_allow_http,
+                                self.webhook_allow_networks)
 
     @property
     def levels(self) -> tuple[float, ...]:

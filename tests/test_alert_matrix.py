@@ -75,6 +75,10 @@ connect_timeout = "1s"
 [alerts]
 retry_base = "1s"
 alertmanager_url = "{alertmanager}"
+# the webhook receiver is on loopback, over plain http: allowed as an operator would
+webhook_allow = ["127.0.0.1"]
+webhook_allow_http = true
+webhook_allow_networks = ["127.0.0.0/8"]
 {extra}
 """
 

@@ -8,9 +8,11 @@ import pytest
 
 from sms_monitor.alerts.lifecycle import FIRING, INACTIVE, PENDING, AlertState, level_at, step
 from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows, parse_rule
+from sms_monitor.core.outbound import WebhookPolicy
 
 ACCOUNTS = ("primary", "clinic-west")
 CHECKS = ("delivery_rate", "balance", "overall", "optout_unprocessed")
+HOOKS = WebhookPolicy.of(["hooks.example"])  # [alerts] webhook_allow = ["hooks.example"]
 
 
 def row(cond: Any, name: str = "Low SMS Delivery Rate", kind: str = "alert",
@@ -20,7 +22,7 @@ def row(cond: Any, name: str = "Low SMS Delivery Rate", kind: str = "alert",
 
 
 def parse(r: dict[str, Any]) -> Rule | BrokenRule | None:
-    return parse_rule(r, accounts=ACCOUNTS, checks=CHECKS, max_window=3600)
+    return parse_rule(r, accounts=ACCOUNTS, checks=CHECKS, max_window=3600, webhooks=HOOKS)
 
 
 def test_the_runbooks_row_parses_with_natural_direction() -> None:
@@ -153,9 +155,12 @@ NOBODY = "recipients: none, so nobody would be notified; list e-mail addresses o
     ("[]", NOBODY),
     (["+15551234567"], "recipients: none of the 1 is an e-mail address or an https:// URL "
                        "(never SMS), so nobody would be notified"),
-    ("{+15551234567,http://hooks.example/x}", "recipients: none of the 2 is an e-mail address "
-                                              "or an https:// URL (never SMS), so nobody would "
-                                              "be notified"),
+    ("{+15551234567,http://hooks.example/x}", "recipients: none usable: 1 is neither an e-mail "
+                                              "address nor an https:// URL (never SMS); 1 "
+                                              "refused (http://hooks.example/…: plain http:// "
+                                              "is refused, https:// only unless [alerts] "
+                                              "webhook_allow_http = true (not_https)), so "
+                                              "nobody would be notified"),
     ([None], "recipients: none of the 1 is an e-mail address or an https:// URL (never SMS), "
              "so nobody would be notified"),
     ({"to": "a@b.example"}, "recipients must be an array of e-mail addresses or https:// URLs"),
@@ -274,7 +279,7 @@ def test_recipients_longer_than_the_store_holds_are_skipped_and_reported() -> No
     assert isinstance(ok, Rule) and ok.recipients == (email, url) and ok.too_long == 0
     rules, broken = parse_rows([row(cond, recipients=(email, "x" + email, url + "p",
                                                      "+15551234567"))],
-                               accounts=ACCOUNTS, checks=CHECKS, max_window=3600)
+                               accounts=ACCOUNTS, checks=CHECKS, max_window=3600, webhooks=HOOKS)
     assert [r.recipients for r in rules] == [(email,)]
     assert broken == [BrokenRule("Low SMS Delivery Rate",
                                  "recipients: 1 recipient(s) are neither an e-mail address nor an "

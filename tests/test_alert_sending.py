@@ -30,6 +30,7 @@ from sms_monitor.daemon import Daemon
 from sms_monitor.simulator.server import SimulatorServer
 from sms_monitor.simulator.state import SimState
 from tests.conftest import FakeClock, SleepRecorder, Smtp, demo_env
+from tests.loopback import LOOPBACK_ALERTS
 
 BALANCE = "Low Twilio Balance"
 
@@ -226,7 +227,7 @@ def test_a_webhook_answering_after_12_seconds_gets_one_post(
     hook = Hook(delay=12.0)
     try:
         s = settings(app, server.url, smtp.url, f"sqlite:///{tmp_path / 'a.db'}",
-                     level1=[hook.url + "/hook"])
+                     level1=[hook.url + "/hook"], **LOOPBACK_ALERTS)
         assert (s.request_timeout, s.alerts and s.alerts.webhook_timeout) == (10.0, 30.0)
         state.set_scenario("out_of_credit")
         m = monitor(s, clock)
@@ -247,7 +248,7 @@ def test_a_retried_webhook_carries_the_same_idempotency_key(
     hook = Hook(statuses=(503, 200))
     try:
         s = settings(app, server.url, smtp.url, f"sqlite:///{tmp_path / 'a.db'}",
-                     level1=[hook.url + "/hook"])
+                     level1=[hook.url + "/hook"], **LOOPBACK_ALERTS)
         state.set_scenario("out_of_credit")
         m = monitor(s, clock)
         m.run_cycle()

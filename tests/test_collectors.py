@@ -25,7 +25,11 @@ ALERTS = AlertsSnapshot(
     leader=True,
     alerts=(AlertView("Low SMS Delivery Rate", "primary", "firing", 88.9, 1.0, 1, 2.0,
                       "critical", "sms_delivery_rate"),),
-    broken=(("Broken", "unknown metric 'sms_mood'"),),
+    broken=(("Broken", "unknown metric 'sms_mood'"),
+            ("Partly", "recipients: 1 refused (https://evil.example/… is not in [alerts] "
+                       "webhook_allow (not_allowed)); they get no notification")),
+    recipients_refused={("Partly", "not_allowed"): 1},
+    notifications_refused={("Partly", "refused_address"): 1},
     notifications={("email", "sent"): 1}, outbox_pending=0, store_ok=True)
 
 

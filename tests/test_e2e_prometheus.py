@@ -348,6 +348,8 @@ ALERT_METRICS_ONLY_ON_TROUBLE = {
     "sms_alert_rule_invalid": "a series per invalid row; the demo's rules are all valid",
     "sms_alert_notifications_total": "a series per channel and outcome once a notification "
                                      "was attempted; the demo's rules fire nothing at start",
+    "sms_alert_notifications_refused_total": "a series per rule and reason once a notification "
+                                             "was refused; the demo sends no webhook",
 }
 
 

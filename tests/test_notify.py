@@ -12,9 +12,11 @@ import email.message
 import email.policy
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +29,11 @@ from sms_monitor.alerts.notify import (
     SendError,
     event_id,
     recipient_kind,
+    smtp_auth_warning,
     summary,
 )
 from sms_monitor.background_server import BackgroundHTTPServer
+from tests.loopback import LOOPBACK, self_signed
 
 FIRING = Notification(
     rule="Low SMS Delivery Rate", account="primary", event="firing", severity="critical",
@@ -67,20 +71,26 @@ class Mailbox:
 
 
 class SmtpServer:
-    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(self, *, user: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.mailbox = Mailbox()
         self.port = free_port()
+        self.logins: list[bool] = []  # each AUTH attempt: whether it came over TLS
         kwargs: dict[str, Any] = {}
         if user is not None:
             def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
                              auth_data: Any) -> AuthResult:
+                self.logins.append(session.ssl is not None)
                 ok = (isinstance(auth_data, LoginPassword) and auth_data.login == user.encode()
                       and auth_data.password == (password or "").encode())
                 # a careless server that echoes what it got: the sender must still not leak it
                 echo = auth_data.password.decode() if isinstance(auth_data, LoginPassword) else ""
                 return AuthResult(success=ok, handled=False,
                                   message=None if ok else f"535 5.7.8 bad credentials {echo}")
-            kwargs = {"authenticator": authenticate, "auth_require_tls": False, "auth_required": True}
+            kwargs = {"authenticator": authenticate, "auth_require_tls": tls is not None,
+                      "auth_required": True}
+        if tls is not None:
+            kwargs["tls_context"] = tls  # offers STARTTLS
         self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def url(self, credentials: str = "") -> str:
@@ -160,7 +170,7 @@ def alertmanager() -> Iterator[HttpReceiver]:
     ("https://hooks.example.com/services/T000/B000", "webhook"),
     ("http://127.0.0.1:8080/hook", "webhook"),
     ("http://localhost/hook", "webhook"),
-    ("http://hooks.example.com/hook", None),  # plain http only for a local receiver
+    ("http://hooks.example.com/hook", "webhook"),  # a URL: [alerts] webhook_allow_http decides
     ("ftp://hooks.example.com/hook", None),
     ("+15551234567", None),  # never by SMS
     ("5551234567", None),
@@ -225,15 +235,16 @@ def test_a_resent_event_has_the_same_message_id_and_another_event_does_not(smtp:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_email_logs_in_with_the_url_credentials(smtp_auth: SmtpServer) -> None:
-    Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example").send(
-        "oncall@practice.example", FIRING)
+    Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example",
+             smtp_allow_plain_auth=True).send("oncall@practice.example", FIRING)
     (rcpts, _), = smtp_auth.mailbox.received
     assert rcpts == ["oncall@practice.example"]
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_rejected_login_is_a_send_error_without_the_password(smtp_auth: SmtpServer) -> None:
-    notifier = Notifier(smtp_auth.url("alerts:wrong-pw"), "monitor@practice.example")
+    notifier = Notifier(smtp_auth.url("alerts:wrong-pw"), "monitor@practice.example",
+                        smtp_allow_plain_auth=True)
     with pytest.raises(SendError) as err:
         notifier.send("oncall@practice.example", FIRING)
     reason = str(err.value)
@@ -241,6 +252,62 @@ def test_rejected_login_is_a_send_error_without_the_password(smtp_auth: SmtpServ
     assert "bad credentials" in reason  # the server's reason is kept ...
     assert "wrong-pw" not in reason and "\n" not in reason  # ... but not the echoed password
     assert smtp_auth.mailbox.received == []
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_credentials_are_not_sent_to_a_server_without_starttls(smtp_auth: SmtpServer) -> None:
+    notifier = Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example")
+    with pytest.raises(SendError) as err:
+        notifier.send("oncall@practice.example", FIRING)
+    assert str(err.value) == (
+        f"e-mail to oncall@practice.example via 127.0.0.1:{smtp_auth.port} not sent: the server "
+        "offers no STARTTLS and the SMTP URL is not smtps://, so its credentials would cross "
+        "the network in clear ([alerts] smtp_allow_plain_auth allows it)")
+    assert not err.value.permanent  # a failed send: the relay may offer STARTTLS again
+    assert smtp_auth.logins == [] and smtp_auth.mailbox.received == []  # no AUTH at all
+    # asked for STARTTLS explicitly: the same, never a fallback to clear text
+    with pytest.raises(SendError, match="SMTPNotSupportedError"):
+        Notifier(smtp_auth.url("alerts:s3cr3t-pw") + "?starttls=true",
+                 "monitor@practice.example").send("oncall@practice.example", FIRING)
+    assert smtp_auth.logins == []
+    # allowed by the configuration: it logs in in clear
+    Notifier(smtp_auth.url("alerts:s3cr3t-pw"), "monitor@practice.example",
+             smtp_allow_plain_auth=True).send("oncall@practice.example", FIRING)
+    assert smtp_auth.logins == [False] and len(smtp_auth.mailbox.received) == 1
+
+
+def test_starttls_is_used_when_offered_before_the_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crt, key = self_signed(tmp_path, "smtp.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))  # OpenSSL's default trust: our certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(crt, key)
+    server = SmtpServer(user="alerts", password="s3cr3t-pw", tls=context)
+    server.controller.start()
+    try:
+        Notifier(server.url("alerts:s3cr3t-pw"), "monitor@practice.example").send(
+            "oncall@practice.example", FIRING)  # smtp:// without ?starttls=true
+        assert server.logins == [True]  # the password went over TLS only
+        (rcpts, _), = server.mailbox.received
+        assert rcpts == ["oncall@practice.example"]
+    finally:
+        server.controller.stop()
+
+
+@pytest.mark.parametrize(("url", "allow", "warning"), [
+    ("smtp://u:p@relay.example:587", False, "they are sent only after STARTTLS"),
+    ("smtp://u:p@relay.example:587", True, "they cross the network in clear"),
+    ("smtp://u:p@relay.example:587?starttls=true", False, None),
+    ("smtps://u:p@relay.example:465", False, None),
+    ("smtp://relay.example:25", False, None),
+    (None, False, None),
+])
+def test_a_start_warning_for_credentials_that_may_go_without_tls(
+        url: str | None, allow: bool, warning: str | None) -> None:
+    got = smtp_auth_warning(url, allow)
+    assert (got is None) == (warning is None)
+    if got is not None:
+        assert warning in got and "p@" not in got and "\n" not in got
 
 
 def test_smtp_down_is_a_quick_one_line_send_error_without_the_password() -> None:
@@ -277,7 +344,7 @@ def test_a_linefeed_in_a_rule_name_does_not_break_the_e_mail(smtp: SmtpServer) -
 
 
 def test_webhook_gets_every_field_and_the_summary(webhook: HttpReceiver) -> None:
-    Notifier(None, None).send(webhook.url + "/hook?team=ops", FIRING)
+    Notifier(None, None, webhooks=LOOPBACK).send(webhook.url + "/hook?team=ops", FIRING)
     (path, payload), = webhook.posts
     assert path == "/hook?team=ops"
     assert set(payload) == {*FIELDS, "text", "event_id"}
@@ -287,7 +354,8 @@ def test_webhook_gets_every_field_and_the_summary(webhook: HttpReceiver) -> None
 
 
 def test_webhook_with_an_unknown_value_sends_null(webhook: HttpReceiver) -> None:
-    Notifier(None, None).send(webhook.url, dataclasses.replace(FIRING, value=None))
+    Notifier(None, None, webhooks=LOOPBACK).send(webhook.url,
+                                                 dataclasses.replace(FIRING, value=None))
     (_, payload), = webhook.posts
     assert payload["value"] is None and payload["text"].endswith("unknown < 90")
 
@@ -297,7 +365,7 @@ def test_webhook_non_2xx_is_a_send_error_with_the_status(status: int) -> None:
     server = HttpReceiver(status=status)
     try:
         with pytest.raises(SendError, match=f"answered {status}"):
-            Notifier(None, None).send(server.url + "/hook", FIRING)
+            Notifier(None, None, webhooks=LOOPBACK).send(server.url + "/hook", FIRING)
         assert len(server.posts) == 1  # tried once, no retries and no redirect followed
     finally:
         server.close()
@@ -305,7 +373,8 @@ def test_webhook_non_2xx_is_a_send_error_with_the_status(status: int) -> None:
 
 def test_webhook_down_is_a_send_error() -> None:
     with pytest.raises(SendError, match="webhook 127.0.0.1 failed"):
-        Notifier(None, None, timeout=2).send(f"http://127.0.0.1:{free_port()}/hook", FIRING)
+        Notifier(None, None, timeout=2, webhooks=LOOPBACK).send(
+            f"http://127.0.0.1:{free_port()}/hook", FIRING)
 
 
 # --- Alertmanager -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind, summary
 from sms_monitor.background_server import BackgroundHTTPServer
 from tests.conftest import Smtp, _free_port
+from tests.loopback import LOOPBACK
 
 N = Notification(rule="Low SMS Delivery Rate", account="primary", event="firing",
                  severity="critical", metric="sms_delivery_rate", value=87.5, threshold=90.0,
@@ -49,14 +50,15 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.mark.parametrize(("recipient", "kind"), [
     ("admin@practice.com", "email"), ("https://hooks.example/x", "webhook"),
-    ("http://127.0.0.1:9/x", "webhook"), ("http://hooks.example/x", None),
+    ("http://127.0.0.1:9/x", "webhook"), ("http://hooks.example/x", "webhook"),
+    ("ftp://hooks.example/x", None),
     ("+15551234567", None), ("not an address", None), ("", None)])
 def test_recipient_kinds_never_sms(recipient: str, kind: str | None) -> None:
     assert recipient_kind(recipient) == kind
 
 
 def test_webhook_gets_every_field_and_a_summary(receiver: Receiver) -> None:
-    Notifier(None, None).send(receiver.url + "/hook", N)
+    Notifier(None, None, webhooks=LOOPBACK).send(receiver.url + "/hook", N)
     (path, body), = receiver.bodies
     assert path == "/hook"
     assert body["rule"] == "Low SMS Delivery Rate" and body["value"] == 87.5
@@ -68,7 +70,7 @@ def test_webhook_error_status_is_a_send_error() -> None:
     r = Receiver(status=500)
     try:
         with pytest.raises(SendError, match="answered 500"):
-            Notifier(None, None).send(r.url + "/hook", N)
+            Notifier(None, None, webhooks=LOOPBACK).send(r.url + "/hook", N)
     finally:
         r.stop()
 

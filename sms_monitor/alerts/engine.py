@@ -11,6 +11,12 @@ Sending is fenced and claimed: each row is claimed by this replica before it is 
 before each send, and a row is marked sent only by its claimer. Events of one alert reach
 one recipient in the order they happened: a later event waits while an earlier one for
 the same (rule, target, recipient) is unsent.
+
+A recipient the configuration refuses (``[alerts] webhook_allow``) is known when the rules
+are read: the rule is reported (``sms_alert_rule_invalid``, ``sms_alert_recipients_refused``,
+the log, ``rules check``) and that recipient gets no outbox row; the rule's other recipients
+are notified. A send the notifier refuses (a host resolving to a refused address) is given
+up at once, not retried: counted by rule and reason, logged with the rule's name.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class AlertEngine:
     rules_readable: bool = True
     rules_read_failures: int = 0
     save_failures: Counter[str] = field(default_factory=Counter)  # rule -> refused saves
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, reason) sends
     _reported: dict[str, str] = field(default_factory=dict)
     _save_reported: dict[str, str] = field(default_factory=dict)
     # the rules of the last successful read: what is shown while the table is unreadable
@@ -96,6 +103,10 @@ class AlertEngine:
         with self._sent_lock:
             return dict(self.sent)
 
+    def refusal_counts(self) -> dict[tuple[str, str], int]:
+        with self._sent_lock:
+            return dict(self.refusals)
+
     def _count(self, channel: str, outcome: str) -> None:
         with self._sent_lock:
             self.sent[channel, outcome] += 1
@@ -109,7 +120,8 @@ class AlertEngine:
         rules, broken = parse_rows(rows, accounts=self.accounts, checks=ALL_CHECKS,
                                    max_window=self.config.max_window,
                                    recipient_ok=lambda r: recipient_kind(r) is not None,
-                                   always_notified=always_notified(self.config))
+                                   always_notified=always_notified(self.config),
+                                   webhooks=self.config.webhook_policy)
         current = {b.name: b.reason for b in broken}
         for name, reason in current.items():
             if self._reported.get(name) != reason:  # once per change
@@ -175,8 +187,14 @@ class AlertEngine:
                 continue
             views.append(AlertView(rule_name, target, st.state, st.last_value, st.since, st.level,
                                    st.last_notified, rule.severity, rule.metric))
+        refused: Counter[tuple[str, str]] = Counter()
+        for rule in rules:
+            for reason, _detail in rule.refused:
+                refused[rule.name, reason] += 1
         return AlertsSnapshot(leader=leader, alerts=tuple(views),
                               broken=tuple((b.name, b.reason) for b in broken),
+                              recipients_refused=dict(refused),
+                              notifications_refused=self.refusal_counts(),
                               notifications=self.counts(), outbox_pending=pending,
                               store_ok=store_ok, rules_readable=rows is not None,
                               rules_read_failures=self.rules_read_failures,
@@ -314,8 +332,9 @@ class AlertEngine:
             pending = self.store.pending_count() if self.store.migrated else 0
         except (SQLAlchemyError, StoreError):
             return  # the next cycle reports the store
-        counts = self.counts()
+        counts, refusals = self.counts(), self.refusal_counts()
         holder.amend_alerts(lambda a: dataclasses.replace(a, notifications=counts,
+                                                          notifications_refused=refusals,
                                                           outbox_pending=pending))
 
     def _refresh_alertmanager(self, rules: list[Rule], now: float) -> None:
@@ -385,18 +404,41 @@ class AlertEngine:
                 self.notifier.send_alertmanager(n)
             else:
                 self.notifier.send(recipient, n)
-        except (SendError, TypeError) as exc:
-            attempts = int(row["attempts"]) + 1
-            delay = self.retry_backoff.delay(attempts - 1)
-            self.store.mark_failed(row["id"], attempts, now + delay, str(exc), self.owner)
-            self._count(channel, "failed")
-            log.warning("notification_failed", channel=channel, attempts=attempts,
-                        retry_in=delay, reason=str(exc))
-            return False
+        except SendError as exc:
+            if exc.refused is None:
+                return self._failed(row, channel, now, exc)
+            self._give_up(row, payload, channel, exc, exc.refused)
+            return True  # settled: the alert's later events need not wait for it
+        except TypeError as exc:
+            return self._failed(row, channel, now, exc)
         if not self.store.mark_sent(row["id"], self.clock(), self.owner):
             log.warning("notification_claim_lost", channel=channel, row=row["id"])
         self._count(channel, "sent")
         return True
+
+    def _failed(self, row: Mapping[str, Any], channel: str, now: float,
+                exc: Exception) -> bool:
+        """A failed attempt: retried with backoff."""
+        attempts = int(row["attempts"]) + 1
+        delay = self.retry_backoff.delay(attempts - 1)
+        self.store.mark_failed(row["id"], attempts, now + delay, str(exc), self.owner)
+        self._count(channel, "failed")
+        log.warning("notification_failed", channel=channel, attempts=attempts,
+                    retry_in=delay, reason=str(exc))
+        return False
+
+    def _give_up(self, row: Mapping[str, Any], payload: Mapping[str, Any], channel: str,
+                 exc: SendError, reason: str) -> None:
+        """A recipient the configuration refuses: no retry can change that, so the row is
+        settled without a delivery, counted by rule and reason, and logged once."""
+        rule = str(payload.get("rule", ""))
+        if not self.store.give_up(row["id"], self.clock(), str(exc), self.owner):
+            log.warning("notification_claim_lost", channel=channel, row=row["id"])
+        with self._sent_lock:
+            self.sent[channel, "refused"] += 1
+            self.refusals[rule, reason] += 1
+        log.warning("notification_refused", rule=rule, channel=channel, reason=reason,
+                    detail=str(exc), effect="not sent and not retried")
 
     def close(self) -> None:
         self.leadership.release()

@@ -18,6 +18,11 @@ addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
 - ``repeat``: how often to remind while firing (default 4 hours);
 - ``runbook``: the runbook section to open (default: the metric's).
 
+A webhook recipient must pass ``[alerts] webhook_allow`` (:mod:`sms_monitor.core.outbound`):
+one that does not is *refused*, named with its reason, and never gets a POST; the rule
+still notifies its other recipients. Whether its host resolves to an allowed address is
+known only when sending (the sender checks it then).
+
 Lengths are checked here, so that ``rules check`` refuses what the alert store would: a
 ``rule_name`` of at most :data:`MAX_RULE_NAME` characters without control characters, an
 e-mail recipient of at most :data:`MAX_EMAIL` and a URL of at most :data:`MAX_URL`.
@@ -36,6 +41,9 @@ from typing import Any
 
 from sms_monitor.alerts.notify import recipient_kind
 from sms_monitor.core.durations import parse_duration
+from sms_monitor.core.outbound import Refusal, WebhookPolicy
+
+NO_WEBHOOKS = WebhookPolicy()  # the default: no webhook recipient is allowed
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,9 @@ class Rule:
     runbook: str
     skipped: int = 0  # the row's recipients that are neither, left out of `recipients`
     too_long: int = 0  # the row's recipients longer than MAX_EMAIL / MAX_URL, left out too
+    # the row's webhooks refused by [alerts] webhook_allow, left out too: (reason, detail);
+    # a diagnosis of the row, not part of the rule (not in rule_json)
+    refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def check(self) -> str | None:
@@ -229,13 +240,23 @@ def _recipient_list(raw: object) -> list[object] | None:
     return [None if f == "NULL" else f for f in fields]
 
 
+def _refusal(recipient: str, webhooks: WebhookPolicy) -> Refusal | None:
+    return webhooks.check_url(recipient) if recipient_kind(recipient) == "webhook" else None
+
+
+def _refused_text(refused: Sequence[tuple[str, str]]) -> str:
+    return f"{len(refused)} refused ({'; '.join(f'{d} ({r})' for r, d in refused)})"
+
+
 def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Sequence[str],
                max_window: float, recipient_ok: Callable[[str], bool] = _deliverable,
-               always_notified: Sequence[str] = ()) -> Rule | BrokenRule | None:
+               always_notified: Sequence[str] = (),
+               webhooks: WebhookPolicy = NO_WEBHOOKS) -> Rule | BrokenRule | None:
     """A Rule, a BrokenRule naming why not, or None for rows that are not alerts.
 
     ``always_notified``: who receives every rule's notifications whatever its row says
     (``[alerts] level1``, Alertmanager); without them a row must name a usable recipient.
+    ``webhooks``: where webhook recipients may go (by default nowhere).
     """
     name = row.get("rule_name")
     name = name.strip() if isinstance(name, str) and name.strip() else "<unnamed rule>"
@@ -301,8 +322,21 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
     listed = [r for r in (x.strip() if isinstance(x, str) else x for x in given) if r != ""]
     deliverable = [r for r in listed if isinstance(r, str) and recipient_ok(r)]
     too_long = [r for r in deliverable if _too_long(r)]
-    usable = tuple(dict.fromkeys(r for r in deliverable if not _too_long(r)))
+    refusals = {r: refusal for r in deliverable if not _too_long(r)
+                if (refusal := _refusal(r, webhooks)) is not None}
+    refused = tuple((f.reason, f.detail) for f in refusals.values())
+    usable = tuple(dict.fromkeys(r for r in deliverable
+                                 if not _too_long(r) and r not in refusals))
     if not usable and not always_notified:
+        if refused:
+            parts = [_refused_text(refused)]
+            if len(listed) > len(deliverable):
+                parts.insert(0, f"{len(listed) - len(deliverable)} is neither an e-mail address "
+                                "nor an https:// URL (never SMS)")
+            if too_long:
+                parts.append(f"{len(too_long)} too long")
+            return broken(f"recipients: none usable: {'; '.join(parts)}, so nobody would be "
+                          "notified")
         if too_long:
             return broken(f"recipients: {len(too_long)} recipient(s) are too long (an e-mail "
                           f"address at most {MAX_EMAIL} characters, a URL at most {MAX_URL}), "
@@ -315,20 +349,23 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
     return Rule(name=name, metric=metric, threshold=threshold, operator=operator,
                 window=window, for_seconds=durations["for"], severity=severity, account=account,
                 repeat=durations["repeat"], recipients=usable, runbook=runbook,
-                skipped=len(listed) - len(deliverable), too_long=len(too_long))
+                skipped=len(listed) - len(deliverable), too_long=len(too_long), refused=refused)
 
 
 def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], checks: Sequence[str],
                max_window: float, recipient_ok: Callable[[str], bool] = _deliverable,
-               always_notified: Sequence[str] = ()) -> tuple[list[Rule], list[BrokenRule]]:
+               always_notified: Sequence[str] = (),
+               webhooks: WebhookPolicy = NO_WEBHOOKS) -> tuple[list[Rule], list[BrokenRule]]:
     """Every alert row as a Rule or a BrokenRule (duplicate names too). A usable rule with
-    some unusable recipients is a Rule and also a BrokenRule saying how many are skipped."""
+    some unusable recipients is a Rule and also a BrokenRule saying how many are skipped
+    or refused, and why."""
     rules: list[Rule] = []
     broken: list[BrokenRule] = []
     names: set[str] = set()
     for row in rows:
         parsed = parse_rule(row, accounts=accounts, checks=checks, max_window=max_window,
-                            recipient_ok=recipient_ok, always_notified=always_notified)
+                            recipient_ok=recipient_ok, always_notified=always_notified,
+                            webhooks=webhooks)
         if parsed is None:
             continue
         if isinstance(parsed, Rule) and parsed.name in names:
@@ -345,6 +382,9 @@ def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], ch
             problems.append(f"recipients: {parsed.too_long} recipient(s) are too long (an e-mail "
                             f"address at most {MAX_EMAIL} characters, a URL at most {MAX_URL}); "
                             "they are skipped")
+        if parsed.refused:
+            problems.append(f"recipients: {_refused_text(parsed.refused)}; they get no "
+                            "notification")
         if problems:
             broken.append(BrokenRule(parsed.name, "; ".join(problems)))
         rules.append(parsed)
@@ -354,7 +394,9 @@ def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], ch
 def rule_json(rule: Rule) -> str:
     """The rule as JSON, kept beside its alerts' states: a rule removed from the table (or
     unreadable after a restart) can still be resolved and shown as it was."""
-    return json.dumps(asdict(rule), sort_keys=True)
+    data = asdict(rule)
+    del data["refused"]
+    return json.dumps(data, sort_keys=True)
 
 
 def rule_from_json(text: str | None) -> Rule | None:

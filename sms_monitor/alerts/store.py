@@ -18,6 +18,10 @@ An outbox row is sent by the replica that claims it (``claimed_by``, until ``cla
 the claim is taken with one conditional UPDATE, and a row is marked sent or failed only by
 its claimer and only while unsent, so two replicas never both deliver a row they each think
 is theirs. A claim left by a process that died mid-send expires and the row is retried.
+
+``sent_at`` is when a row was settled: delivered (``last_error`` empty), or given up
+(:meth:`AlertStore.give_up`: ``last_error`` says why, a recipient the configuration
+refuses). Either way it is no longer pending; only a delivered row counts as sent.
 """
 
 from __future__ import annotations
@@ -283,6 +287,17 @@ class AlertStore:
                         claimed_by=None, claim_until=None))
         return result.rowcount == 1
 
+    def give_up(self, row_id: int, now: float, error: str, owner: str) -> bool:
+        """Settle a row without delivering it (a permanent failure: no retry can help); only
+        its claimer may. ``last_error`` keeps why, so it never counts as sent."""
+        o = self.outbox
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(o).where(o.c.id == row_id, o.c.claimed_by == owner, o.c.sent_at.is_(None))
+                .values(sent_at=now, attempts=o.c.attempts + 1,
+                        last_error=f"given up: {error}"[:500], claim_until=None))
+        return result.rowcount == 1
+
     def release(self, row_id: int, owner: str) -> None:
         """Give a claimed row back untried (leadership was lost before sending it)."""
         o = self.outbox
@@ -300,7 +315,8 @@ class AlertStore:
         """(rule, target) -> when a notification for it was last delivered."""
         o = self.outbox
         with self.engine.connect() as conn:
-            rows = conn.execute(select(o.c.payload, o.c.sent_at).where(o.c.sent_at.is_not(None)))
+            rows = conn.execute(select(o.c.payload, o.c.sent_at).where(
+                o.c.sent_at.is_not(None), o.c.last_error.is_(None)))  # delivered, not given up
             out: dict[tuple[str, str], float] = {}
             for payload, sent in rows:
                 p = json.loads(payload)

@@ -234,6 +234,10 @@ class AlertsSnapshot(Immutable):
     leader: bool
     alerts: tuple[AlertView, ...] = ()
     broken: tuple[tuple[str, str], ...] = ()  # (rule, reason)
+    # (rule, reason) -> the rule's recipients refused by [alerts] webhook_allow (as read)
+    recipients_refused: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # (rule, reason) -> notifications given up at send time (a refused address), since start
+    notifications_refused: Mapping[tuple[str, str], int] = field(default_factory=dict)
     notifications: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (channel, outcome)
     outbox_pending: int = 0
     store_ok: bool = True

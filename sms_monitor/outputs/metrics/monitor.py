@@ -129,6 +129,18 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
                                 labels=["rule"])
     for rule, _reason in al.broken:
         invalid.add_metric([rule], 1)
+    refused = GaugeMetricFamily(
+        "sms_alert_recipients_refused",
+        "Recipients of an alert rule row refused by [alerts] webhook_allow (they get nothing)",
+        labels=["rule", "reason"])
+    for (rule, reason), n in sorted(al.recipients_refused.items()):
+        refused.add_metric([rule, reason], n)
+    gave_up = CounterMetricFamily(
+        "sms_alert_notifications_refused",
+        "Notifications given up when sending: the recipient's address is refused (not retried)",
+        labels=["rule", "reason"])
+    for (rule, reason), n in sorted(al.notifications_refused.items()):
+        gave_up.add_metric([rule, reason], n)
     sent = CounterMetricFamily("sms_alert_notifications",
                                "Notification attempts by channel and outcome",
                                labels=["channel", "outcome"])
@@ -151,5 +163,5 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
         labels=["rule"])
     for rule, n in sorted(al.save_failures.items()):
         save_failures.add_metric([rule], n)
-    yield from (leader, state, level, invalid, sent, pending, store, readable, read_failures,
-                save_failures)
+    yield from (leader, state, level, invalid, refused, sent, gave_up, pending, store, readable,
+                read_failures, save_failures)
