@@ -42,7 +42,7 @@ from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, Callba
 from sms_monitor.outputs.basic_auth import MAX_PENDING, AuthOutcome
 from sms_monitor.outputs.collector import SnapshotCollector
 from sms_monitor.outputs.gate import REFUSED_REASONS, Gate, GatedListener, listen
-from sms_monitor.outputs.http_protocol import Limits, protocol_class
+from sms_monitor.outputs.http_protocol import INVALID, Limits, protocol_class
 from sms_monitor.outputs.metrics import Area
 from sms_monitor.outputs.pages import landing_page
 from sms_monitor.outputs.webconfig import OPEN_PATHS, WebConfig, san_allowed
@@ -55,7 +55,8 @@ TEXT = "text/plain; charset=utf-8"
 RESERVED_FDS = 64  # descriptors kept for the database, Twilio, the stores and the logs
 BAD_HEAD_REASONS = {"bare LF line ending": "line_ending", "obsolete line folding": "folding",
                     "both Content-Length and Transfer-Encoding": "ambiguous_length",
-                    "repeated Content-Length or Transfer-Encoding": "ambiguous_length"}
+                    "repeated Content-Length or Transfer-Encoding": "ambiguous_length",
+                    INVALID: "invalid"}
 OPERATORS, WEBHOOKS = "web", "webhooks"
 
 
@@ -124,9 +125,11 @@ class HttpServerCollector(Collector):
             "outlived its limit", labels=["listener"])
         bad = CounterMetricFamily(
             "sms_monitor_http_bad_requests",
-            "Requests refused with 400 before parsing for an ambiguous head: ambiguous_length "
+            "Requests refused with 400 before they reach a handler: ambiguous_length "
             "(Content-Length with Transfer-Encoding, or either repeated), line_ending (a bare "
-            "LF), folding (an obsolete folded header line)", labels=["listener", "reason"])
+            "LF), folding (an obsolete folded header line), invalid (not HTTP/1.1 as h11 "
+            "parses it: a bad header value, an oversized head, a transfer coding other than "
+            "chunked)", labels=["listener", "reason"])
         auth = CounterMetricFamily(
             "sms_monitor_http_auth_refusals",
             "Requests refused by basic auth: unauthorised (401) or throttled (429, the "

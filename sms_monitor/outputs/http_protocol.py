@@ -34,6 +34,7 @@ from uvicorn.server import ServerState
 
 from sms_monitor.outputs.gate import Gate, GatedConnection
 
+INVALID = "not valid HTTP/1.1"  # what h11 refused, as the reason our counters see
 MAX_HEAD = 16 * 1024  # bytes of request line and headers (h11's limit is set to match)
 _HEAD_END = b"\r\n\r\n"
 _FIELD = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:", re.MULTILINE)
@@ -130,6 +131,13 @@ class GuardedProtocol(H11Protocol):
             self._reading = True
         else:
             self._after_events()
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 could not parse the request (a bad header value, an oversized head, a
+        transfer coding other than chunked...): uvicorn answers 400; we count it."""
+        if self.on_refused_head is not None:
+            self.on_refused_head(INVALID)
+        super().send_400_response(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._socket is not None:
