@@ -96,8 +96,7 @@ def test_a_value_without_its_shape_is_named(name: str, value: str) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ["/twilio/status", "/twilio/inbound"])
-def test_extended_values_and_repeated_names_are_refused_before_the_signature(
-        endpoint: str) -> None:
+def test_extended_values_and_repeated_names_are_refused(endpoint: str) -> None:
     inbox = CallbackInbox({DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN})
     params = stop_params() if endpoint.endswith("inbound") else {
         "AccountSid": DEMO_ACCOUNT_SID, "ApiVersion": "2010-04-01", "MessageSid": SID,
@@ -106,17 +105,23 @@ def test_extended_values_and_repeated_names_are_refused_before_the_signature(
     url = "https://hooks.example" + endpoint
     sig = SIGNER.compute_signature(url, params)
     for name in ("AccountSid", "MessageSid", "MessageStatus" if "status" in endpoint
-                 else "From"):
+                 else "From", "ApiVersion"):
         forged = extended(params, name)
         assert SIGNER.validate(url, forged, sig)  # Twilio's scheme lets it through ...
         code = inbox.handle(endpoint, "https://hooks.example", urlencode(forged).encode(),
                             sig, "10.0.0.1")
-        assert code == 400  # ... the shapes do not
+        # ... the shapes do not (an account no one configured is not even looked up)
+        assert code == (403 if name == "AccountSid" else 400)
     twice = urlencode([*params.items(), ("MessageSid", OTHER_SID)]).encode()
     assert inbox.handle(endpoint, "https://hooks.example", twice, sig, "10.0.0.1") == 400
     kind = "inbound" if endpoint.endswith("inbound") else "status"
-    assert inbox.counts() == {(kind, "malformed"): 4}
+    assert inbox.counts() == {(kind, "malformed"): 4, (kind, "unknown_account"): 1}
     assert inbox.drain() == []
+    # without a valid signature the shapes are not even looked at: 403 whatever it holds
+    forged = urlencode(extended(params, "MessageSid")).encode()
+    assert inbox.handle(endpoint, "https://hooks.example", forged, None, "10.0.0.2") == 403
+    assert inbox.handle(endpoint, "https://hooks.example", forged, "x" * 28, "10.0.0.2") == 403
+    assert inbox.counts()[kind, "unsigned"] == inbox.counts()[kind, "bad_signature"] == 1
     # the request as Twilio sent it passes
     assert inbox.handle(endpoint, "https://hooks.example", urlencode(params).encode(), sig,
                         "10.0.0.1") in (200, 204)

@@ -12,11 +12,15 @@ An incoming message whose whole body is a keyword (opt-out, opt-in, help) goes t
 application's grace period ends); anything else is only counted. The answer is an empty
 TwiML document: sms-monitor observes, the application replies.
 
-Replays. A form that names a parameter twice, or whose values do not have Twilio's shapes
+Replays. A form that names a parameter twice is refused with 400 as ``malformed`` while it
+is parsed (which value would the signature be about?). Values without Twilio's shapes
 (``core/webhook_params.py``: a ``MessageSid`` extended by the parameter after it keeps its
-signature), is refused with 400 as ``malformed``, before the signature is checked: the
-signature covers the concatenated names and values, not where one parameter ends, so only
-values of a known shape mean what the signature seems to say. An incoming message seen
+signature) are refused the same way *after* the signature: a request without a valid
+signature gets 403 whatever it holds, so no one without the auth token learns anything
+from the checks, and ``malformed`` among signed requests points at a replay with shifted
+values (or a change at Twilio). The signature covers the concatenated names and values,
+not where one parameter ends: only values of a known shape mean what it seems to say, so
+they are checked before any is used. An incoming message seen
 before is a ``duplicate``, answered 200 so that Twilio does not retry: here for the SIDs
 of this process, and for keyword messages in the audit store too, where the listener
 claims each SID durably (across restarts) before anything else and says whether it was new.
@@ -145,8 +149,6 @@ class CallbackInbox:
         params = dict(pairs)
         if len(params) != len(pairs):  # a name twice: which value did Twilio sign?
             return deny("malformed", 400)
-        if shape_problem(params) is not None:  # e.g. a MessageSid extended by what followed
-            return deny("malformed", 400)
         if not signature:
             return deny("unsigned", 403)
         validator = self._validators.get(params.get("AccountSid", ""))
@@ -159,6 +161,8 @@ class CallbackInbox:
             valid = False
         if not valid:
             return deny("bad_signature", 403)
+        if shape_problem(params) is not None:  # e.g. a MessageSid extended by what followed
+            return deny("malformed", 400)
         if endpoint == "inbound":
             return self._inbound(params, now)
         sid, status = params.get("MessageSid") or params.get("SmsSid"), \
