@@ -48,6 +48,12 @@ from pydantic_settings import (
 
 from sms_monitor.alerts.lifecycle import DEFAULT_LEVELS
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
+from sms_monitor.core.credentials import (
+    mask_credentials,
+    mask_url,
+    unambiguous,
+    url_passwords,
+)
 from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.e164 import is_e164
 from sms_monitor.core.keywords import DEFAULT_HELP, DEFAULT_OPTIN, DEFAULT_OPTOUT
@@ -113,13 +119,13 @@ def _not_bool(value: object) -> object:
 
 def _masked(value: object) -> object:
     """``value`` with any URL credentials hidden, for messages."""
-    return re.sub(r"//[^/@\s]*@", "//***@", value) if isinstance(value, str) else value
+    return mask_url(value) if isinstance(value, str) else value
 
 
 def _http_url(value: object) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
         raise ValueError(f"expected an http:// or https:// URL, got {_masked(value)!r}")
-    return value.rstrip("/")
+    return unambiguous(value).rstrip("/")
 
 
 def _is_twilio(url: str) -> bool:
@@ -144,8 +150,7 @@ def _check_sqlalchemy_url(url: str) -> None:
         dialect = parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"not a usable SQLAlchemy URL ({re.sub(r'//[^/@]*@', '//', reason)})"
-                         ) from None
+        raise ValueError(f"not a usable SQLAlchemy URL ({mask_credentials(reason)})") from None
     try:  # the dialect is known to SQLAlchemy; its driver is imported only on first connect
         dialect.import_dbapi()
     except ImportError as exc:
@@ -161,6 +166,7 @@ def _database_url(value: object) -> str | None:
         return None
     if not isinstance(value, str) or "://" not in value:
         raise ValueError("expected an SQLAlchemy URL such as postgresql+psycopg://host/db")
+    value = unambiguous(value)
     _check_sqlalchemy_url(value)
     return value
 
@@ -171,7 +177,7 @@ def _store_url(value: object, info: ValidationInfo) -> str:
     if not isinstance(value, str) or "://" not in value:
         raise ValueError("expected an SQLAlchemy URL")
     state_dir = Path(_env(info).get("SMS_MONITOR_STATE_DIR") or DEFAULT_STATE_DIR).absolute()
-    url = value.replace("{state_dir}", str(state_dir))
+    url = unambiguous(value.replace("{state_dir}", str(state_dir)))
     _check_sqlalchemy_url(url)
     return url
 
@@ -181,7 +187,7 @@ def _smtp_url(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not re.match(r"^smtps?://", value):
         raise ValueError("expected smtp://[user:pass@]host:port")
-    return value
+    return unambiguous(value)
 
 
 def _e164(value: object) -> str:
@@ -840,15 +846,14 @@ class Settings(AccountDefaults):
         if self.canary is not None and self.canary.test_auth_token is not None:
             tokens.append(self.canary.test_auth_token)
         out = [t.get_secret_value() for t in tokens if t.get_secret_value()]
-        urls = [self.database_url, self.smtp_url,
+        urls = [self.database_url, self.smtp_url, self.statuspage_url, self.public_url,
+                *(a.api_url for a in self.accounts),
                 self.database.url if self.database else None,
                 self.inbound.audit_url if self.inbound else None,
                 self.alerts.store_url if self.alerts else None,
                 self.alerts.alertmanager_url if self.alerts else None]
-        for url in urls:
-            pw = _url_password(url)
-            if pw and pw not in out:
-                out.append(pw)
+        for url in urls:  # every form of each password (see core/credentials.py)
+            out.extend(pw for pw in url_passwords(url) if pw not in out)
         return out
 
 
@@ -880,13 +885,6 @@ PRIMARY = {"TWILIO_ACCOUNT_SID": "account_sid", "TWILIO_AUTH_TOKEN": "auth_token
            "TWILIO_PHONE_NUMBER": "phone_number"}
 # Other variables read: SMS_MONITOR_STATE_DIR (the stores' {state_dir}), and any named by
 # auth_token_env / test_auth_token_env.
-
-
-def _url_password(url: str | None) -> str | None:
-    if not url:
-        return None
-    m = re.match(r"^[a-zA-Z][\w+.-]*://[^:/@]*:([^@]*)@", url)
-    return m.group(1) if m else None
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -936,7 +934,7 @@ def first_problem(exc: ValidationError) -> tuple[Loc, str]:
         reason = _REASONS[err["type"]].format(**(err.get("ctx") or {}), input=err.get("input"))
     else:
         reason = err["msg"][:1].lower() + err["msg"][1:]
-    return loc, " ".join(reason.split())
+    return loc, mask_credentials(" ".join(reason.split()))
 
 
 def _key(loc: Loc, names: Mapping[Loc, str]) -> str:

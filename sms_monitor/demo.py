@@ -30,6 +30,7 @@ from sms_monitor.simulator.state import (
     DEMO_PHONE_NUMBER,
     SimState,
 )
+from sms_monitor.storage.sqlite import ensure_directory
 
 RATE_PER_MINUTE = 120.0
 WINDOW = "10m"
@@ -103,6 +104,7 @@ def start_demo(scenario: str, env: Mapping[str, str], file_data: Mapping[str, An
 
     db_path = Path(tempfile.mkdtemp(prefix="sms-monitor-demo-")) / "practice.db"
     url = f"sqlite:///{db_path}"
+    ensure_directory(url)  # 0600, like every file sms-monitor writes
     writer = create_engine(url)
     with writer.connect() as conn:  # readers (the monitor) never block the demo's writes
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")

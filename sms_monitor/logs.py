@@ -1,6 +1,7 @@
 """structlog setup: JSON when not on a terminal, and nothing private in any line.
 
-Secrets (auth tokens, passwords) are replaced wherever they appear; phone
+Secrets (auth tokens, passwords) are replaced wherever they appear, and the userinfo of
+any URL is masked whatever its password holds (``core/credentials.py``); phone
 numbers are masked to their last two digits; fields that could carry a
 message body are dropped. Records from other libraries (APScheduler, twilio)
 pass through the same processors.
@@ -15,6 +16,8 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from sms_monitor.core.credentials import mask_credentials
 
 _PHONE = re.compile(r"\+[1-9]\d{6,14}")
 _PRIVATE_KEYS = frozenset({"body", "to", "from", "from_", "phone", "phone_number", "recipient"})
@@ -31,6 +34,7 @@ class Redactor:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
     def clean(self, value: str) -> str:
+        value = mask_credentials(value)  # any URL's userinfo, registered or not
         for secret in self.secrets:
             value = value.replace(secret, "[REDACTED]")
         return mask_phone(value)

@@ -201,8 +201,9 @@ def test_alerts_with_a_read_only_sqlite_store(capsys: pytest.CaptureFixture[str]
     assert os.path.getsize(path) == 0  # nothing was created
     # once the daemon has created its tables, a read-only copy is enough to list the alerts
     store = AlertStore(f"sqlite:///{path}")
-    store.migrate()
+    store.migrate()  # (logs that it made the file private: 0600)
     store.close()
+    capsys.readouterr()
     assert main(["alerts"], env=_alerts_env(read_only)) == 0
     out = capsys.readouterr()
     assert out.err == "" and out.out.splitlines() == [

@@ -269,10 +269,15 @@ def test_a_hung_audit_store_never_delays_twilio_or_the_deadline(
     monitor.on_deadline = deadlines.append
     server = monitor.exporter(("127.0.0.1", 0)).start()
     try:
-        started = time.monotonic()
+        took = []
         for i in range(3):
+            started = time.monotonic()
             assert inbound(server, "STOP", sid=f"SM{i:032d}").status_code == 200
-        assert time.monotonic() - started < 2.0  # the store's 5 s connect timeout is not ours
+            took.append(time.monotonic() - started)
+        # the store's 5 s connect timeout is not ours: the first request waits CLAIM_WAIT
+        # (1 s) to learn whether its SID is new, then a store that did not answer is not
+        # waited for again until a write succeeds
+        assert took[0] < 1.8 and max(took[1:]) < 0.5, took
         assert len(deadlines) == 3
         assert monitor.audit is not None and monitor.audit.queued == 3
     finally:
@@ -288,11 +293,12 @@ def test_a_row_the_store_refuses_does_not_hold_back_the_others(tmp_path: Path) -
     audit = KeywordAudit(f"sqlite:///{tmp_path / 'a.db'}")
     audit._ensure_table()
     with audit.engine.begin() as conn:  # a constraint the second row breaks
-        conn.exec_driver_sql("CREATE UNIQUE INDEX one_sid ON sms_monitor_keyword_events "
-                             "(message_sid)")
-    for sid in ("SM1", "SM1", "SM2"):
-        audit.record(InboundEvent(DEMO_ACCOUNT_SID, sid, STOPPER, "optout", "STOP", 1.0))
+        conn.exec_driver_sql("CREATE UNIQUE INDEX one_word ON sms_monitor_keyword_events "
+                             "(keyword)")
+    for sid, word in (("SM1", "STOP"), ("SM2", "STOP"), ("SM3", "HELP"), ("SM1", "STOP")):
+        audit.record(InboundEvent(DEMO_ACCOUNT_SID, sid, STOPPER, "optout", word, 1.0))
     assert audit.flush()
+    # SM2 refused for good; the second SM1 is a duplicate: not written, not lost
     assert (audit.written, audit.dropped, audit.queued) == (2, 1, 0)
     audit.close()
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sms_monitor.config import DatabaseConfig
+from sms_monitor.core.credentials import mask_credentials
 from sms_monitor.core.e164 import E164
 from sms_monitor.core.facts import DatabaseFacts
 from sms_monitor.core.peers import normalise, peer_hash
@@ -62,8 +63,8 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
         cause = "unreachable"
     else:
         cause = "error"
-    # a connection error may echo host and port, never the password; strip user:pass@ anyway
-    return cause, re.sub(r"//[^/@\s]*@", "//", text)[:300]
+    # a connection error may echo host and port, never the password; mask user:pass@ anyway
+    return cause, mask_credentials(text)[:300]
 
 
 def _sqlite_digits(value: object) -> str | None:

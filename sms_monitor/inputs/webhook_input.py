@@ -2,9 +2,10 @@
 ``/twilio/inbound`` since the last cycle.
 
 The HTTP server hands requests to :attr:`WebhookInput.inbox` (signature checks, counting);
-keyword messages are remembered here for the window (with the sender's number, in memory
-only), written to the audit table by its own thread, and, for an opt-out, the daemon is
-asked for a cycle when the application's grace period ends. Each cycle drains the accepted
+a keyword message is first claimed in the audit table (its SID is a unique key there, so a
+message seen before, even before a restart, stops here as a duplicate), then remembered
+here for the window (with the sender's number, in memory only) and, for an opt-out, the
+daemon is asked for a cycle when the application's grace period ends. Each cycle drains the accepted
 status callbacks into the part; the accounts and the canary apply them.
 """
 
@@ -57,10 +58,15 @@ class WebhookInput:
     def last_success(self) -> float | None:
         return None
 
-    def record_inbound(self, event: InboundEvent) -> None:
-        """An incoming keyword message: remember it, audit it, and ask for a cycle when the
-        application's grace period to process an opt-out has passed."""
+    def record_inbound(self, event: InboundEvent) -> bool:
+        """An incoming keyword message: claim its SID in the audit table, then remember it
+        and ask for a cycle when the application's grace period to process an opt-out has
+        passed. False (nothing done) when the audit table knew the SID already; a store that
+        does not answer in time leaves the decision to the inbox's memory (True)."""
         name = self._names.get(event.account_sid, event.account_sid)
+        if self.audit is not None and self.audit.claim(event) is False:
+            log.info("inbound_keyword_duplicate", account=name, kind=event.kind)
+            return False
         with self._lock:
             self.inbound_keywords[name, event.kind] += 1
             if event.kind in (OPTOUT, OPTIN):
@@ -69,9 +75,8 @@ class WebhookInput:
         database = self.settings.database
         if event.kind == OPTOUT and database is not None and self._wiring.on_deadline is not None:
             self._wiring.on_deadline(event.at + database.optout_grace)
-        if self.audit is not None:
-            self.audit.record(event)  # queued; written by the audit's own thread
         log.info("inbound_keyword", account=name, kind=event.kind)
+        return True
 
     def read(self, ctx: CycleContext) -> WebhooksPart:
         edge = ctx.now - self.settings.window_seconds

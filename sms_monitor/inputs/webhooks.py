@@ -11,6 +11,21 @@ An incoming message whose whole body is a keyword (opt-out, opt-in, help) goes t
 ``on_inbound`` listener at once (the monitor records it and re-checks opt-outs when the
 application's grace period ends); anything else is only counted. The answer is an empty
 TwiML document: sms-monitor observes, the application replies.
+
+Replays. A form that names a parameter twice is refused with 400 as ``malformed`` while it
+is parsed (which value would the signature be about?). Values without Twilio's shapes
+(``core/webhook_params.py``: a ``MessageSid`` extended by the parameter after it keeps its
+signature) are refused the same way *after* the signature: a request without a valid
+signature gets 403 whatever it holds, so no one without the auth token learns anything
+from the checks, and ``malformed`` among signed requests points at a replay with shifted
+values (or a change at Twilio). The signature covers the concatenated names and values,
+not where one parameter ends: only values of a known shape mean what it seems to say, so
+they are checked before any is used. An incoming message seen
+before is a ``duplicate``, answered 200 so that Twilio does not retry: here for the SIDs
+of this process, and for keyword messages in the audit store too, where the listener
+claims each SID durably (across restarts) before anything else and says whether it was new.
+Status callbacks are not remembered durably: applying one twice changes nothing (a record
+keeps its first delivery time, and a final status never moves back to an in-flight one).
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from twilio.request_validator import RequestValidator
 
 from sms_monitor.core.events import CallbackEvent, InboundEvent
 from sms_monitor.core.keywords import KeywordMatcher
+from sms_monitor.core.webhook_params import shape_problem
 
 log = structlog.get_logger("sms_monitor.webhooks")
 
@@ -43,7 +59,9 @@ class CallbackInbox:
     def __init__(self, tokens: dict[str, str], public_url: str | None = None,
                  rate_per_minute: int = 600, clock: object = time.time,
                  keywords: KeywordMatcher | None = None,
-                 on_inbound: Callable[[InboundEvent], None] | None = None) -> None:
+                 on_inbound: Callable[[InboundEvent], bool | None] | None = None) -> None:
+        """``on_inbound`` gets each new keyword message; it returns False when it knew the
+        message already (a replay after a restart): that request counts as a duplicate."""
         self._validators = {sid: RequestValidator(token) for sid, token in tokens.items()}
         self.public_url = public_url.rstrip("/") if public_url else None
         self.rate_per_minute = rate_per_minute
@@ -129,6 +147,8 @@ class CallbackInbox:
         except (UnicodeDecodeError, ValueError):
             return deny("malformed", 400)
         params = dict(pairs)
+        if len(params) != len(pairs):  # a name twice: which value did Twilio sign?
+            return deny("malformed", 400)
         if not signature:
             return deny("unsigned", 403)
         validator = self._validators.get(params.get("AccountSid", ""))
@@ -141,6 +161,8 @@ class CallbackInbox:
             valid = False
         if not valid:
             return deny("bad_signature", 403)
+        if shape_problem(params) is not None:  # e.g. a MessageSid extended by what followed
+            return deny("malformed", 400)
         if endpoint == "inbound":
             return self._inbound(params, now)
         sid, status = params.get("MessageSid") or params.get("SmsSid"), \
@@ -172,16 +194,19 @@ class CallbackInbox:
             if len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
         kind = self.keywords.kind(params.get("Body"))
-        self.count("accepted", "inbound")
         if kind is None or self.on_inbound is None:
+            self.count("accepted", "inbound")
             return 200
         event = InboundEvent(params["AccountSid"], sid, number, kind,
                              str(params.get("Body")).strip().upper(), now)
         try:
-            self.on_inbound(event)
+            fresh = self.on_inbound(event)
         except Exception as exc:  # Twilio still gets its answer; the poll will see the message
             log.exception("inbound_listener_failed", error=type(exc).__name__)
+            self.count("accepted", "inbound")
             self.count("internal", "inbound")
+            return 200
+        self.count("duplicate" if fresh is False else "accepted", "inbound")
         return 200
 
     def drain(self) -> list[CallbackEvent]:
