@@ -258,8 +258,8 @@ class Door:
         args = (target, host_url, bytes(body), _header(scope, b"x-twilio-signature"), source)
         if endpoint == "status":  # an HMAC and a queue append: cheaper here than a thread hop
             status = inbox.handle(*args)
-        else:  # an incoming message may touch the audit store
-            status = await self.server.run(inbox.handle, *args)
+        else:  # an incoming message claims its SID in the audit store (up to a second)
+            status = await self.server.run_webhook(inbox.handle, *args)
         if endpoint == "inbound" and status == 200:
             await respond(200, EMPTY_TWIML, "text/xml; charset=utf-8")
         else:
@@ -316,6 +316,8 @@ class ExporterServer:
             self.doors.append(Door(self, self.listeners[1], False, serve_hooks))
         self.registry.register(HttpServerCollector(self.listeners))
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http")
+        # incoming messages wait on the audit store: never in the pages' and scrapes' pool
+        self._hook_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-webhook")
         # The Authenticator runs one bcrypt at a time and sheds what waits beyond its own
         # small queue; its pool only has to be wide enough that a waiting check never holds
         # a thread another request needs (basic_auth.MAX_PENDING).
@@ -355,6 +357,9 @@ class ExporterServer:
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def run_webhook(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._hook_pool, fn, *args)
 
     async def run_auth(self, fn: Callable[..., Any], *args: Any) -> Any:
         """bcrypt on its own pool (one hash at a time, the Authenticator sees to it): failed
@@ -453,6 +458,7 @@ class ExporterServer:
             with contextlib.suppress(OSError):
                 listener.socket.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._hook_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
 
 
