@@ -484,3 +484,123 @@ def test_failed_passwords_are_throttled_per_source_and_good_scrapes_go_on(
         == 200
     text = ok.get(run.url + "/metrics", auth=("prometheus", "s3cret"), timeout=5).text
     assert 'sms_monitor_http_auth_refusals_total{listener="web",outcome="throttled"}' in text
+
+
+# ------------------------------------------------------------------ outbound requests, replays
+
+
+def test_rule_rows_aimed_at_internal_endpoints_get_nothing(
+        sim: SimulatorServer, tmp_path: Path) -> None:
+    """notification_rules rows aimed at a Prometheus's admin API on this host: the rule
+    fires, its refused recipients are named, and nothing is POSTed anywhere."""
+    from http.server import BaseHTTPRequestHandler
+
+    from sqlalchemy import create_engine, insert
+
+    from sms_monitor.background_server import BackgroundHTTPServer
+    from sms_monitor.simulator.practice_db import create_runbook_schema
+
+    posts: list[str] = []
+
+    class Admin(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            posts.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    admin = BackgroundHTTPServer(("127.0.0.1", 0), Admin).start()
+    db = tmp_path / "practice.db"
+    engine = create_engine(f"sqlite:///{db}")
+    tables = create_runbook_schema(engine).tables
+    rules = [("Low Twilio Balance", [f"{admin.url}/-/quit",
+                                     f"{admin.url}/api/v1/admin/tsdb/delete_series",
+                                     "oncall@practice.example"]),
+             ("Low SMS Delivery Rate", ["https://hooks.elsewhere.example/x",
+                                        "oncall@practice.example"])]
+    with engine.begin() as conn:
+        conn.execute(insert(tables["notification_rules"]), [
+            {"rule_name": name, "rule_type": "alert", "recipients": to,
+             "trigger_conditions": {"metric": "account_balance", "threshold": 10**9}
+             if name.startswith("Low Twilio") else
+             {"metric": "sms_delivery_rate", "threshold": 100, "window": "1 hour"}}
+            for name, to in rules])
+    engine.dispose()
+    # the operator allows this host over http, but not its (loopback) network
+    config = 'poll_interval = "1s"\n' + LIMITS + '[alerts]\nwebhook_allow = ["127.0.0.1"]\n' \
+                                                 'webhook_allow_http = true\n'
+    run = Run(tmp_path, sim.url, config=config,
+              env={"SMS_MONITOR_DATABASE_URL": f"sqlite:///{db}"})
+    try:
+        run.wait_ready()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the rules were evaluated twice over
+            with contextlib.suppress(AssertionError):
+                if run.metric("sms_monitor_poll_cycles_total") >= 3:
+                    break
+            select.select([], [], [], 0.2)
+        text = requests.get(run.url + "/metrics", timeout=5).text
+        assert ('sms_alert_recipients_refused{reason="refused_address",'
+                'rule="Low Twilio Balance"} 2.0') in text
+        assert 'sms_alert_recipients_refused{reason="not_allowed",rule="Low SMS Delivery Rate"} ' \
+               '1.0' in text
+        # both rules fire (a balance under 10^9, delivery under 100 %); e-mail is their only
+        # recipient left, and no webhook was POSTed
+        assert text.count('sms_alert_state{') >= 2 and posts == []
+    finally:
+        run.stop()
+        admin.stop()
+
+
+def test_a_replayed_stop_counts_once_across_a_restart(sim: SimulatorServer,
+                                                      tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    audit = tmp_path / "audit.db"
+    config = 'poll_interval = "1s"\n' + LIMITS + f'[inbound]\naudit_url = "sqlite:///{audit}"\n'
+    stop = {"AccountSid": DEMO_ACCOUNT_SID, "MessageSid": "SM" + "cd" * 16,
+            "SmsMessageSid": "SM" + "cd" * 16, "SmsSid": "SM" + "cd" * 16,
+            "From": "+15550100009", "To": DEMO_PHONE_NUMBER, "Body": "STOP", "NumMedia": "0",
+            "ApiVersion": "2010-04-01"}
+
+    # signed once, for the URL Twilio calls (public_url): the very same request each time
+    signature = RequestValidator(DEMO_AUTH_TOKEN).compute_signature(
+        "https://sms.example.org/twilio/inbound", stop)
+
+    def post(run: Run, params: dict[str, str]) -> int:
+        return requests.post(run.url + "/twilio/inbound", data=urlencode(params), timeout=5,
+                             headers={"Content-Type": "application/x-www-form-urlencoded",
+                                      "X-Twilio-Signature": signature}).status_code
+
+    codes = []
+    for _ in range(2):  # the same signed STOP, then again after a restart
+        run = Run(tmp_path, sim.url, config=config,
+                  env={"SMS_MONITOR_PUBLIC_URL": "https://sms.example.org"})
+        try:
+            run.wait_ready()
+            codes.append(post(run, stop))
+            # the MessageSid extended by the next parameter's name and value, signature kept:
+            # Twilio's signature concatenates names and values, so it still matches
+            extended = {k: v for k, v in stop.items() if k != "NumMedia"}
+            extended["MessageSid"] = stop["MessageSid"] + "NumMedia0"
+            codes.append(post(run, extended))
+            deadline = time.monotonic() + 15  # the counts are published by the next cycle
+            while time.monotonic() < deadline:
+                outcomes = requests.get(run.url + "/metrics", timeout=5).text
+                if 'outcome="malformed"} 1.0' in outcomes:
+                    break
+                select.select([], [], [], 0.2)
+        finally:
+            run.stop()
+    assert codes == [200, 400, 200, 400]
+    assert 'sms_monitor_webhook_requests_total{endpoint="inbound",outcome="duplicate"} 1.0' \
+        in outcomes
+    engine = create_engine(f"sqlite:///{audit}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT count(*) FROM sms_monitor_keyword_events")).scalar()
+    engine.dispose()
+    assert rows == 1
+    assert oct(audit.stat().st_mode & 0o777) == "0o600"
