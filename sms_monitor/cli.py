@@ -188,7 +188,11 @@ def _check(settings: Settings, as_json: bool) -> int:
     try:  # a one-off check reports; it never pages (that is the daemon's job)
         snapshot = build(settings, alerts=False).run_cycle()
     except Exception as exc:  # could not run at all: Nagios UNKNOWN
-        print(f"sms-monitor: check could not run: {type(exc).__name__}", file=sys.stderr)
+        from sms_monitor.core.credentials import mask_credentials
+
+        detail = mask_credentials((str(exc).splitlines() or [""])[0])[:200]
+        print(f"sms-monitor: check could not run: {type(exc).__name__}"
+              f"{': ' + detail if detail else ''}", file=sys.stderr)
         return Status.UNKNOWN.exit_code
     if as_json:
         print(json.dumps(snapshot_json(snapshot)))

@@ -76,6 +76,16 @@ def test_check_exit_3_when_nothing_is_known(live_simulator: SimulatorServer, liv
     assert "balance" in out and "UNKNOWN" in out
 
 
+def test_check_against_an_empty_in_memory_database_runs(
+        live_simulator: SimulatorServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """``sqlite://`` has no pool to size: the check runs, and finds no runbook tables (the
+    database cannot be read: unknown), rather than failing to start."""
+    rc = main(["check"], env={**demo_env(live_simulator.url), "SMS_MONITOR_DATABASE_URL": "sqlite://"})
+    captured = capsys.readouterr()
+    assert rc == 3 and captured.out.startswith("OVERALL: UNKNOWN") and "no such table" in captured.out
+    assert "could not run" not in captured.err
+
+
 def test_check_table_is_readable(live_simulator: SimulatorServer,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"], env=demo_env(live_simulator.url)) == 0

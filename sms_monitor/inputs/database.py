@@ -25,6 +25,7 @@ from sqlalchemy import (
     event,
     func,
     literal_column,
+    make_url,
     not_,
     or_,
     select,
@@ -93,8 +94,11 @@ class DatabaseSource:
                 "connect_timeout": max(1, int(config.connect_timeout)),
                 "application_name": "sms-monitor",
             }
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=2,
-                                            connect_args=connect_args)
+        # an in-memory SQLite database ("sqlite://") has one connection per thread, no pool
+        pooled = {} if make_url(url).database in (None, "", ":memory:") and \
+            self.dialect == "sqlite" else {"pool_size": 1, "max_overflow": 2}
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args,
+                                            **pooled)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", self._sqlite_setup)
         self._normalised: dict[str, str | None] = {}
