@@ -65,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common, listen, hooks], help="poll on a schedule and serve /metrics")
     check = sub.add_parser("check", parents=[common],
                            help="poll once, print the checks, exit 0/1/2/3 (Nagios convention)")
-    check.add_argument("--json", action="store_true", help="print one JSON object")
+    form = check.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    form.add_argument("--nagios", action="store_true",
+                      help="print one line as a Nagios plugin does: the verdict, then "
+                           "performance data ('delivery_rate'=0.988;0.95:;0.9:;0;1 ...)")
     demo = sub.add_parser("demo", parents=[common, listen],
                           help="the daemon against a built-in simulator: no account needed")
     demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_CONFIG
     logs.configure(args.log_level, secrets=settings.secrets())
     if args.command == "check":
-        return _check(settings, as_json=args.json)
+        return _check(settings, as_json=args.json, nagios=args.nagios)
     if args.command == "rules":
         return _rules_check(settings)
     if args.command == "alerts":
@@ -181,9 +185,9 @@ def _also(address: str | None) -> str:
     return f" or webhook listen address {address}" if address else ""
 
 
-def _check(settings: Settings, as_json: bool) -> int:
+def _check(settings: Settings, as_json: bool, nagios: bool = False) -> int:
     from sms_monitor.app import build
-    from sms_monitor.outputs.check import render_table, snapshot_json
+    from sms_monitor.outputs.check import nagios_line, render_table, snapshot_json
 
     try:  # a one-off check reports; it never pages (that is the daemon's job)
         snapshot = build(settings, alerts=False).run_cycle()
@@ -191,11 +195,15 @@ def _check(settings: Settings, as_json: bool) -> int:
         from sms_monitor.core.credentials import mask_credentials
 
         detail = mask_credentials((str(exc).splitlines() or [""])[0])[:200]
-        print(f"sms-monitor: check could not run: {type(exc).__name__}"
-              f"{': ' + detail if detail else ''}", file=sys.stderr)
+        reason = f"{type(exc).__name__}{': ' + detail if detail else ''}"
+        if nagios:  # a plugin's first line of standard output is its status
+            print(f"OVERALL: UNKNOWN - check could not run: {reason}".replace("|", "/"))
+        print(f"sms-monitor: check could not run: {reason}", file=sys.stderr)
         return Status.UNKNOWN.exit_code
     if as_json:
         print(json.dumps(snapshot_json(snapshot)))
+    elif nagios:
+        print(nagios_line(snapshot, settings.thresholds))
     else:
         print(render_table(snapshot))
     return snapshot.overall.exit_code

@@ -1,15 +1,49 @@
-"""``sms-monitor check``'s output: a table for the terminal, or one JSON object."""
+"""``sms-monitor check``'s output: a table for the terminal, one JSON object, or one Nagios line."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from sms_monitor.core.snapshot import Snapshot
+from sms_monitor.core.thresholds import Threshold
 
 
 def headline(snapshot: Snapshot) -> str:
     """The first line: the verdict and why (Nagios plugins put their status there)."""
     return f"OVERALL: {snapshot.overall.value.upper()} - {snapshot.verdict_detail()}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def nagios_line(snapshot: Snapshot, thresholds: Mapping[str, Threshold]) -> str:
+    """One line as a Nagios plugin prints it: the verdict, then performance data for every
+    check with a value (``'label'=value[UOM];warn;crit;min;max``).
+
+    A label is the check's name, or ``account/check`` where two groups have the check. The
+    thresholds use the plugin guidelines' range syntax: ``0.95:`` warns below 0.95 (higher is
+    better), ``7`` warns above 7. Ratios are 0-1 with min 0 and max 1, seconds carry ``s``.
+    """
+    checks = [c for c in snapshot.checks() if c.value is not None]
+    names = Counter(c.name for c in checks)
+    perf = []
+    for c in checks:
+        label = c.name if names[c.name] == 1 else f"{c.account}/{c.name}"
+        label = label.replace("'", "").replace("=", "")
+        uom = "s" if c.unit == "seconds" else ""
+        warn = crit = ""
+        t = thresholds.get(c.name)
+        if t is not None:
+            suffix = ":" if t.higher_is_better else ""
+            warn, crit = _number(t.good) + suffix, _number(t.bad) + suffix
+        low, high = ("0", "1") if c.unit == "ratio" else ("", "")
+        assert c.value is not None
+        perf.append(f"'{label}'={_number(c.value)}{uom};{warn};{crit};{low};{high}".rstrip(";"))
+    line = headline(snapshot).replace("|", "/")  # '|' starts the performance data
+    return f"{line} | {' '.join(perf)}" if perf else line
 
 
 def render_table(snapshot: Snapshot) -> str:
