@@ -29,9 +29,10 @@ class BackgroundHTTPServer(ThreadingHTTPServer):
                  handler_class: type[BaseHTTPRequestHandler]) -> None:
         if ":" in address[0]:  # an IPv6 host ("::1", "::"): the class default is IPv4
             self.address_family = socket.AF_INET6
-        super().__init__(address, handler_class)
+        # before binding: a failed bind calls server_close() inside super().__init__
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        super().__init__(address, handler_class)
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()  # nothing serves yet

@@ -39,15 +39,19 @@ def _parser() -> argparse.ArgumentParser:
                         help="TOML configuration file (environment variables override it)")
     common.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
-    listen = argparse.ArgumentParser(add_help=False)
-    listen.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
-                        help="where to serve /metrics, /healthz, /readyz and /, an IPv6 host in "
-                             "brackets: [::1]:9839 (default $SMS_MONITOR_LISTEN_ADDRESS or "
-                             "0.0.0.0:9839)")
-    listen.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                        default=os.environ.get("SMS_MONITOR_WEB_CONFIG_FILE") or None,
-                        help="TLS and basic auth (exporter-toolkit format; default "
-                             "$SMS_MONITOR_WEB_CONFIG_FILE)")
+    def listen_parser(default: str) -> argparse.ArgumentParser:
+        listen = argparse.ArgumentParser(add_help=False)
+        listen.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT",
+                            help="where to serve /metrics, /healthz, /readyz and /, an IPv6 host "
+                                 "in brackets: [::1]:9839 (default $SMS_MONITOR_LISTEN_ADDRESS "
+                                 f"or {default})")
+        listen.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                            default=os.environ.get("SMS_MONITOR_WEB_CONFIG_FILE") or None,
+                            help="TLS and basic auth (exporter-toolkit format; default "
+                                 "$SMS_MONITOR_WEB_CONFIG_FILE)")
+        return listen
+
+    listen = listen_parser("0.0.0.0:9839")
 
     hooks = argparse.ArgumentParser(add_help=False)
     hooks.add_argument("--web.webhook-address", dest="webhook_listen_address", metavar="HOST:PORT",
@@ -70,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--nagios", action="store_true",
                       help="print one line as a Nagios plugin does: the verdict, then "
                            "performance data ('delivery_rate'=0.988;0.95:;0.9:;0;1 ...)")
-    demo = sub.add_parser("demo", parents=[common, listen],
+    demo = sub.add_parser("demo", parents=[common, listen_parser("127.0.0.1:9839")],
                           help="the daemon against a built-in simulator: no account needed")
     demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
     sub.add_parser("alerts", parents=[common],
@@ -353,7 +357,12 @@ def _simulate(args: argparse.Namespace) -> int:
                      scenario=args.scenario)
     state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
     state.advance()
-    server = SimulatorServer((host, port), state)
+    try:
+        server = SimulatorServer((host, port), state)
+    except OSError as exc:
+        print(f"sms-monitor: configuration error: --listen {args.listen}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_CONFIG
     print(f"Twilio simulator at {server.url} (scenario {args.scenario}).\n"
           f"  TWILIO_ACCOUNT_SID={DEMO_ACCOUNT_SID}\n"
           f"  TWILIO_AUTH_TOKEN=<the simulator's demo token, see sms_monitor/simulator/state.py>\n"

@@ -315,3 +315,23 @@ def test_check_with_the_alert_store_server_down_is_unknown(
     store = next(s for s in doc["sources"] if s["name"] == "alert_store")
     assert not store["readable"] and store["reason"]
     assert "secret-7" not in out
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tmp_path: os.PathLike[str]) -> None:
+    """``simulate`` and ``run`` on a port another process holds: no traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for args in (["simulate", "--listen", f"127.0.0.1:{port}"],
+                     ["run", "--web.listen-address", f"127.0.0.1:{port}"]):
+            result = subprocess.run([sys.executable, "-m", "sms_monitor.cli", *args],
+                                    env={**demo_env("http://127.0.0.1:9"), "PATH": "/usr/bin:/bin"},
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.endswith(f"127.0.0.1:{port}: Address already in use\n")
+            assert "Traceback" not in result.stderr

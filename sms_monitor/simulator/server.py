@@ -616,10 +616,11 @@ class SimulatorServer(BackgroundHTTPServer):
     thread_name = "simulator"
 
     def __init__(self, address: tuple[str, int], state: SimState) -> None:
-        super().__init__(address, SimulatorHandler)
+        # set before binding: a failed bind closes the server inside super().__init__
         self.state = state
         self.closing = threading.Event()  # set on close: answers waiting out a delay go now
         self.webhooks = WebhookSender(state)  # sends nothing until a URL is configured
+        super().__init__(address, SimulatorHandler)
 
     def start(self) -> SimulatorServer:
         self.webhooks.start()  # ticking from now on, before the first request is served
