@@ -97,3 +97,40 @@ def test_the_configuration_reference_lists_every_key_of_every_model() -> None:
                    if line.startswith(f"| `{var}`"))
         shown = f"[{path[0]}] {path[1]}" if len(path) == 2 else path[0]
         assert f"`{shown}`" in row or var == "SMS_MONITOR_ALERT_STORE_URL" and "`store_url`" in row
+
+
+def _cli_options() -> set[tuple[str, str]]:
+    """(command, option) for every option of every (sub)command the parser knows; an
+    option every command shares is listed under "" (the reference's "Every command")."""
+    import argparse
+
+    from sms_monitor.cli import _parser
+
+    found: set[tuple[str, str]] = set()
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}".strip())
+            elif not isinstance(action, argparse._HelpAction | argparse._VersionAction) and path:
+                found.add((path, action.option_strings[0] if action.option_strings
+                           else action.dest))
+
+    walk(_parser(), "")
+    common = {opt for _, opt in found if all((cmd, opt) in found for cmd in
+                                              {c for c, _ in found if " " not in c})}
+    return {("" if opt in common else cmd, opt) for cmd, opt in found}
+
+
+def test_the_cli_reference_lists_every_option_of_every_command() -> None:
+    documented: set[tuple[str, str]] = set()
+    command = ""
+    for line in (ROOT / "docs" / "cli.md").read_text().splitlines():
+        if m := re.fullmatch(r"## `sms-monitor ([a-z ]+)`", line):
+            command = m.group(1)
+        elif line == "## Every command":
+            command = ""
+        elif m := re.match(r"\| `([^` ]+)", line):
+            documented.add((command, m.group(1)))
+    assert documented == _cli_options()
