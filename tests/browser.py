@@ -184,11 +184,12 @@ class DevTools:
 
     # --- what the tests do ---------------------------------------------------------------
 
-    def emulate(self, width: int, height: int, mobile: bool = False) -> None:
-        """The viewport of a ``width`` x ``height`` screen (CSS pixels, scale 1); ``mobile``:
-        a phone's (the page's meta viewport applies)."""
+    def emulate(self, width: int, height: int, mobile: bool = False, scale: float = 1.0
+                ) -> None:
+        """The viewport of a ``width`` x ``height`` screen (CSS pixels; ``scale`` device
+        pixels each); ``mobile``: a phone's (the page's meta viewport applies)."""
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=mobile)
+                  deviceScaleFactor=scale, mobile=mobile)
 
     def navigate(self, url: str) -> None:
         """Load ``url`` and wait until it has loaded."""
@@ -204,9 +205,9 @@ class DevTools:
             raise RuntimeError(f"{expression}: {answer['exceptionDetails']}")
         return answer["result"].get("value")
 
-    def screenshot(self, path: Path) -> bytes:
-        """A PNG of the whole page (beyond the viewport), written to ``path``."""
+    def screenshot(self, path: Path, whole_page: bool = True) -> bytes:
+        """A PNG of the whole page (or of the viewport only), written to ``path``."""
         data = base64.b64decode(self.send("Page.captureScreenshot", format="png",
-                                          captureBeyondViewport=True)["data"])
+                                          captureBeyondViewport=whole_page)["data"])
         path.write_bytes(data)
         return data

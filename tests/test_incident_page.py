@@ -17,6 +17,7 @@ from sms_monitor.core.classify import CheckResult, Status
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES
 from sms_monitor.core.error_codes import ERROR_MEANINGS, meaning
 from sms_monitor.core.snapshot import AlertsSnapshot, AlertView, SnapshotHolder
+from sms_monitor.core.sources import SourceState
 from sms_monitor.outputs import incident
 from sms_monitor.outputs.incident import (
     RUNBOOK_BASE,
@@ -29,6 +30,7 @@ from sms_monitor.outputs.incident import (
 from sms_monitor.outputs.pages import landing_page
 from tests.incident_snapshots import incident_holder, incident_snapshot
 from tests.snapshots import (
+    HEALTHY_FACTS,
     T0,
     account,
     blind_database_snapshot,
@@ -82,9 +84,10 @@ def test_values_in_the_units_a_person_reads() -> None:
     assert [percent(x) for x in (0.9819, 0.988, 0.95, 1.0, 0.0, 0.0004, 0.1234)] == \
         ["98.2 %", "98.8 %", "95 %", "100 %", "0 %", "< 0.1 %", "12.3 %"]
     assert [seconds(x) for x in (0.25, 4.2, 59.94, 95, 312, 4000)] == \
-        ["0.25 s", "4.2 s", "59.9 s", "1 min 35 s", "5 min 12 s", "1 h 6 min"]
-    assert [duration(x) for x in (0, 45, 720, 725, 3600, 5280, 183_600)] == \
-        ["0 s", "45 s", "12 min", "12 min", "1 h", "1 h 28 min", "2 d 3 h"]
+        ["0.25 s", "4.2 s", "59.9 s", "1 min 35 s", "5 min", "1 h 6 min"]
+    assert [duration(x) for x in (0, 45, 95, 179, 180, 400, 725, 3600, 5280, 183_600)] == \
+        ["0 s", "45 s", "1 min 35 s", "2 min 59 s", "3 min", "6 min", "12 min", "1 h",
+         "1 h 28 min", "2 d 3 h"]
 
     snap = incident_snapshot(T0)
 
@@ -237,16 +240,50 @@ def test_unknown_comes_between_red_and_yellow() -> None:
         "unknown content · database advisory: not in the verdict",
     ]
     blind = page_of(holder_of(blind_database_snapshot()))
-    heads = [c[0] for c in cards(blind, "check")]
-    assert heads[:3] == ["unknown invalid_phone_numbers · database",
-                         "unknown optout_unprocessed · database",
-                         "unknown sent_to_opted_out · database"]
-    assert heads.index("yellow twilio_status · twilio advisory: not in the verdict") > \
-        heads.index("unknown connection · database")
-    connection = next(c for c in cards(blind, "check") if c[0].endswith("connection · database"))
-    assert connection[1] == "unreadable for 1 cycle · unknown for at least 0 s (since 20:26 UTC " \
-                            "or before)"
-    assert connection[-1] == "Runbook: smsmonitordatabasedown"
+    assert cards(blind, "check") == [
+        # the database's connection check, then its checks that wait on it, as one
+        ["unknown connection · database",
+         "unreadable for 1 cycle · unknown for at least 0 s (since 20:26 UTC or before)",
+         "unreadable for 1 cycle (red from 3): connection refused",
+         incident.MEANINGS["connection"], "Runbook: smsmonitordatabasedown"],
+        ["unknown 8 checks · database",
+         "cannot be computed while database (connection refused) cannot be read",
+         "invalid_phone_numbers, optout_unprocessed, sent_to_opted_out, queue_delay, "
+         "unexpected_sends, reconciliation (advisory), sms_fallback (advisory), "
+         "content (advisory)", "Runbook: smsmonitordatabasedown"],
+        ["yellow twilio_status · twilio advisory: not in the verdict",
+         "yellow for at least 0 s (since 20:26 UTC or before)",
+         "REST API: degraded_performance; open incidents: Delayed SMS to Canada",
+         incident.MEANINGS["twilio_status"],
+         "Runbook: sms-monitor alert runbook · status.twilio.com"],
+        ["unknown international_share · primary advisory: not in the verdict",
+         "unknown for at least 0 s (since 20:26 UTC or before)",
+         "0.0% international; learning the usual share", incident.MEANINGS["international_share"],
+         "Runbook: smsinternationalsharejump"],
+    ]
+    assert "<h2>Needs attention (11)</h2>" in blind
+
+
+def test_an_unreadable_account_is_one_cause_and_one_group() -> None:
+    facts = replace(HEALTHY_FACTS, messages_ok=False, balance=None, balance_seconds=None,
+                    account_status=None, phone_found=None, credentials_accepted=False,
+                    failures={"balance": "timeout", "messages": "timeout",
+                              "account": "skipped", "phone_number": "skipped"})
+    down = account("primary", facts=facts, up=False,
+                   source=SourceState("twilio:primary", False, 2, "timeout"))
+    page = page_of(holder_of(snapshot(down)))
+    assert "Overall: <b>red</b> — 1 check red: api_response_time (primary); unreadable: " \
+           "twilio:primary</p>" in page
+    assert cards(page, "check") == [
+        ["red api_response_time · primary", "red for at least 0 s (since 20:26 UTC or before)",
+         "Balance request failed: timeout", incident.MEANINGS["api_response_time"],
+         "Runbook: twilioapidown"],
+        ["unknown 11 checks · primary",
+         "cannot be computed while twilio:primary (timeout) cannot be read",
+         "delivery_rate, error_rate, delivery_latency, authentication, account_status, "
+         "balance, phone_number, carrier_filtering, throughput (advisory), unregistered_10dlc "
+         "(advisory), international_share (advisory)", "Runbook: twilioapidown"],
+    ]
 
 
 def test_the_api_check_links_to_api_down_when_twilio_does_not_answer() -> None:
@@ -284,7 +321,7 @@ def test_alerts_with_their_escalation() -> None:
          "Escalation: level 2 of 3; level 3 at 21:46 UTC (in 1 h 20 min)",
          "Runbook: smsdeliveryratecritical"],
         ["firing Opt-out violations · database · critical",
-         "3 messages · firing for 6 min 40 s (since 20:20 UTC)",
+         "3 messages · firing for 6 min (since 20:20 UTC)",
          "Escalation: level 1 of 3; level 2 at 20:50 UTC (in 23 min)",
          "Runbook: smssenttooptedout"],
         ["pending Low Twilio Balance · primary · warning",
@@ -316,7 +353,8 @@ def test_alert_values_in_their_metric_units() -> None:
     assert shown("sms_spend_month", 310.0) == "310.00 USD"
     assert shown("optout_violations", 1.0) == "1 message"
     assert shown("sms_carrier_filtered", 3.0) == "3 messages"
-    assert shown("queue_delay", 400.0) == "6 min 40 s"
+    assert shown("queue_delay", 400.0) == "6 min"
+    assert shown("queue_delay", 95.0) == "1 min 35 s"
     assert shown("status:overall", 2.0) == "red"
     assert shown("status:balance", 1.0) == "yellow"
     # every metric of the vocabulary has a runbook section

@@ -140,7 +140,8 @@ def percent(ratio: float) -> str:
 
 
 def seconds(value: float) -> str:
-    """0.25 -> "0.25 s", 4.2 -> "4.2 s", 312 -> "5 min 12 s", 4000 -> "1 h 7 min"."""
+    """0.25 -> "0.25 s", 4.2 -> "4.2 s", 95 -> "1 min 35 s", 312 -> "5 min", 4000 ->
+    "1 h 6 min"."""
     if value < 1:
         return f"{value:.2f} s"
     if value < 60:
@@ -149,13 +150,14 @@ def seconds(value: float) -> str:
 
 
 def duration(value: float) -> str:
-    """A span in the largest two units: "45 s", "12 min", "1 h 28 min", "2 d 3 h"."""
+    """A span in the largest two units: "45 s", "1 min 35 s", "12 min", "1 h 28 min",
+    "2 d 3 h" (seconds only under 3 minutes)."""
     s = int(round(max(0.0, value)))
     if s < 60:
         return f"{s} s"
     if s < 3600:
         m, rest = divmod(s, 60)
-        return f"{m} min" + (f" {rest} s" if rest and m < 10 else "")
+        return f"{m} min" + (f" {rest} s" if rest and m < 3 else "")
     if s < 86400:
         h, rest = divmod(s // 60, 60)
         return f"{h} h" + (f" {rest} min" if rest else "")
@@ -256,6 +258,10 @@ def since_words(status: Status, since: Since | None, now: float) -> str:
 # --- checks -----------------------------------------------------------------------------
 
 
+# the checks that say a source cannot be read (the others of its part are then unknown)
+CONNECTION_CHECKS = frozenset({"connection", "api_response_time", "alert_store", "audit_store"})
+
+
 @dataclass(frozen=True)
 class CheckLine:
     check: CheckResult
@@ -282,16 +288,66 @@ def counted(snap: Snapshot) -> list[CheckLine]:
 
 
 def worst_first(lines: Sequence[CheckLine]) -> list[CheckLine]:
-    """Not green, worst first: red, unknown, yellow; in each, counted before advisory. An
-    advisory check that is unknown comes last (nothing known, and it would not count);
-    otherwise in the snapshot's order."""
-    def rank(ln: CheckLine) -> tuple[int, bool]:
+    """Not green, worst first: red, unknown, yellow; in each, counted before advisory, and
+    a source's connection check (the cause) before the others. An advisory check that is
+    unknown comes last (nothing known, and it would not count); otherwise in the snapshot's
+    order."""
+    def rank(ln: CheckLine) -> tuple[int, bool, bool]:
         status = ln.check.status
+        cause = ln.check.name not in CONNECTION_CHECKS
         if ln.advisory and status is Status.UNKNOWN:
-            return len(SEVERITY_ORDER), True
-        return SEVERITY_ORDER.index(status), ln.advisory
+            return len(SEVERITY_ORDER), True, cause
+        return SEVERITY_ORDER.index(status), ln.advisory, cause
 
     return sorted((ln for ln in lines if ln.check.status is not Status.GREEN), key=rank)
+
+
+@dataclass(frozen=True)
+class Blind:
+    """The unknown checks of a part whose source cannot be read, shown as one: they all
+    wait on the same thing."""
+
+    account: str
+    sources: tuple[str, ...]  # the part's unreadable sources
+    reason: str
+    checks: tuple[CheckLine, ...]
+
+    @property
+    def section(self) -> str:
+        if "database" in self.sources:
+            return "smsmonitordatabasedown"
+        if any(s.startswith("twilio:") for s in self.sources):
+            return "twilioapidown"
+        return BLIND_SECTION
+
+
+def fold_blind(snap: Snapshot, lines: Sequence[CheckLine]) -> list[CheckLine | Blind]:
+    """``lines`` with the unknown checks of each part that cannot be read (but its
+    connection check) folded into one :class:`Blind`, where the first of them was."""
+    blind: dict[str, tuple[str, ...]] = {}
+    reasons: dict[str, str] = {}
+    for part in snap.parts.values():
+        down = [s for s in part.sources if not s.ok]
+        for c in part.checks:
+            if down:
+                blind[c.account] = tuple(s.name for s in down)
+                reasons[c.account] = "; ".join(s.reason for s in down if s.reason)
+    folded: dict[str, list[CheckLine]] = {}
+    for ln in lines:
+        c = ln.check
+        if c.status is Status.UNKNOWN and c.account in blind and c.name not in CONNECTION_CHECKS:
+            folded.setdefault(c.account, []).append(ln)
+    out: list[CheckLine | Blind] = []
+    for ln in lines:
+        group = folded.get(ln.check.account, [])
+        if ln not in group:
+            out.append(ln)
+        elif len(group) == 1:
+            out.append(ln)  # one check: shown as itself
+        elif ln is group[0]:
+            account = ln.check.account
+            out.append(Blind(account, blind[account], reasons[account], tuple(group)))
+    return out
 
 
 def verdict_words(snap: Snapshot) -> str:

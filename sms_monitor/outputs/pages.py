@@ -151,7 +151,10 @@ def _checks(snap: Snapshot, history: StatusHistory, runbook_base: str, now: floa
     if not bad:
         return ["<h2>Checks</h2><p>Every check is green.</p>"]
     out = [f"<h2>Needs attention ({len(bad)})</h2>"]
-    for line in bad:
+    for line in words.fold_blind(snap, bad):
+        if isinstance(line, words.Blind):
+            out.append(_blind(line, runbook_base))
+            continue
         c = line.check
         s = c.status.value
         value = words.check_value(c, snap)
@@ -165,9 +168,24 @@ def _checks(snap: Snapshot, history: StatusHistory, runbook_base: str, now: floa
             + f"<p>{_value(value)}{_e(since)}</p>"
             + (f"<p class='detail'>{_e(c.detail)}</p>" if c.detail and c.detail != value else "")
             + (f"<p class='means'>{_e(words.meaning_of(c))}</p>" if words.meaning_of(c) else "")
-            + f"<p>{_runbook(runbook_base, section)}</p>"
-            + "</div>")
+            + f"<p>{_runbook(runbook_base, section)}"
+            + (" · <a href='https://status.twilio.com'>status.twilio.com</a>"
+               if c.name == "twilio_status" else "")
+            + "</p></div>")
     return out
+
+
+def _blind(group: words.Blind, runbook_base: str) -> str:
+    names = ", ".join(ln.check.name + (" (advisory)" if ln.advisory else "")
+                      for ln in group.checks)
+    colour = _COLOURS["unknown"]
+    why = ", ".join(group.sources) + (f" ({group.reason})" if group.reason else "")
+    return (f"<div class='card check unknown' style='border-left-color:{colour}'>"
+            f"<p class='head'>{_badge('unknown', 'unknown')} <b>"
+            f"{_e(words.plural(len(group.checks), 'check'))}</b> · {_e(group.account)}</p>"
+            f"<p>cannot be computed while {_e(why)} cannot be read</p>"
+            f"<p class='detail'>{_e(names)}</p>"
+            f"<p>{_runbook(runbook_base, group.section)}</p></div>")
 
 
 def _alerts(alerts: AlertsSnapshot | None, snap: Snapshot, runbook_base: str,
