@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from sms_monitor.core.canary import CanaryView
@@ -24,6 +24,7 @@ from sms_monitor.core.frozen import Immutable
 from sms_monitor.core.records import MessageRecord
 from sms_monitor.core.sources import SourceState, verdict
 from sms_monitor.core.stats import WindowStats
+from sms_monitor.core.status_history import StatusHistory
 from sms_monitor.core.window import Gap, HistogramState, unread_seconds
 
 
@@ -323,10 +324,12 @@ class Snapshot(Immutable):
 
 @dataclass(frozen=True)
 class Published:
-    """What readers see: the last snapshot and the alert engine's state after it."""
+    """What readers see: the last snapshot, the alert engine's state after it, and since
+    when each of its checks has had its status (kept by the holder across snapshots)."""
 
     snapshot: Snapshot
     alerts: AlertsSnapshot | None = None
+    history: StatusHistory = field(default_factory=StatusHistory)
 
 
 class SnapshotHolder:
@@ -362,7 +365,10 @@ class SnapshotHolder:
         has evaluated this snapshot (a scrape in between never loses the alert metrics)."""
         with self._lock:
             previous = self._published
-            self._published = Published(snapshot, previous.alerts if previous else None)
+            history = (previous.history if previous else StatusHistory()).observe(
+                snapshot.checks(), snapshot.taken_at)
+            self._published = Published(snapshot, previous.alerts if previous else None,
+                                        history)
         self._since = self._monotonic()
         self._ready.set()
 
@@ -371,7 +377,7 @@ class SnapshotHolder:
         with self._lock:
             p = self._published
             if p is not None:
-                self._published = Published(p.snapshot, alerts)
+                self._published = replace(p, alerts=alerts)
 
     def amend_alerts(self, change: Callable[[AlertsSnapshot], AlertsSnapshot]) -> None:
         """Replace the published alert state by ``change(it)`` (the sender's counts after a
@@ -379,7 +385,7 @@ class SnapshotHolder:
         with self._lock:
             p = self._published
             if p is not None and p.alerts is not None:
-                self._published = Published(p.snapshot, change(p.alerts))
+                self._published = replace(p, alerts=change(p.alerts))
 
     @property
     def ready(self) -> bool:
