@@ -24,7 +24,7 @@ import math
 import resource
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -277,7 +277,8 @@ class ExporterServer:
                  callbacks: CallbackInbox | None = None,
                  areas: Sequence[type[Area]] = (), max_cycle_age: float | None = None,
                  webhook_address: tuple[str, int] | None = None,
-                 limits: WebLimits | None = None) -> None:
+                 limits: WebLimits | None = None,
+                 page_options: Mapping[str, Any] | None = None) -> None:
         """``max_cycle_age``: /healthz fails once no cycle has finished for that long.
 
         Binds at once: an address in use raises OSError here, before anything starts.
@@ -289,6 +290,7 @@ class ExporterServer:
         self.registry = build_registry(holder, areas)
         self.pages = [a() for a in areas]
         self.extra_html = extra_html
+        self.page_options = dict(page_options or {})  # landing_page's keywords (levels...)
         self.max_cycle_age = max_cycle_age
         self.authenticator = web_config.authenticator if web_config is not None else None
         self.extra_headers: tuple[tuple[str, str], ...] = \
@@ -384,8 +386,8 @@ class ExporterServer:
             if holder.ready:
                 return 200, b"ready\n", TEXT
             return 503, b"waiting for the first poll cycle\n", TEXT
-        return 200, landing_page(holder, self.pages, self.extra_html).encode(), \
-            "text/html; charset=utf-8"
+        return 200, landing_page(holder, self.pages, self.extra_html,
+                                 **self.page_options).encode(), "text/html; charset=utf-8"
 
     # ------------------------------------------------------------------ lifecycle
 
