@@ -138,7 +138,7 @@ def sample_snapshot() -> Snapshot:
     requests = RequestTelemetry(
         counts={("primary", "balance", "200"): 3, ("primary", "messages", "429"): 1},
         durations={("primary", "balance"): HistogramState((0.5, 1.0), (2, 1, 0), 1.25, 3)},
-        retries={("primary", "rate_limited"): 1})
+        retries={("primary", "429"): 1})
     return snapshot(
         primary, db=db,
         status_page=statuspage({"SMS": "operational", "REST API": "degraded_performance"},

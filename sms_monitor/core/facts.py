@@ -19,6 +19,30 @@ SKIPPED = "skipped"  # not asked: the probe found Twilio unreachable this cycle
 # Failures that mean Twilio's API did not answer at all.
 UNREACHABLE = frozenset({TIMEOUT, CONNECTION})
 
+# The label values of the poll-error counters, each pair that can occur, so that every
+# counter is exported at 0 from the first scrape (a panel or a rate over it never starts
+# empty). A request part of a Twilio poll fails with one of REQUEST_FAILURES; the parts after
+# the Balance probe are SKIPPED when the probe found Twilio unreachable; "poll" is the poll
+# itself crashing ("internal").
+TWILIO_PARTS = ("balance", "account", "phone_number", "messages", "usage")
+REQUEST_FAILURES = (TIMEOUT, CONNECTION, AUTH, SERVER_ERROR, CLIENT_ERROR, MALFORMED, BUDGET)
+POLL_ERROR_LABELS: tuple[tuple[str, str], ...] = (
+    *((part, kind) for part in TWILIO_PARTS for kind in REQUEST_FAILURES),
+    *((part, SKIPPED) for part in ("account", "phone_number", "messages")),
+    ("poll", "internal"),
+)
+# Why a Twilio request was retried (twilio_api_retries_total's reason).
+RETRY_REASONS = ("429", "5xx", "connection")
+# The application database's queries, each failing with one of QUERY_FAILURES
+# (inputs.database.describe_error), and the poll itself crashing.
+DATABASE_QUERIES = ("invalid_phone_numbers", "queue_delay", "sms_fallback", "opted_out_clients",
+                    "optout_lookup", "reconciliation", "notification_rules", "content")
+QUERY_FAILURES = ("schema", "permission", "timeout", "read_only", "unreachable", "error")
+QUERY_ERROR_LABELS: tuple[tuple[str, str], ...] = (
+    *((query, cause) for query in DATABASE_QUERIES for cause in QUERY_FAILURES),
+    ("poll", "internal"),
+)
+
 
 @dataclass(frozen=True)
 class AccountFacts(Immutable):

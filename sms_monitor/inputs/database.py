@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sms_monitor.config import DatabaseConfig
 from sms_monitor.core.credentials import mask_credentials
 from sms_monitor.core.e164 import E164
-from sms_monitor.core.facts import DatabaseFacts
+from sms_monitor.core.facts import DATABASE_QUERIES, DatabaseFacts
 from sms_monitor.core.peers import normalise, peer_hash
 from sms_monitor.inputs.schema_names import MappedTable
 
@@ -288,9 +288,7 @@ class DatabaseSource:
         except SQLAlchemyError as exc:
             cause, reason = describe_error(exc)
             log.warning("database_unreachable", cause=cause, reason=reason)
-            names = ("invalid_phone_numbers", "queue_delay", "sms_fallback", "opted_out_clients",
-                     "optout_lookup", "reconciliation", "notification_rules",
-                     *(("content",) if read_content else ()))
+            names = tuple(q for q in DATABASE_QUERIES if read_content or q != "content")
             return DatabaseFacts(failures=dict.fromkeys(names, reason),
                                  causes=dict.fromkeys(names, cause))
         with conn:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from prometheus_client.core import Metric
 
@@ -10,6 +11,20 @@ from sms_monitor.core.snapshot import Snapshot
 from sms_monitor.core.window import HistogramState
 
 CACHED = " (cached from the last poll)"
+
+K = TypeVar("K", str, tuple[str, str])
+
+
+def from_zero(counts: Mapping[K, int], known: Iterable[K]) -> list[tuple[K, int]]:
+    """A labelled counter's samples: every known label set, at 0 until its first event, and
+    whatever else was counted. Sorted, so the exposition is stable.
+
+    A counter that appears only with its first event leaves a panel empty ("no data") and
+    makes ``rate()`` miss that first event; starting at 0 avoids both. ``known`` must be
+    bounded: it is a fixed list of label values (or the rows of notification_rules)."""
+    merged = dict.fromkeys(known, 0)
+    merged.update(counts)
+    return sorted(merged.items())
 
 
 def buckets(h: HistogramState) -> list[tuple[str, float]]:

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from sms_monitor.core.facts import QUERY_ERROR_LABELS
 from sms_monitor.core.snapshot import Snapshot
-from sms_monitor.outputs.metrics.base import CACHED, Area
+from sms_monitor.outputs.metrics.base import CACHED, Area, from_zero
 
 
 class DatabaseArea(Area):
@@ -85,7 +86,7 @@ class DatabaseArea(Area):
         errors = CounterMetricFamily("sms_monitor_database_query_errors",
                                      "Failed database queries by query and cause",
                                      labels=["query", "cause"])
-        for (query, cause), n in sorted(db.query_errors.items()):
+        for (query, cause), n in from_zero(db.query_errors, QUERY_ERROR_LABELS):
             errors.add_metric([query, cause], n)
         templates = GaugeMetricFamily(
             "sms_content_templates", "Message templates with more than 10 SMS in the last 7 days"

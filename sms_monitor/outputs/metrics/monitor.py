@@ -7,8 +7,24 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from sms_monitor.core.facts import POLL_ERROR_LABELS
+from sms_monitor.core.outbound import REASONS as REFUSAL_REASONS
 from sms_monitor.core.snapshot import AlertsSnapshot, Snapshot
-from sms_monitor.outputs.metrics.base import CACHED, Area
+from sms_monitor.outputs.metrics.base import CACHED, Area, from_zero
+
+# Every outcome a webhook request can have, by endpoint (inputs/webhooks.py): counted from 0.
+_REFUSALS = ("unsigned", "bad_signature", "unknown_account", "malformed", "too_large",
+             "rate_limited")
+WEBHOOK_OUTCOMES: tuple[tuple[str, str], ...] = (
+    *(("status", o) for o in ("accepted", *_REFUSALS)),
+    *(("inbound", o) for o in ("accepted", "duplicate", *_REFUSALS, "internal")),
+)
+# Every channel a notification can leave by, and how an attempt can end: counted from 0.
+NOTIFICATION_OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("email", "sent"), ("email", "failed"),
+    ("webhook", "sent"), ("webhook", "failed"), ("webhook", "refused"),
+    ("alertmanager", "sent"), ("alertmanager", "failed"), ("alertmanager", "refreshed"),
+)
 
 
 class HealthArea(Area):
@@ -72,7 +88,7 @@ class MonitorArea(Area):
                                      "Failed parts of account polls (balance, account, phone_number, "
                                      "messages) by cause", labels=["account", "part", "cause"])
         for a in snap.accounts:
-            for (part, cause), n in sorted(a.poll_errors.items()):
+            for (part, cause), n in from_zero(a.poll_errors, POLL_ERROR_LABELS):
                 errors.add_metric([a.account, part, cause], n)
             poll.add_metric([a.account], a.poll_seconds)
             records.add_metric([a.account], a.window_records)
@@ -91,7 +107,7 @@ class MonitorArea(Area):
             "messages) by outcome (accepted, unsigned, bad_signature, unknown_account, malformed, "
             "too_large, rate_limited, internal)",
             labels=["endpoint", "outcome"])
-        for (endpoint, outcome), n in sorted(snap.webhooks.requests.items()):
+        for (endpoint, outcome), n in from_zero(snap.webhooks.requests, WEBHOOK_OUTCOMES):
             hooks.add_metric([endpoint, outcome], n)
         drops = CounterMetricFamily(
             "sms_monitor_webhook_events_dropped",
@@ -127,8 +143,10 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
     invalid = GaugeMetricFamily("sms_alert_rule_invalid",
                                 "1 for each alert rule row that cannot be used (see the log)",
                                 labels=["rule"])
-    for rule, _reason in al.broken:
-        invalid.add_metric([rule], 1)
+    broken = {rule for rule, _reason in al.broken}
+    rules = sorted(broken | {a.rule for a in al.alerts})  # every rule this replica knows of
+    for rule in rules:
+        invalid.add_metric([rule], 1 if rule in broken else 0)
     refused = GaugeMetricFamily(
         "sms_alert_recipients_refused",
         "Recipients of an alert rule row refused by [alerts] webhook_allow (they get nothing)",
@@ -139,12 +157,13 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
         "sms_alert_notifications_refused",
         "Notifications given up when sending: the recipient's address is refused (not retried)",
         labels=["rule", "reason"])
-    for (rule, reason), n in sorted(al.notifications_refused.items()):
+    known = [(rule, reason) for rule in rules for reason in REFUSAL_REASONS]
+    for (rule, reason), n in from_zero(al.notifications_refused, known):
         gave_up.add_metric([rule, reason], n)
     sent = CounterMetricFamily("sms_alert_notifications",
                                "Notification attempts by channel and outcome",
                                labels=["channel", "outcome"])
-    for (channel, outcome), n in sorted(al.notifications.items()):
+    for (channel, outcome), n in from_zero(al.notifications, NOTIFICATION_OUTCOMES):
         sent.add_metric([channel, outcome], n)
     pending = GaugeMetricFamily("sms_alert_outbox_pending", "Notifications not delivered yet")
     pending.add_metric([], al.outbox_pending)
@@ -161,7 +180,7 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
         "sms_alert_rule_save_failures",
         "Cycles in which the alert store refused a rule's decisions (the others were saved)",
         labels=["rule"])
-    for rule, n in sorted(al.save_failures.items()):
+    for rule, n in from_zero(al.save_failures, rules):
         save_failures.add_metric([rule], n)
     yield from (leader, state, level, invalid, refused, sent, gave_up, pending, store, readable,
                 read_failures, save_failures)

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from sms_monitor.core.facts import RETRY_REASONS
 from sms_monitor.core.snapshot import Snapshot
-from sms_monitor.outputs.metrics.base import CACHED, Area, buckets
+from sms_monitor.outputs.metrics.base import CACHED, Area, buckets, from_zero
 
 
 class AccountArea(Area):
@@ -225,7 +226,7 @@ class RequestArea(Area):
         twilio_api_request_duration_seconds_bucket{account="primary",endpoint="balance",le="0.5"} 2.0
         twilio_api_request_duration_seconds_count{account="primary",endpoint="balance"} 3.0
         twilio_api_request_duration_seconds_sum{account="primary",endpoint="balance"} 1.25
-        twilio_api_retries_total{account="primary",reason="rate_limited"} 1.0
+        twilio_api_retries_total{account="primary",reason="429"} 1.0
     """
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
@@ -240,6 +241,7 @@ class RequestArea(Area):
             duration.add_metric([account, endpoint], buckets(h), h.total)
         retries = CounterMetricFamily("twilio_api_retries", "Twilio requests retried, by reason",
                                       labels=["account", "reason"])
-        for (account, reason), n in sorted(snap.requests.retries.items()):
+        known = [(a.account, reason) for a in snap.accounts for reason in RETRY_REASONS]
+        for (account, reason), n in from_zero(snap.requests.retries, known):
             retries.add_metric([account, reason], n)
         yield from (total, duration, retries)
