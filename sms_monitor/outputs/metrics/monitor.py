@@ -141,7 +141,8 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
         if a.state == "firing":
             level.add_metric([a.rule, a.target], a.level)
     invalid = GaugeMetricFamily("sms_alert_rule_invalid",
-                                "1 for each alert rule row that cannot be used (see the log)",
+                                "1 for each alert rule row that cannot be used (see the log), "
+                                "0 for each usable one",
                                 labels=["rule"])
     broken = {rule for rule, _reason in al.broken}
     rules = sorted(broken | {a.rule for a in al.alerts})  # every rule this replica knows of
