@@ -41,6 +41,9 @@ OPTOUT_GRACE = "1m"  # the demo's application gets a minute to process a STOP
 # Share of Twilio's outbound messages the demo application logs (the rest would be other
 # senders on the same account): keeps the reconciliation ratio a little above 1.
 LOGGED_SHARE = 0.95
+# The demo's SMS budget (USD a month): its 120 messages a minute cost about 40,000 a month,
+# so the budget check and its panels have data and are green (projected about 2/3 of it).
+MONTHLY_BUDGET = 60000
 
 
 @dataclass
@@ -76,6 +79,7 @@ def demo_settings(env: Mapping[str, str], file_data: Mapping[str, Any] | None,
     demo_env.setdefault("SMS_MONITOR_STATE_DIR", str(state_dir))
     demo_env.setdefault("SMS_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9839")
     data = {"window": WINDOW, "request_timeout": "6s", "number_type": "toll_free",
+            "monthly_budget": MONTHLY_BUDGET,
             "alerts": {"max_window": "1h"}, "statuspage_interval": "10s",
             "database": {"optout_grace": OPTOUT_GRACE},
             "canary": {"to": CANARY_HANDSET, "interval": "30s", "timeout": "2m"},
