@@ -17,6 +17,8 @@ import structlog
 from sms_monitor import __version__, logs
 from sms_monitor.config import ConfigError, Settings, load_file, load_settings, parse_listen_address
 from sms_monitor.core.classify import Status
+from sms_monitor.mixin.cli import add_parser as add_mixin_parser
+from sms_monitor.mixin.cli import run as run_mixin
 from sms_monitor.outputs.webconfig import WebConfig
 from sms_monitor.simulator.scenarios import SCENARIOS
 
@@ -86,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", parents=[common], help="notification_rules tools")
     rules.add_argument("action", choices=["check"],
                        help="check: validate every row and say what is wrong with each")
+    add_mixin_parser(sub)
     sim = sub.add_parser("simulate", parents=[common],
                          help="serve the Twilio API simulator on its own")
     sim.add_argument("--listen", default="127.0.0.1:8099", metavar="HOST:PORT")
@@ -107,6 +110,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = _parser().parse_args(argv)
     env = dict(os.environ if env is None else env)
     try:
+        if args.command == "mixin":
+            return run_mixin(args)
         if args.command == "simulate":
             logs.configure(args.log_level)
             return _simulate(args)

@@ -169,7 +169,7 @@ def test_identity_and_variables() -> None:
     assert account["type"] == "query"
     query = account["query"]
     query = query.get("query") if isinstance(query, dict) else query
-    assert re.sub(r"\s", "", query) == "label_values(sms_health_status,account)"
+    assert re.sub(r"\s", "", query) == 'label_values(sms_health_status{job="sms-monitor"},account)'
     assert account["multi"] is True and account["includeAll"] is True
     assert account["datasource"]["uid"] == DATASOURCE
 
@@ -201,6 +201,15 @@ def test_rates_use_rate_interval() -> None:
             window = re.match(r"[^\[]*\[([^\]]+)\]", expr[m.end():])
             assert window, f"{title!r}: {m.group(1)}() without a range: {expr}"
             assert window.group(1) == "$__rate_interval", f"{title!r}: {expr}"
+
+
+def test_every_metric_is_selected_with_the_mixins_selector() -> None:
+    """Another exporter's series of the same name never reach a panel (tests/test_mixin.py
+    checks the same for any selector)."""
+    for title, expr in expressions(load_dashboard()):
+        for name in metric_names(expr):
+            for matchers in selectors(expr, name):
+                assert matchers.startswith('job="sms-monitor"'), f"{title!r}: {name} in {expr}"
 
 
 def test_account_labelled_metrics_are_filtered_by_the_variable() -> None:
