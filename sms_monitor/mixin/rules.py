@@ -214,8 +214,8 @@ ALERTS = (
           '"{{ $labels.rule }}" were given up because a webhook recipient resolved to an address '
           "sms-monitor does not send to (loopback, private, link-local, metadata): they are not "
           "retried. The rule's other recipients were notified.", "0m", per_account=False,
-          comment="given up at once, never retried: a series younger than the hour (a rule "
-                  "added since) counts by its value"),
+          comment="given up at once, never retried: a series younger than the hour (a new rule, a "
+                  "restart) counts by its value"),
     Alert("SmsAlertRulesUnreadable", "max by (KEEP) (sms_alert_rules_readable{}) == 0", "warning",
           "sms-monitor cannot read notification_rules.",
           "For 10 minutes no replica could read the notification_rules table: every alert keeps "
