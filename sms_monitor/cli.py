@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", parents=[common], help="notification_rules tools")
     rules.add_argument("action", choices=["check"],
                        help="check: validate every row and say what is wrong with each")
-    add_mixin_parser(sub)
+    add_mixin_parser(sub, parents=[common])
     sim = sub.add_parser("simulate", parents=[common],
                          help="serve the Twilio API simulator on its own")
     sim.add_argument("--listen", default="127.0.0.1:8099", metavar="HOST:PORT")

@@ -20,10 +20,11 @@ from sms_monitor.mixin.render import (
 EXIT_USAGE = 2
 
 
-def add_parser(sub: Any) -> None:
-    """The ``mixin`` subcommand on the CLI's subparsers."""
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """The ``mixin`` subcommand on the CLI's subparsers (``parents``: the options every
+    command takes; it reads no configuration)."""
     mixin = sub.add_parser(
-        "mixin", help=f"render {RULES_FILE} and {DASHBOARD_FILE} for your Prometheus: "
+        "mixin", parents=parents, help=f"render {RULES_FILE} and {DASHBOARD_FILE} for your Prometheus: "
                       "selector, runbook URL, dashboard URL")
     mixin.add_argument("action", choices=["render"],
                        help=f"render: write {RULES_FILE} and {DASHBOARD_FILE} under --out")
