@@ -7,6 +7,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY sms_monitor ./sms_monitor
+# sms_monitor/runbook.md links to it: the runbook the daemon serves at /runbook
+COPY docs/runbook.md ./docs/runbook.md
 # the dependency set the image was tested with, pinned (constraints.txt)
 RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
 

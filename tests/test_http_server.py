@@ -124,3 +124,16 @@ def test_the_connection_limit_fits_the_descriptor_limit() -> None:
         s.stop()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_runbook_is_served_with_an_anchor_per_alert(server: ExporterServer) -> None:
+    import re
+    from pathlib import Path
+
+    resp = requests.get(server.url + "/runbook", timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/html")
+    ids = set(re.findall(r'<h2 id="([^"]+)"', resp.text))
+    rules = (Path(__file__).resolve().parent.parent / "alerts.rules.yml").read_text()
+    alerts = {name.lower() for name in re.findall(r"- alert: (\w+)", rules)}
+    assert alerts and alerts <= ids  # every runbook_url anchor lands on its section
+    assert '<a href="/">' in resp.text

@@ -45,6 +45,8 @@ from sms_monitor.outputs.gate import REFUSED_REASONS, Gate, GatedListener, liste
 from sms_monitor.outputs.http_protocol import INVALID, Limits, protocol_class
 from sms_monitor.outputs.metrics import Area
 from sms_monitor.outputs.pages import landing_page
+from sms_monitor.outputs.runbook_page import PATH as RUNBOOK_PATH
+from sms_monitor.outputs.runbook_page import runbook_html
 from sms_monitor.outputs.webconfig import OPEN_PATHS, WebConfig, san_allowed
 
 log = structlog.get_logger("sms_monitor.http")
@@ -194,7 +196,8 @@ class Door:
                 return
             await self._webhook(scope, receive, respond)
             return
-        if not self.operators or path not in ("/metrics", "/healthz", "/readyz", "/"):
+        if not self.operators or path not in ("/metrics", "/healthz", "/readyz", "/",
+                                              RUNBOOK_PATH):
             await respond(404, b"not found\n", last=method not in ("GET", "HEAD"))
             return
         if method not in ("GET", "HEAD"):
@@ -386,6 +389,8 @@ class ExporterServer:
             if holder.ready:
                 return 200, b"ready\n", TEXT
             return 503, b"waiting for the first poll cycle\n", TEXT
+        if path == RUNBOOK_PATH:
+            return 200, runbook_html(), "text/html; charset=utf-8"
         return 200, landing_page(holder, self.pages, self.extra_html,
                                  **self.page_options).encode(), "text/html; charset=utf-8"
 

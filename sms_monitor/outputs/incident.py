@@ -23,8 +23,9 @@ from sms_monitor.core.error_codes import meaning
 from sms_monitor.core.snapshot import AccountSnapshot, AlertView, DatabaseSnapshot, Snapshot
 from sms_monitor.core.status_history import Since
 
-# The shipped runbook (the same base as alerts.rules.yml's runbook_url).
-RUNBOOK_BASE = "https://github.com/sms-monitor/sms-monitor/blob/main/docs/runbook.md"
+# The shipped runbook, served by the daemon itself (outputs/runbook_page.py): the link works
+# wherever the page does. Its anchors are alerts.rules.yml's.
+RUNBOOK_BASE = "/runbook"
 
 # worst first: red, then unknown (cannot tell), then yellow
 SEVERITY_ORDER = (Status.RED, Status.UNKNOWN, Status.YELLOW, Status.GREEN)
