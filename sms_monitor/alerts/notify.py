@@ -287,8 +287,8 @@ def body(n: Notification) -> str:
         status = explain.status_limit(n.operator, n.threshold)
         lines += ["", f"Checks at {status}:"]
         for account, check, state, detail, link in n.checks:
-            lines.append(_one_line(f"  {check} ({_target(account)}): {state}"
-                                   + (f", {detail}" if detail else "")))
+            lines.append("  " + _one_line(f"{check} ({_target(account)}): {state}"
+                                          + (f", {detail}" if detail else "")))
             if link:
                 lines.append(f"    {link}")
     if n.errors:

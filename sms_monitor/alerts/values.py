@@ -142,7 +142,7 @@ def _checks_past(rule: Rule, target: str, inputs: AlertInputs, runbook_base: str
     else:
         checks = [c for a in _accounts(inputs, target) for c in a.checks]
     wanted = [c for c in checks if c.status is not Status.UNKNOWN
-              and (c.name == rule.check or rule.check == "overall" and c.name != "overall")
+              and (c.name != "overall" if rule.check == "overall" else c.name == rule.check)
               and rule.breached(float(c.status.code))]
     wanted.sort(key=lambda c: -c.status.code)
     return tuple((c.account, c.name, c.status.value, " ".join(c.detail.split())[:200],
