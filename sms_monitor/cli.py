@@ -110,10 +110,11 @@ def _alerts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--target", metavar="T",
                        help="one target: an account, * (the roll-up) or database (default: "
                             + ("every firing one)" if name == "ack" else "every one)"))
-        if takes_for:
-            p.add_argument("--for", dest="for_", metavar="DURATION", required=needs_for,
+        if takes_for:  # required by silence: checked there, so the error is one line
+            p.add_argument("--for", dest="for_", metavar="DURATION",
                            help="how long, e.g. 30m, 2h, 1d (at most 30 days)"
-                                + ("" if needs_for else "; default: until it resolves"))
+                                + ("; required" if needs_for else
+                                   "; default: until it resolves"))
         p.add_argument("--by", metavar="NAME",
                        help="who (default: $SUDO_USER or the login name), for the audit")
         p.add_argument("--reason", metavar="TEXT", help="why, for the audit")

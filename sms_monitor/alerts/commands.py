@@ -32,13 +32,14 @@ import os
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from sms_monitor.alerts.engine import mutes_of, notification, recipients
 from sms_monitor.alerts.lifecycle import FIRING, AlertState, Event
+from sms_monitor.alerts.notify import Notification
 from sms_monitor.alerts.rules import Rule, rule_from_json
 from sms_monitor.alerts.store import (
     ACK,
@@ -59,6 +60,8 @@ OK, NOT_FOUND, BAD_INPUT, CANNOT_RUN = 0, 1, 2, 3
 MAX_FOR = 30 * 86400.0  # an acknowledgement or silence lasts at most 30 days
 MAX_BY, MAX_REASON = 100, 500
 ACTIONS = ("ack", "unack", "silence", "unsilence")
+# what an acknowledgement's notification takes from the alert's last one (no snapshot here)
+CONTEXT = ("unit", "currency", "window", "errors", "errors_window", "checks")
 
 
 class CommandError(Exception):
@@ -334,17 +337,21 @@ class AlertCommands:
                                     actor, note))
             silenced = mutes_of(mutes, rule_name, t, now)[1] is not None
             if rule is not None and not silenced:
-                self._queue_ack(changes, rule, st, now, f"acknowledged by {actor}, {note}")
+                self._queue_ack(changes, rule, st, now, f"acknowledged by {actor}, {note}",
+                                store.last_payload(rule_name, t))
             done.append(f"Acknowledged {rule_name} ({t}) by {actor} {lasts}: no escalation or "
                         "reminder meanwhile; it still resolves.")
         return done
 
     def _queue_ack(self, changes: RuleChanges, rule: Rule, st: AlertState, now: float,
-                   note: str) -> None:
-        """Tell everyone the alert has paged so far (its level's recipients) who took it."""
+                   note: str, last: Mapping[str, Any] | None) -> None:
+        """Tell everyone the alert has paged so far (its level's recipients) who took it,
+        explained as its last notification was (``last``: its currency, error codes ...)."""
         since = st.since if st.since is not None else now
         event = Event("acknowledged", st.level, st.last_value, since, now)
-        n = notification(rule, st.target, event, self.config, note=note)
+        context = {k: last[k] for k in CONTEXT if k in last} if last else None
+        n = Notification.from_payload(dataclasses.asdict(
+            notification(rule, st.target, event, self.config, context, note=note)))
         payload = dataclasses.asdict(n)
         for r in recipients(rule, st.level, self.config):
             changes.outbox.append((n.key, r, payload))

@@ -311,8 +311,6 @@ class AlertEngine:
                 new, events = step(old, rule, value(rule, target, inputs), now,
                                    hysteresis=self.config.hysteresis, levels=self.config.levels,
                                    paused=acked)
-                if ack is not None and not (acked and new.state == FIRING):
-                    self._end_ack(changes, ack, new, now)
                 if new.state == FIRING and not events and self._silence_ended(
                         mutes, rule.name, target, now) and silence is None:
                     # a silence ended on a firing alert: remind everyone it paged
@@ -337,6 +335,8 @@ class AlertEngine:
                                             None, "silenced: not sent" if muted else None))
                     log.info("alert_event", rule=rule.name, target=target, kind=e.kind,
                              level=e.level, value=e.value, silenced=muted)
+                if ack is not None and not (acked and new.state == FIRING):
+                    self._end_ack(changes, ack, new, now)
             self._end_silences(changes, mutes, rule.name, now)
         self._explained = explained
         gone = [k for k in states if k not in live and k[0] not in keep]

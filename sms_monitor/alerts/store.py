@@ -399,6 +399,23 @@ class AlertStore:
                                          o.c.sent_at.is_(None))
                          .values(claimed_by=None, claim_until=None))
 
+    def last_payload(self, rule: str, target: str) -> dict[str, Any] | None:
+        """The newest notification queued for an alert (what explained it then), or None."""
+        o = self.outbox
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(o.c.payload).where(
+                o.c.key.startswith(f"{rule}|{target}|", autoescape=True))
+                .order_by(o.c.id.desc()).limit(20)).scalars().all()
+        for raw in rows:
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(payload, dict) and (payload.get("rule"), payload.get("account")) == \
+                    (rule, target):
+                return payload
+        return None
+
     def pending_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.outbox)
