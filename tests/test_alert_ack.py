@@ -92,8 +92,8 @@ def test_an_acknowledged_alert_does_not_escalate_and_still_resolves(
     assert out == ("Acknowledged Low Twilio Balance (primary) by alice until it resolves: no "
                    "escalation or reminder meanwhile; it still resolves.\n")
     m.run_cycle()  # the daemon sends the acknowledgement to whoever was paged
-    assert received(smtp)[1:] == [(ONCALL, "[ACKNOWLEDGED] Low Twilio Balance (primary): "
-                                           "balance -0.42 USD (threshold 20 USD)")]
+    assert received(smtp)[1:] == [(ONCALL, "[ACKNOWLEDGED] Low Twilio Balance (primary) by "
+                                           "alice: balance -0.42 USD (threshold 20 USD)")]
     ack_mail = smtp.inbox.messages[-1][1].get_payload(decode=True)
     assert isinstance(ack_mail, bytes)
     assert "acknowledged by alice, until it resolves: topping up now" in ack_mail.decode()

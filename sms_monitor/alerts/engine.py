@@ -320,8 +320,9 @@ class AlertEngine:
                 if new != old or (rule.name, target) not in states \
                         or saved.get(rule.name) != definition:
                     changes.states.append(new)
+                refreshed = new.state == FIRING and bool(self.config.alertmanager_url)
                 context = explanation(rule, target, inputs, self.config.runbook_url) \
-                    if events or new.state == FIRING else None
+                    if events or refreshed else None
                 if new.state == FIRING and context is not None:
                     explained[rule.name, target] = context
                 for e in events:

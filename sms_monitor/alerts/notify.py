@@ -246,6 +246,9 @@ def summary(n: Notification) -> str:
     """The one-line subject, e.g. ``[FIRING] Low SMS Delivery Rate (primary): delivery rate
     88.2 % (threshold 90 %)``; a status: rule names its red checks."""
     head = f"[{n.event.upper()}] {n.rule} ({_target(n.account)})"
+    by = re.match(r"acknowledged (by [^,]+)", n.note) if n.event == "acknowledged" else None
+    if by:
+        head += f" {by.group(1)}"
     if n.event == "resolved" and n.note:
         return _one_line(f"{head}: {n.note.split(':')[0]}")
     text = statement(n)
@@ -259,7 +262,8 @@ def firing_for(n: Notification) -> str:
     """``since 2026-05-28T20:26:40Z (for 25 min)``; resolved: ``fired from ... to ...``."""
     if n.event == "resolved":
         return f"fired from {_iso(n.since)} to {_iso(n.at)} ({explain.span(n.at - n.since)})"
-    return f"since {_iso(n.since)} (for {explain.span(n.at - n.since)})"
+    lasted = n.at - n.since
+    return f"since {_iso(n.since)} ({'just now' if lasted < 60 else f'for {explain.span(lasted)}'})"
 
 
 def ack_command(n: Notification) -> str:
@@ -280,7 +284,8 @@ def body(n: Notification) -> str:
     else:
         lines.append(f"  {statement(n)}{window}")
     lines.append(f"  {firing_for(n)}")
-    lines.append(f"  severity {n.severity}, escalation level {n.level}")
+    reached = "reached " if n.event == "resolved" else ""
+    lines.append(f"  severity {n.severity}, {reached}escalation level {n.level}")
     if n.event == "acknowledged" and n.note:
         lines.append(f"  {_one_line(n.note)}")
     if n.checks and n.event != "resolved":
@@ -291,7 +296,7 @@ def body(n: Notification) -> str:
                                           + (f", {detail}" if detail else "")))
             if link:
                 lines.append(f"    {link}")
-    if n.errors:
+    if n.errors and n.event != "resolved":
         during = f" in the last {explain.span(n.errors_window)}" if n.errors_window else ""
         lines += ["", f"Top error codes{during}:"]
         lines += [f"  {line}" for line in explain.error_lines(n.errors)]
@@ -366,7 +371,7 @@ def slack_message(n: Notification) -> dict[str, Any]:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
             f"*Checks at {explain.status_limit(n.operator, n.threshold)}*\n"
             + "\n".join(lines))[:3000]}})
-    if n.errors:
+    if n.errors and n.event != "resolved":
         lines = [f"• {_slack_escape(line)}" for line in explain.error_lines(n.errors)]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
             "*Top error codes*\n" + "\n".join(lines))[:3000]}})
