@@ -257,3 +257,16 @@ def test_the_engine_pages_pagerduty_and_resolves_it(
     assert snap is not None and snap.alerts is not None
     assert snap.alerts.notifications[("pagerduty", "sent")] == 2
     m.close()
+
+
+def test_rules_check_resolves_pagerdutys_host_and_masks_the_key(pagerduty: Receiver) -> None:
+    url = f"http://127.0.0.1:{pagerduty.port}/v2/enqueue"
+    by_name = WebhookPolicy.of(["localhost"], allow_http=True)
+    notifier = Notifier(None, None, webhooks=by_name,
+                        pagerduty_url=url.replace("127.0.0.1", "localhost"))
+    refusal = notifier.webhook_refusal(PD)  # what `rules check` asks: resolved now
+    assert refusal is not None and refusal.reason == REFUSED_ADDRESS
+    assert refusal.detail.startswith("pagerduty:…CDEF posts to http://localhost:")
+    assert "(loopback)" in refusal.detail and KEY not in refusal.detail
+    assert notifier.webhook_refusal("oncall@practice.example") is None
+    assert Notifier(None, None, webhooks=LOOPBACK, pagerduty_url=url).webhook_refusal(PD) is None
