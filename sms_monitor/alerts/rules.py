@@ -2,7 +2,8 @@
 
 A row is the runbook's shape: ``rule_name``, ``rule_type`` (only ``alert`` rows are
 evaluated), ``trigger_conditions`` (JSON object) and ``recipients`` (array of e-mail
-addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
+addresses, https:// URLs (Slack's incoming webhooks among them) or ``pagerduty:<routing
+key>``: a PostgreSQL array, a JSON array or ``{a,b}`` text).
 ``trigger_conditions`` keys (any other key is refused: it is most likely a typo):
 
 - ``metric`` (required): a name of the vocabulary below;
@@ -18,10 +19,10 @@ addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
 - ``repeat``: how often to remind while firing (default 4 hours);
 - ``runbook``: the runbook section to open (default: the metric's).
 
-A webhook recipient must pass ``[alerts] webhook_allow`` (:mod:`sms_monitor.core.outbound`):
-one that does not is *refused*, named with its reason, and never gets a POST; the rule
-still notifies its other recipients. Whether its host resolves to an allowed address is
-known only when sending (the sender checks it then).
+A webhook recipient (PagerDuty's: its events URL) must pass ``[alerts] webhook_allow``
+(:mod:`sms_monitor.core.outbound`): one that does not is *refused*, named with its reason,
+and never gets a POST; the rule still notifies its other recipients. Whether its host
+resolves to an allowed address is known only when sending (the sender checks it then).
 
 Lengths are checked here, so that ``rules check`` refuses what the alert store would: a
 ``rule_name`` of at most :data:`MAX_RULE_NAME` characters without control characters, an
