@@ -73,7 +73,7 @@ UNITS: tuple[Unit, ...] = (
 def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
     from sms_monitor.alerts.engine import AlertEngine
     from sms_monitor.alerts.leader import Leadership
-    from sms_monitor.alerts.notify import Notifier, smtp_auth_warning
+    from sms_monitor.alerts.notify import notifier_for, smtp_auth_warning
     from sms_monitor.alerts.store import AlertStore
 
     cfg = settings.alerts
@@ -84,10 +84,7 @@ def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
         log.warning("smtp_credentials_without_tls", reason=warning)
     return AlertEngine(
         config=cfg, accounts=[a.name for a in settings.accounts],
-        notifier=Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
-                          smtp_timeout=cfg.smtp_timeout, webhook_timeout=cfg.webhook_timeout,
-                          webhooks=cfg.webhook_policy,
-                          smtp_allow_plain_auth=cfg.smtp_allow_plain_auth),
+        notifier=notifier_for(settings),
         store=store, leadership=Leadership(cfg.store_url), clock=clock,
         min_samples=settings.min_samples)
 

@@ -79,8 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common, listen_parser("127.0.0.1:9839")],
                           help="the daemon against a built-in simulator: no account needed")
     demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
-    sub.add_parser("alerts", parents=[common],
-                   help="list notification_rules alerts with state, value and last notification")
+    _alerts_parser(sub, common)
     probe = sub.add_parser("probe", parents=[common, listen],
                            help="GET /healthz of the daemon on this host (the container's "
                                 "health check): exit 0 when it answers 200, else 1")
@@ -97,6 +96,51 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--history", type=float, default=3600.0,
                      help="seconds of message history to create at start")
     return parser
+
+
+def _alerts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``alerts`` lists; ``alerts ack|unack|silence|unsilence RULE`` and ``alerts history``."""
+    alerts = sub.add_parser(
+        "alerts", parents=[common],
+        help="list notification_rules alerts (state, value, last notification, ack/silence); "
+             "ack, silence, history")
+    # the subcommands take --config and --log-level too, without overwriting the ones given
+    # before them (argparse lets a subparser's default win)
+    again = argparse.ArgumentParser(add_help=False)
+    again.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="TOML configuration file")
+    again.add_argument("--log-level", default=argparse.SUPPRESS,
+                       choices=["debug", "info", "warning", "error"])
+    actions = alerts.add_subparsers(dest="alerts_action", metavar="{ack,unack,silence,"
+                                    "unsilence,history}")
+
+    def action(name: str, text: str, *, needs_for: bool = False, takes_for: bool = True
+               ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(name, parents=[again], help=text)
+        p.add_argument("rule", metavar="RULE", help="the rule's name (rule_name), quoted")
+        p.add_argument("--target", metavar="T",
+                       help="one target: an account, * (the roll-up) or database (default: "
+                            + ("every firing one)" if name == "ack" else "every one)"))
+        if takes_for:  # required by silence: checked there, so the error is one line
+            p.add_argument("--for", dest="for_", metavar="DURATION",
+                           help="how long, e.g. 30m, 2h, 1d (at most 30 days)"
+                                + ("; required" if needs_for else
+                                   "; default: until it resolves"))
+        p.add_argument("--by", metavar="NAME",
+                       help="who (default: $SUDO_USER or the login name), for the audit")
+        p.add_argument("--reason", metavar="TEXT", help="why, for the audit")
+        return p
+
+    action("ack", "acknowledge a firing alert: no escalation or reminder until it resolves "
+                  "(or --for ends)")
+    action("unack", "end an acknowledgement: escalation resumes", takes_for=False)
+    action("silence", "no notification of the rule's alerts for --for", needs_for=True)
+    action("unsilence", "end a silence", takes_for=False)
+    history = actions.add_parser("history", parents=[again],
+                                 help="the newest alert events, acknowledgements and silences "
+                                      "with who and why")
+    history.add_argument("rule", metavar="RULE", nargs="?", help="only this rule")
+    history.add_argument("--limit", type=int, default=20, help="rows (default 20)")
 
 
 def _settings(args: argparse.Namespace, env: Mapping[str, str], **kwargs: Any) -> Settings:
@@ -134,7 +178,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "rules":
         return _rules_check(settings)
     if args.command == "alerts":
-        return _alerts(settings)
+        from sms_monitor.alerts.commands import main as alerts_main
+
+        return alerts_main(settings, args.alerts_action, getattr(args, "rule", None),
+                           getattr(args, "target", None), getattr(args, "for_", None),
+                           getattr(args, "by", None), getattr(args, "reason", None),
+                           limit=getattr(args, "limit", 20),
+                           clean=lambda exc: _one_line(exc, settings))
     return _run(settings, web=web)
 
 
@@ -239,7 +289,8 @@ def _read_rules(settings: Settings) -> list[dict[str, object]]:
 def _rules_check(settings: Settings) -> int:
     """Validate notification_rules: one line per alert row; exit 1 when any is unusable."""
     from sms_monitor.alerts.engine import ALL_CHECKS, always_notified
-    from sms_monitor.alerts.notify import Notifier, recipient_kind
+    from sms_monitor.alerts.explain import PAGERDUTY_EVENTS_URL
+    from sms_monitor.alerts.notify import POSTED, Notifier, recipient_kind
     from sms_monitor.alerts.rules import NO_WEBHOOKS, BrokenRule, parse_rows
     from sms_monitor.alerts.values import targets
 
@@ -255,14 +306,15 @@ def _rules_check(settings: Settings) -> int:
     max_window = settings.alerts.max_window if settings.alerts else settings.window_seconds
     also = always_notified(settings.alerts) if settings.alerts else []
     webhooks = settings.alerts.webhook_policy if settings.alerts else NO_WEBHOOKS
+    pagerduty = settings.alerts.pagerduty_url if settings.alerts else PAGERDUTY_EVENTS_URL
     rules, broken = parse_rows(rows, accounts=accounts, checks=ALL_CHECKS, max_window=max_window,
                                recipient_ok=lambda r: recipient_kind(r) is not None,
-                               always_notified=also, webhooks=webhooks)
+                               always_notified=also, webhooks=webhooks, pagerduty_url=pagerduty)
     # what the allowlist lets through may still resolve to a refused address: asked now
-    notifier = Notifier(None, None, webhooks=webhooks)
+    notifier = Notifier(None, None, webhooks=webhooks, pagerduty_url=pagerduty)
     for rule in rules:
         refusals = [f"{refusal.detail} ({refusal.reason})" for r in rule.recipients
-                    if recipient_kind(r) == "webhook"
+                    if recipient_kind(r) in POSTED
                     and (refusal := notifier.webhook_refusal(r)) is not None]
         if refusals:
             reason = (f"recipients: {len(refusals)} refused when resolved now "
@@ -287,65 +339,6 @@ def _rules_check(settings: Settings) -> int:
     skipped = len(rows) - len(rules) - len([b for b in broken if b.name not in names])
     print(f"{len(rules)} usable, {len(broken)} with problems, {skipped} not alert rows")
     return 1 if broken else 0
-
-
-def _alerts(settings: Settings) -> int:
-    """The alert store's view: every alert instance with its state and last notification.
-    Read-only: a store that does not exist yet (or has no tables) lists nothing, exit 0."""
-    import datetime as dt
-
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from sms_monitor.alerts.store import AlertStore, StoreError
-
-    if settings.alerts is None:
-        print("sms-monitor: alerts are off (set SMS_MONITOR_DATABASE_URL; [alerts] enabled)",
-              file=sys.stderr)
-        return EXIT_CONFIG
-    from sms_monitor.storage.sqlite import missing_file_problem, sqlite_file
-
-    path = sqlite_file(settings.alerts.store_url)
-    if path is not None and not path.exists():  # opening it would create it
-        problem = missing_file_problem(path)
-        print(f"No alerts: the alert store {path} has not been created yet ("
-              + (f"and the daemon cannot create it: {problem})" if problem else
-                 "the daemon creates it on its first cycle)."))
-        return 0
-    try:  # only reads: nothing is created, migrated or written
-        store = AlertStore(settings.alerts.store_url, settings.alerts.prefix,
-                           settings.alerts.store_schema)
-        try:
-            tables = store.tables()
-            states = store.load_states() if "state" in tables else {}
-            last = store.last_sent() if "outbox" in tables else {}
-            pending = store.pending_count() if "outbox" in tables else 0
-        finally:
-            store.close()
-    except (SQLAlchemyError, StoreError, OSError, ImportError) as exc:
-        print(f"sms-monitor: cannot read the alert store: {_one_line(exc, settings)}",
-              file=sys.stderr)
-        return EXIT_UNKNOWN
-    if "state" not in tables:
-        print("No alerts: the alert store holds no sms-monitor tables yet (the daemon creates "
-              "them on its first cycle).")
-        return 0
-    if not states:
-        print("No alerts in the alert store yet.")
-
-    def when(ts: float | None) -> str:
-        return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime(
-            "%Y-%m-%d %H:%M:%SZ")
-
-    rows = [("RULE", "TARGET", "STATE", "VALUE", "SINCE", "LEVEL", "LAST NOTIFIED")] \
-        if states else []
-    for (rule, target), st in sorted(states.items()):
-        rows.append((rule, target, st.state, "-" if st.last_value is None else f"{st.last_value:.4g}",
-                     when(st.since), str(st.level or "-"), when(last.get((rule, target)))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print(f"{pending} notification(s) waiting in the outbox")
-    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

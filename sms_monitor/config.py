@@ -46,6 +46,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sms_monitor.alerts.explain import DEFAULT_RUNBOOK_URL, PAGERDUTY_EVENTS_URL
 from sms_monitor.alerts.lifecycle import DEFAULT_LEVELS
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.credentials import (
@@ -539,10 +540,17 @@ class AlertsConfig(Section):
     webhook_allow_http: StrictBool = False
     webhook_allow_networks: Annotated[tuple[str, ...], BeforeValidator(_networks)] = ()
     webhook_allow: Annotated[tuple[str, ...], BeforeValidator(_allow_entries)] = ()
+    # PagerDuty's Events API v2, where pagerduty:<routing key> recipients post: held to
+    # webhook_allow like any webhook (list its host there)
+    pagerduty_url: HttpUrl = PAGERDUTY_EVENTS_URL
     level1: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level2: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     level3: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     alertmanager_url: OptionalHttpUrl = None
+    # what every notification links to: the runbook (its base URL: the metric's section is
+    # added as an anchor; empty: no link) and the Grafana dashboard (unset: no link)
+    runbook_url: OptionalHttpUrl = DEFAULT_RUNBOOK_URL
+    dashboard_url: OptionalHttpUrl = None
     # SMTP credentials only over TLS (smtps://, or STARTTLS) unless this allows them in clear
     smtp_allow_plain_auth: StrictBool = False
     # longest rule window (messages are kept that long); never less than the monitor's window
@@ -580,13 +588,15 @@ class AlertsConfig(Section):
         error here, found at start rather than when it is needed."""
         if "webhook_allow" not in info.data or "webhook_allow_networks" not in info.data:
             return value  # reported already
+        from sms_monitor.alerts.notify import recipient_refusal
+
         policy = WebhookPolicy.of(info.data["webhook_allow"], info.data["webhook_allow_http"],
                                   info.data["webhook_allow_networks"])
+        pagerduty = info.data.get("pagerduty_url", PAGERDUTY_EVENTS_URL)
         for recipient in value:
-            if re.match(r"^\s*https?://", recipient, re.IGNORECASE):
-                refusal = policy.check_url(recipient)
-                if refusal is not None:
-                    raise ValueError(f"{refusal.detail} ({refusal.reason})")
+            refusal = recipient_refusal(recipient, policy, pagerduty)
+            if refusal is not None:
+                raise ValueError(f"{refusal.detail} ({refusal.reason})")
         return value
 
     @property
@@ -594,6 +604,13 @@ class AlertsConfig(Section):
         """Where webhook recipients may go (validated with the configuration)."""
         return WebhookPolicy.of(self.webhook_allow, self.webhook_allow_http,
                                 self.webhook_allow_networks)
+
+    @property
+    def routing_keys(self) -> list[str]:
+        """The PagerDuty routing keys of the level recipients: secrets, never logged."""
+        from sms_monitor.alerts.notify import routing_key
+
+        return [k for level in self.level_recipients for r in level if (k := routing_key(r))]
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -846,6 +863,7 @@ class Settings(AccountDefaults):
         if self.canary is not None and self.canary.test_auth_token is not None:
             tokens.append(self.canary.test_auth_token)
         out = [t.get_secret_value() for t in tokens if t.get_secret_value()]
+        out.extend(self.alerts.routing_keys if self.alerts else [])
         urls = [self.database_url, self.smtp_url, self.statuspage_url, self.public_url,
                 *(a.api_url for a in self.accounts),
                 self.database.url if self.database else None,

@@ -137,7 +137,7 @@ class Inbox:
         return "250 OK"
 
     def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for _, m in self.messages]
+        return [" ".join(str(m["Subject"]).split()) for _, m in self.messages]  # unfolded
 
 
 def _free_port() -> int:

@@ -153,7 +153,7 @@ def test_an_outbox_of_layout_1_gets_the_claim_columns(tmp_path: Any) -> None:
     assert {"claimed_by", "claim_until"} <= columns
     with engine.connect() as conn:
         versions = conn.execute(select(store.version.c.version)).scalars().all()
-    assert max(versions) == SCHEMA_VERSION == 3
+    assert max(versions) == SCHEMA_VERSION == 4
     (row,) = store.unsent()
     assert store.claim(row["id"], "me", 2.0, 3.0) and store.mark_sent(row["id"], 2.0, "me")
     store.close()

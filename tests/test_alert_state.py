@@ -116,7 +116,8 @@ def test_a_removed_firing_rule_is_resolved_saying_so(
     clock.advance(60)
     snap = published(m)
     got = [(r, mm) for r, mm in smtp.inbox.messages if BALANCE in str(mm["Subject"])]
-    assert [str(mm["Subject"]).split("]")[0] for _, mm in got] == ["[FIRING", "[RESOLVED"]
+    assert [str(mm["Subject"]).split("]")[0].strip() for _, mm in got] == ["[FIRING",
+                                                                             "[RESOLVED"]
     rcpts, resolved = got[1]
     assert rcpts == ["oncall@practice.example"]  # the row's recipient, as it was
     body = resolved.get_payload(decode=True).decode()  # type: ignore[union-attr]
@@ -239,12 +240,15 @@ def test_a_layout_1_store_is_migrated_in_place(dialect: str, pg_url: str, tmp_pa
     sql(url, *layout)
     store = AlertStore(url)
     store.migrate()
-    assert SCHEMA_VERSION == 3  # 2: TEXT rule names and definitions; 3: outbox claims
+    assert SCHEMA_VERSION == 4  # 2: TEXT rule names and definitions; 3: outbox claims; 4: mutes
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM sms_monitor_schema_version")
-                            ).scalars().all() == [3]
+                            ).scalars().all() == [4]
         outbox = {c["name"] for c in inspect(conn).get_columns("sms_monitor_outbox")}
-        assert {"claimed_by", "claim_until"} <= outbox  # both upgrades ran, in order
+        assert {"claimed_by", "claim_until"} <= outbox  # every upgrade ran, in order
+        audit = {c["name"] for c in inspect(conn).get_columns("sms_monitor_alert_history")}
+        assert {"actor", "note"} <= audit
+        assert "sms_monitor_alert_mute" in inspect(conn).get_table_names()
         columns = {c["name"]: str(c["type"]) for c in
                    inspect(conn).get_columns("sms_monitor_alert_state")}
         history = {c["name"]: str(c["type"]) for c in

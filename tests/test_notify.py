@@ -44,6 +44,7 @@ FIRING = Notification(
 RESOLVED = dataclasses.replace(FIRING, event="resolved", value=95.0, at=1_780_000_600.0, level=2,
                                key="Low SMS Delivery Rate|primary|resolved|1780000000|2|1780000600")
 SINCE_ISO = "2026-05-28T20:26:40Z"
+SUBJECT = "[FIRING] Low SMS Delivery Rate (primary): delivery rate 87.5 % (threshold 90 %)"
 AT_ISO_RESOLVED = "2026-05-28T20:36:40Z"
 FIELDS = [f.name for f in dataclasses.fields(Notification)]
 
@@ -183,18 +184,23 @@ def test_recipient_kind(recipient: str, kind: str | None) -> None:
     assert recipient_kind(recipient) == kind
 
 
-def test_summary_is_one_line_with_value_against_threshold() -> None:
-    assert summary(FIRING) == "[FIRING] Low SMS Delivery Rate (primary): 87.5 < 90"
-    assert summary(RESOLVED) == "[RESOLVED] Low SMS Delivery Rate (primary): 95 < 90"
+def test_summary_is_one_line_with_the_value_in_its_unit_against_the_threshold() -> None:
+    assert summary(FIRING) == SUBJECT
+    assert summary(RESOLVED) == (
+        "[RESOLVED] Low SMS Delivery Rate (primary): delivery rate back to 95.0 % "
+        "(threshold 90 %)")  # what it is now, never "95 < 90"
     assert summary(dataclasses.replace(FIRING, event="repeat")).startswith("[REPEAT] ")
-    assert summary(dataclasses.replace(FIRING, value=None)).endswith(": unknown < 90")
+    assert summary(dataclasses.replace(FIRING, value=None)).endswith(
+        ": delivery rate unknown (threshold 90 %)")
     spend = dataclasses.replace(FIRING, rule="High spend", account="*", metric="sms_spend_month",
-                                value=12345.678, threshold=10000.0, operator=">")
-    assert summary(spend) == "[FIRING] High spend (*): 12345.68 > 10000"  # no 1.235e+04
+                                value=12345.678, threshold=10000.0, operator=">",
+                                currency="USD")
+    assert summary(spend) == ("[FIRING] High spend (all accounts): SMS spend this month "
+                              "12345.68 USD (threshold 10000 USD)")  # no 1.235e+04
     close = dataclasses.replace(FIRING, value=89.999)
-    assert summary(close) == "[FIRING] Low SMS Delivery Rate (primary): 89.999 < 90"  # not "90 < 90"
+    assert summary(close).endswith("delivery rate 89.999 % (threshold 90 %)")  # not "90.0 %"
     assert summary(dataclasses.replace(FIRING, rule="Two\nlines\r\n rule")) == (
-        "[FIRING] Two lines rule (primary): 87.5 < 90")
+        SUBJECT.replace("Low SMS Delivery Rate", "Two lines rule"))
 
 
 # --- e-mail -----------------------------------------------------------------------------------
@@ -207,15 +213,15 @@ def test_email_is_delivered_with_subject_body_and_message_id(smtp: SmtpServer) -
     (rcpts, msg), = smtp.mailbox.received
     assert rcpts == ["oncall@practice.example"]
     assert msg["From"] == "monitor@practice.example" and msg["To"] == "oncall@practice.example"
-    assert msg["Subject"] == "[FIRING] Low SMS Delivery Rate (primary): 87.5 < 90"
+    assert msg["Subject"] == SUBJECT
     assert msg.get_content_type() == "text/plain"
-    text = msg.get_content()
-    assert '"Low SMS Delivery Rate" is firing' in text
-    assert "Account:    primary" in text
-    assert "sms_delivery_rate = 87.5 (fires when < 90)" in text
-    assert f"Since:      {SINCE_ISO}" in text
+    text = msg.get_content().replace("\r\n", "\n")
+    assert text.startswith("Low SMS Delivery Rate is firing for account primary.\n")
+    assert "  delivery rate 87.5 % (threshold 90 %)\n" in text
+    assert f"  since {SINCE_ISO} (for 1 min)\n" in text
     assert "escalation level 2" in text
-    assert "Runbook:    Issue 1: SMS Messages Not Delivered" in text
+    assert "Runbook:   Issue 1: SMS Messages Not Delivered" in text
+    assert "sms-monitor alerts ack 'Low SMS Delivery Rate' --target primary" in text
     assert msg["X-SMS-Monitor-Key"].strip() == FIRING.key  # a long key is folded onto a new line
     message_id = msg["Message-ID"]
     assert message_id.startswith("<") and message_id.endswith("@sms-monitor>")
@@ -230,7 +236,9 @@ def test_a_resent_event_has_the_same_message_id_and_another_event_does_not(smtp:
     assert first == again
     assert resolved != first
     assert smtp.mailbox.received[2][1]["Subject"].startswith("[RESOLVED] ")
-    assert "has resolved" in smtp.mailbox.received[2][1].get_content()
+    resolved_text = smtp.mailbox.received[2][1].get_content()
+    assert "has resolved" in resolved_text and "back to 95.0 % (threshold 90 %)" in resolved_text
+    assert "alerts ack" not in resolved_text
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -336,7 +344,7 @@ def test_a_linefeed_in_a_rule_name_does_not_break_the_e_mail(smtp: SmtpServer) -
     Notifier(smtp.url(), "monitor@practice.example").send("oncall@practice.example", odd)
     (rcpts, msg), = smtp.mailbox.received
     assert rcpts == ["oncall@practice.example"]  # no injected recipient
-    assert msg["Subject"] == "[FIRING] Low rate (primary): 87.5 < 90"
+    assert msg["Subject"] == SUBJECT.replace("Low SMS Delivery Rate", "Low rate")
     assert msg["Bcc"] is None
 
 
@@ -347,17 +355,22 @@ def test_webhook_gets_every_field_and_the_summary(webhook: HttpReceiver) -> None
     Notifier(None, None, webhooks=LOOPBACK).send(webhook.url + "/hook?team=ops", FIRING)
     (path, payload), = webhook.posts
     assert path == "/hook?team=ops"
-    assert set(payload) == {*FIELDS, "text", "event_id"}
-    assert {k: payload[k] for k in FIELDS} == dataclasses.asdict(FIRING)
+    assert {*FIELDS, "text", "description", "event_id", "statement"} <= set(payload)
+    plain = [f for f in FIELDS if f not in ("errors", "checks")]  # tuples: objects in JSON
+    assert {k: payload[k] for k in plain} == {k: v for k, v in dataclasses.asdict(FIRING).items()
+                                              if k in plain}
     assert payload["event_id"] == event_id(FIRING.key) != event_id(RESOLVED.key)
-    assert payload["text"] == "[FIRING] Low SMS Delivery Rate (primary): 87.5 < 90"
+    assert payload["text"] == SUBJECT
+    assert payload["statement"] == "delivery rate 87.5 % (threshold 90 %)"
+    assert payload["value_text"] == "87.5 %" and payload["threshold_text"] == "90 %"
 
 
 def test_webhook_with_an_unknown_value_sends_null(webhook: HttpReceiver) -> None:
     Notifier(None, None, webhooks=LOOPBACK).send(webhook.url,
                                                  dataclasses.replace(FIRING, value=None))
     (_, payload), = webhook.posts
-    assert payload["value"] is None and payload["text"].endswith("unknown < 90")
+    assert payload["value"] is None
+    assert payload["text"].endswith("delivery rate unknown (threshold 90 %)")
 
 
 @pytest.mark.parametrize("status", [500, 404, 302])

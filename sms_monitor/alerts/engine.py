@@ -36,13 +36,29 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from sms_monitor.alerts import explain
 from sms_monitor.alerts.leader import Leadership
 from sms_monitor.alerts.lifecycle import FIRING, AlertState, Event, step
 from sms_monitor.alerts.notify import Notification, Notifier, SendError, recipient_kind
-from sms_monitor.alerts.rules import BrokenRule, Rule, parse_rows, rule_from_json, rule_json
+from sms_monitor.alerts.rules import (
+    VOCABULARY,
+    BrokenRule,
+    Rule,
+    parse_rows,
+    rule_from_json,
+    rule_json,
+)
 from sms_monitor.alerts.settings import AlertsConfig
-from sms_monitor.alerts.store import AlertStore, RuleChanges, StoreError
-from sms_monitor.alerts.values import AlertInputs, targets, value
+from sms_monitor.alerts.store import (
+    ACK,
+    ALL_TARGETS,
+    SILENCE,
+    AlertStore,
+    Mute,
+    RuleChanges,
+    StoreError,
+)
+from sms_monitor.alerts.values import AlertInputs, explanation, targets, value
 from sms_monitor.core.backoff import Backoff
 from sms_monitor.core.checks import CHECK_NAMES
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES
@@ -59,6 +75,49 @@ DRAIN_BUDGET = 120.0  # seconds: a drain starts no send after this; the rest wai
 def _owner() -> str:
     """This process's name on the claims it takes: host, pid and a random part."""
     return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def recipients(rule: Rule, level: int, config: AlertsConfig) -> list[str]:
+    """Who a notification of the rule at ``level`` goes to: the row's usable recipients and
+    ``[alerts] level1`` to ``level<level>``, each once (Alertmanager apart)."""
+    out: list[str] = []
+    for r in (*rule.recipients, *(x for lv in config.level_recipients[:level] for x in lv)):
+        if r not in out and recipient_kind(r) is not None:
+            out.append(r)
+    return out
+
+
+def notification(rule: Rule, target: str, e: Event, config: AlertsConfig,
+                 context: Mapping[str, Any] | None = None, note: str = "",
+                 runbook: str | None = None) -> Notification:
+    """The notification of an event: the value and what explains it (``context``, from
+    :func:`sms_monitor.alerts.values.explanation`), the runbook and dashboard links."""
+    spec = VOCABULARY.get(rule.metric)
+    extra = dict(context or {"unit": "status" if rule.check is not None else
+                             (spec.unit if spec else ""),
+                             "window": rule.window if spec and spec.windowed else 0.0})
+    return Notification(
+        rule=rule.name, account=target, event=e.kind, severity=rule.severity,
+        metric=rule.metric, value=e.value, threshold=rule.threshold,
+        operator=rule.operator, since=e.since, at=e.at, level=e.level,
+        runbook_section=runbook or rule.runbook,
+        key=f"{rule.name}|{target}|{e.kind}|{e.since:.0f}|{e.level}|{e.at:.0f}",
+        runbook_url=explain.runbook_link(config.runbook_url, rule.metric, rule.severity,
+                                         rule.runbook),
+        dashboard_url=explain.dashboard_link(config.dashboard_url, target), note=note,
+        **extra)
+
+
+def mutes_of(mutes: Sequence[Mute], rule: str, target: str, now: float
+             ) -> tuple[Mute | None, Mute | None]:
+    """The acknowledgement and the (active) silence that hold for an alert, if any: a silence
+    of the target, or of every target of the rule."""
+    ack = next((m for m in mutes if m.kind == ACK and (m.rule, m.target) == (rule, target)),
+               None)
+    silences = [m for m in mutes if m.kind == SILENCE and m.rule == rule
+                and m.target in (target, ALL_TARGETS) and m.active(now)]
+    silence = max(silences, key=lambda m: m.until or 0.0) if silences else None
+    return ack, silence
 
 
 def always_notified(config: AlertsConfig) -> list[str]:
@@ -90,6 +149,8 @@ class AlertEngine:
     _rules_known: bool = False
     owner: str = field(default_factory=_owner)
     rules: list[Rule] = field(default_factory=list)  # the last cycle's, for the refresh
+    # what explains each firing alert, from the last evaluation: for the refresh
+    _explained: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _sent_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -121,7 +182,8 @@ class AlertEngine:
                                    max_window=self.config.max_window,
                                    recipient_ok=lambda r: recipient_kind(r) is not None,
                                    always_notified=always_notified(self.config),
-                                   webhooks=self.config.webhook_policy)
+                                   webhooks=self.config.webhook_policy,
+                                   pagerduty_url=self.config.pagerduty_url)
         current = {b.name: b.reason for b in broken}
         for name, reason in current.items():
             if self._reported.get(name) != reason:  # once per change
@@ -175,18 +237,25 @@ class AlertEngine:
                 unusable = {b.name for b in broken} - {r.name for r in rules}
                 self._evaluate(rules, snapshot, records, now, keep=unusable)
             states = self.store.load_states()
+            mutes = self.store.load_mutes()
             pending = self.store.pending_count()
         except (SQLAlchemyError, StoreError) as exc:
             log.warning("alert_store_failed", error=type(exc).__name__,
                         reason=(str(exc).splitlines() or [""])[0][:200])
-            store_ok, states, pending = False, {}, 0
+            store_ok, states, mutes, pending = False, {}, [], 0
         by_name = {r.name: r for r in rules}
         for (rule_name, target), st in sorted(states.items()):
             rule = by_name.get(rule_name)
             if rule is None:
                 continue
+            ack, silence = mutes_of(mutes, rule_name, target, now)
+            acked = ack is not None and ack.active(now) and st.state == FIRING \
+                and ack.since == st.since
             views.append(AlertView(rule_name, target, st.state, st.last_value, st.since, st.level,
-                                   st.last_notified, rule.severity, rule.metric))
+                                   st.last_notified, rule.severity, rule.metric,
+                                   acknowledged_by=ack.by if ack is not None and acked else None,
+                                   acknowledged_until=ack.until if ack is not None else None,
+                                   silenced_until=silence.until if silence else None))
         refused: Counter[tuple[str, str]] = Counter()
         for rule in rules:
             for reason, _detail in rule.refused:
@@ -205,25 +274,13 @@ class AlertEngine:
         saved = (rule_from_json(d) for d in self.store.load_definitions().values())
         return [r for r in saved if r is not None]
 
-    def _recipients(self, rule: Rule, level: int) -> list[str]:
-        out: list[str] = []
-        for r in (*rule.recipients,
-                  *(x for lv in self.config.level_recipients[:level] for x in lv)):
-            if r not in out and recipient_kind(r) is not None:
-                out.append(r)
-        return out
-
     def _queue(self, changes: RuleChanges, rule: Rule, target: str, e: Event, now: float,
-               runbook: str | None = None) -> None:
+               runbook: str | None = None, context: Mapping[str, Any] | None = None,
+               note: str = "") -> None:
         """The event's notification to every recipient of its level (and Alertmanager)."""
-        n = Notification(
-            rule=rule.name, account=target, event=e.kind, severity=rule.severity,
-            metric=rule.metric, value=e.value, threshold=rule.threshold,
-            operator=rule.operator, since=e.since, at=e.at, level=e.level,
-            runbook_section=runbook or rule.runbook,
-            key=f"{rule.name}|{target}|{e.kind}|{e.since:.0f}|{e.level}|{e.at:.0f}")
-        payload = n.__dict__.copy()
-        for r in self._recipients(rule, e.level):
+        n = notification(rule, target, e, self.config, context, note, runbook)
+        payload = dataclasses.asdict(n)
+        for r in recipients(rule, e.level, self.config):
             changes.outbox.append((n.key, r, payload))
         if self.config.alertmanager_url:
             changes.outbox.append((n.key, ALERTMANAGER, payload))
@@ -237,26 +294,52 @@ class AlertEngine:
         counted and logged, and every other rule is saved."""
         states = self.store.load_states()
         saved = self.store.load_definitions()
+        mutes = self.store.load_mutes()
         inputs = AlertInputs(now, snapshot, records, min_samples=self.min_samples)
         batches: dict[str, RuleChanges] = {}
         live: set[tuple[str, str]] = set()
+        explained: dict[tuple[str, str], dict[str, Any]] = {}
         for rule in rules:
             definition = rule_json(rule)
             changes = batches[rule.name] = RuleChanges(rule.name, definition=definition)
             for target in targets(rule, self.accounts):
                 live.add((rule.name, target))
                 old = states.get((rule.name, target)) or AlertState(rule.name, target)
+                ack, silence = mutes_of(mutes, rule.name, target, now)
+                acked = ack is not None and ack.active(now) and old.state == FIRING \
+                    and ack.since == old.since
                 new, events = step(old, rule, value(rule, target, inputs), now,
-                                   hysteresis=self.config.hysteresis, levels=self.config.levels)
+                                   hysteresis=self.config.hysteresis, levels=self.config.levels,
+                                   paused=acked)
+                if new.state == FIRING and not events and self._silence_ended(
+                        mutes, rule.name, target, now) and silence is None:
+                    # a silence ended on a firing alert: remind everyone it paged
+                    events = [Event("repeat", new.level, new.last_value, new.since or now, now)]
+                    new = dataclasses.replace(new, last_notified=now)
                 # a new alert, a change, or an edited rule: saved with the rule as it is now
                 if new != old or (rule.name, target) not in states \
                         or saved.get(rule.name) != definition:
                     changes.states.append(new)
+                refreshed = new.state == FIRING and bool(self.config.alertmanager_url)
+                context = explanation(rule, target, inputs, self.config.runbook_url) \
+                    if events or refreshed else None
+                if new.state == FIRING and context is not None:
+                    explained[rule.name, target] = context
                 for e in events:
-                    self._queue(changes, rule, target, e, now)
-                    changes.history.append((rule.name, target, e.kind, e.level, e.value, now))
+                    # silenced: nothing pages; a RESOLVED still closes what was paged before
+                    # the silence (PagerDuty's incident, Alertmanager's alert, the e-mail)
+                    muted = silence is not None and not (e.kind == "resolved"
+                                                         and e.since < silence.at)
+                    if not muted:
+                        self._queue(changes, rule, target, e, now, context=context)
+                    changes.history.append((rule.name, target, e.kind, e.level, e.value, now,
+                                            None, "silenced: not sent" if muted else None))
                     log.info("alert_event", rule=rule.name, target=target, kind=e.kind,
-                             level=e.level, value=e.value)
+                             level=e.level, value=e.value, silenced=muted)
+                if ack is not None and not (acked and new.state == FIRING):
+                    self._end_ack(changes, ack, new, now)
+            self._end_silences(changes, mutes, rule.name, now)
+        self._explained = explained
         gone = [k for k in states if k not in live and k[0] not in keep]
         if gone:
             self._retire(gone, states, {r.name: r for r in rules}, saved, batches, now)
@@ -276,6 +359,35 @@ class AlertEngine:
                 log.warning("alert_rule_save_failed", rule=name, reason=reason,
                             effect="this rule's alerts keep their last saved state")
         self._save_reported = failed
+
+    @staticmethod
+    def _silence_ended(mutes: Sequence[Mute], rule: str, target: str, now: float) -> bool:
+        """Whether a silence of this alert (its target's or its rule's) expired by now."""
+        return any(m.kind == SILENCE and m.rule == rule and m.target in (target, ALL_TARGETS)
+                   and not m.active(now) for m in mutes)
+
+    @staticmethod
+    def _end_silences(changes: RuleChanges, mutes: Sequence[Mute], rule: str,
+                      now: float) -> None:
+        """Remove the rule's expired silences, audited."""
+        for m in mutes:
+            if m.kind == SILENCE and m.rule == rule and not m.active(now):
+                changes.unmute.append((m.rule, m.target, SILENCE))
+                changes.history.append((m.rule, m.target, "unsilenced", 0, None, now,
+                                        "sms-monitor", f"expired (silenced by {m.by})"))
+                log.info("alert_silence_ended", rule=m.rule, target=m.target, by=m.by)
+
+    @staticmethod
+    def _end_ack(changes: RuleChanges, ack: Mute, state: AlertState, now: float) -> None:
+        """An acknowledgement ends when its alert resolves (or fires anew) or it expires:
+        removed, audited; escalation resumes where it is due."""
+        why = ("expired" if not ack.active(now) else "the alert resolved"
+               if state.state != FIRING else "the alert fired anew")
+        changes.unmute.append((ack.rule, ack.target, ACK))
+        changes.history.append((ack.rule, ack.target, "unacknowledged", state.level,
+                                state.last_value, now, "sms-monitor",
+                                f"{why} (acknowledged by {ack.by})"))
+        log.info("alert_ack_ended", rule=ack.rule, target=ack.target, by=ack.by, reason=why)
 
     def _retire(self, gone: list[tuple[str, str]], states: Mapping[tuple[str, str], AlertState],
                 live_rules: Mapping[str, Rule], saved: Mapping[str, str],
@@ -298,7 +410,7 @@ class AlertEngine:
                    f"there (it pointed to: {rule.runbook})")
             since = st.since if st.since is not None else now
             event = Event("resolved", st.level, st.last_value, since, now)
-            self._queue(changes, rule, target, event, now, runbook=why)
+            self._queue(changes, rule, target, event, now, note=why)
             changes.history.append((name, target, "removed", st.level, st.last_value, now))
             log.info("alert_event", rule=name, target=target, kind="resolved", level=st.level,
                      value=st.last_value, reason="removed")
@@ -345,16 +457,20 @@ class AlertEngine:
         if not self.config.alertmanager_url:
             return
         by_name = {r.name: r for r in rules}
+        mutes = self.store.load_mutes()
         for (name, target), st in self.store.load_states().items():
             rule = by_name.get(name)
             if rule is None or st.state != FIRING or st.since is None:
                 continue
+            if mutes_of(mutes, name, target, now)[1] is not None:
+                continue  # silenced: Alertmanager hears of it again when the silence ends
             if not self.leadership.holds():
                 return
-            n = Notification(rule=name, account=target, event="firing", severity=rule.severity,
-                             metric=rule.metric, value=st.last_value, threshold=rule.threshold,
-                             operator=rule.operator, since=st.since, at=now, level=st.level,
-                             runbook_section=rule.runbook, key=f"{name}|{target}|refresh")
+            n = dataclasses.replace(
+                notification(rule, target, Event("firing", st.level, st.last_value, st.since,
+                                                 now), self.config,
+                             self._explained.get((name, target))),
+                key=f"{name}|{target}|refresh")
             try:
                 self.notifier.send_alertmanager(n)
                 self._count(ALERTMANAGER, "refreshed")
@@ -399,7 +515,7 @@ class AlertEngine:
         channel = ALERTMANAGER if recipient == ALERTMANAGER else (recipient_kind(recipient)
                                                                    or "unknown")
         try:
-            n = Notification(**payload)
+            n = Notification.from_payload(payload)
             if recipient == ALERTMANAGER:
                 self.notifier.send_alertmanager(n)
             else:

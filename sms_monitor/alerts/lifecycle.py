@@ -3,7 +3,9 @@
 inactive → pending (for the rule's ``for``) → firing → resolved (back to inactive), with
 hysteresis: a firing alert resolves only once the value is past the threshold by a margin,
 so a value hovering at the threshold does not flap. While firing it is repeated every
-``repeat`` and escalated by how long it has been firing (the runbook's levels).
+``repeat`` and escalated by how long it has been firing (the runbook's levels), unless it
+is acknowledged (``paused``): then it neither escalates nor repeats until the
+acknowledgement ends, and still resolves.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ def level_at(firing_for: float, levels: tuple[float, ...] = DEFAULT_LEVELS) -> i
 
 
 def step(state: AlertState, rule: Rule, value: float | None, now: float, *,
-         hysteresis: float = 0.02, levels: tuple[float, ...] = DEFAULT_LEVELS
-         ) -> tuple[AlertState, list[Event]]:
-    """The next state and the events to notify. An unknown value changes nothing."""
+         hysteresis: float = 0.02, levels: tuple[float, ...] = DEFAULT_LEVELS,
+         paused: bool = False) -> tuple[AlertState, list[Event]]:
+    """The next state and the events to notify. An unknown value changes nothing.
+    ``paused`` (an acknowledged firing alert): no escalation and no reminder."""
     if value is None:
         return state, []
     state = replace(state, last_value=value)
@@ -70,6 +73,8 @@ def step(state: AlertState, rule: Rule, value: float | None, now: float, *,
     if rule.recovered(value, hysteresis):
         event = Event("resolved", state.level, value, since, now)
         return replace(state, state=INACTIVE, since=None, level=0, last_notified=now), [event]
+    if paused:
+        return state, []
     level = level_at(now - since, levels)
     if level > state.level:
         event = Event("escalated", level, value, since, now)

@@ -26,16 +26,17 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import math
 import os
 import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from shlex import quote as shell_quote
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import certifi
@@ -44,7 +45,12 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError
 
-from sms_monitor.core.outbound import Refusal, WebhookPolicy, normal_host, shown
+from sms_monitor.alerts import explain
+from sms_monitor.alerts.explain import PAGERDUTY_EVENTS_URL
+from sms_monitor.core.outbound import NOT_ALLOWED, Refusal, WebhookPolicy, normal_host, shown
+
+if TYPE_CHECKING:
+    from sms_monitor.config import Settings
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -64,6 +70,31 @@ class Notification:
     level: int
     runbook_section: str
     key: str
+    # what the notification explains (all defaulted: a row queued by an older version reads)
+    unit: str = ""  # the metric's unit: percent, seconds, currency, messages, status
+    currency: str = ""  # the balance's or spend's currency
+    window: float = 0.0  # the rule's window, for windowed metrics
+    errors: tuple[tuple[str, int], ...] = ()  # the top error codes in the window: (code, count)
+    errors_window: float = 0.0  # the window they were counted in
+    # a status: rule's checks at or past its threshold: (account, check, status, detail, runbook)
+    checks: tuple[tuple[str, str, str, str, str], ...] = ()
+    runbook_url: str = ""  # [alerts] runbook_url with the metric's anchor, or the rule's URL
+    dashboard_url: str = ""  # [alerts] dashboard_url narrowed to the account
+    note: str = ""  # why it resolved when not by its value (the rule removed); who acknowledged
+
+    @property
+    def in_unit(self) -> str:
+        """The unit its value is written in (queued by an older version: the metric's)."""
+        return self.unit or explain.unit_of(self.metric)
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Notification:
+        """The notification an outbox row holds (JSON: its tuples came back as lists);
+        TypeError for a payload that does not fit."""
+        data = dict(payload)
+        data["errors"] = tuple((str(c), int(k)) for c, k in data.get("errors") or ())
+        data["checks"] = tuple(tuple(str(x) for x in c) for c in data.get("checks") or ())
+        return cls(**data)
 
 
 class SendError(Exception):
@@ -80,11 +111,22 @@ class SendError(Exception):
         return self.refused is not None
 
 
+_PAGERDUTY = re.compile(r"^pagerduty:([A-Za-z0-9_-]{8,128})$", re.IGNORECASE)
+SLACK_HOST = "hooks.slack.com"
+# the kinds that POST to a URL (a webhook's own, Slack's, PagerDuty's events URL): each
+# through [alerts] webhook_allow and the address checks
+POSTED = ("webhook", "slack", "pagerduty")
+
+
 def recipient_kind(recipient: str) -> str | None:
-    """``email`` for an address, ``webhook`` for an http:// or https:// URL with a host (whether
-    it may be sent to is :class:`WebhookPolicy`'s question), None for anything else, a phone
-    number included: notifications never go by SMS."""
+    """``email`` for an address; ``pagerduty`` for ``pagerduty:<routing key>`` (PagerDuty's
+    Events API v2); ``slack`` for a Slack incoming webhook (``https://hooks.slack.com/services/
+    ...``); ``webhook`` for any other http:// or https:// URL with a host (whether it may be
+    sent to is :class:`WebhookPolicy`'s question); None for anything else, a phone number
+    included: notifications never go by SMS."""
     r = recipient.strip()
+    if r[:10].lower() == "pagerduty:":
+        return "pagerduty" if _PAGERDUTY.match(r) else None
     if _EMAIL.match(r):
         return "email"
     try:
@@ -93,8 +135,50 @@ def recipient_kind(recipient: str) -> str | None:
     except ValueError:
         return None
     if url.scheme.lower() in ("https", "http") and host:
+        if normal_host(host) == SLACK_HOST and url.path.startswith("/services/"):
+            return "slack"
         return "webhook"
     return None
+
+
+def routing_key(recipient: str) -> str:
+    """A ``pagerduty:`` recipient's routing key (a secret: never logged)."""
+    m = _PAGERDUTY.match(recipient.strip())
+    return m.group(1) if m else ""
+
+
+def shown_recipient(recipient: str) -> str:
+    """What a log line, a reason or a listing may show of a recipient: an address as it is,
+    a URL as ``scheme://host:port/…`` (a chat webhook's secret is its path), a PagerDuty
+    routing key by its last four characters only."""
+    r = recipient.strip()
+    kind = recipient_kind(r)
+    if kind == "pagerduty":
+        return f"pagerduty:…{routing_key(r)[-4:]}"
+    if kind in ("webhook", "slack"):
+        return shown(r)
+    return r if kind == "email" else "an unusable recipient"
+
+
+def recipient_url(recipient: str, pagerduty_url: str = PAGERDUTY_EVENTS_URL) -> str | None:
+    """The URL a recipient's notifications are POSTed to (None for e-mail and the unusable):
+    the webhook's own, or PagerDuty's events URL for a routing key."""
+    kind = recipient_kind(recipient)
+    if kind == "pagerduty":
+        return pagerduty_url
+    return recipient.strip() if kind in ("webhook", "slack") else None
+
+
+def recipient_refusal(recipient: str, webhooks: WebhookPolicy,
+                      pagerduty_url: str = PAGERDUTY_EVENTS_URL) -> Refusal | None:
+    """The allowlist's refusal of where a recipient POSTs, without resolving anything."""
+    url = recipient_url(recipient, pagerduty_url)
+    if url is None:
+        return None
+    refusal = webhooks.check_url(url)
+    if refusal is None or recipient_kind(recipient) != "pagerduty":
+        return refusal
+    return Refusal(refusal.reason, f"{shown_recipient(recipient)} posts to {refusal.detail}")
 
 
 def ca_bundle() -> str:
@@ -112,24 +196,6 @@ def resolve(host: str, port: int) -> list[str]:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _num(v: float | None) -> str:
-    """A human number without exponents: 87.5, 90, 12345.68, 0.0042; ``unknown`` for None."""
-    if v is None:
-        return "unknown"
-    if not math.isfinite(v):
-        return str(v)
-    text = f"{v:.2f}".rstrip("0").rstrip(".") if abs(v) >= 1 else f"{v:.4g}"
-    return "0" if text == "-0" else text
-
-
-def _value(n: Notification) -> str:
-    """The value, with more digits when rounding would make it look equal to the threshold."""
-    text = _num(n.value)
-    if n.value is not None and text == _num(n.threshold) and n.value != n.threshold:
-        text = f"{n.value:.10g}"
-    return text
 
 
 def _one_line(text: str) -> str:
@@ -154,28 +220,205 @@ def _reason(exc: BaseException, secret: str = "") -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_HEADLINES = {"firing": "FIRING", "escalated": "ESCALATED", "repeat": "STILL FIRING",
+              "resolved": "RESOLVED", "acknowledged": "ACKNOWLEDGED"}
+
+
+def where(account: str) -> str:
+    """The alert's target in words: ``account primary``, ``all accounts``, ``the database``."""
+    if account == explain.ROLLUP:
+        return "all accounts"
+    return "the database" if account == explain.DATABASE else f"account {account}"
+
+
+def _target(account: str) -> str:
+    return {explain.ROLLUP: "all accounts"}.get(account, account)
+
+
+def statement(n: Notification) -> str:
+    """``delivery rate 88.2 % (threshold 90 %)``; resolved ``delivery rate back to 97.1 %
+    (threshold 90 %)``."""
+    return explain.statement(n.metric, n.in_unit, n.value, n.threshold, n.operator, n.currency,
+                             resolved=n.event == "resolved" and not n.note)
+
+
 def summary(n: Notification) -> str:
-    """The one-line subject, e.g. ``[FIRING] Low SMS Delivery Rate (primary): 87.5 < 90``."""
-    return _one_line(f"[{n.event.upper()}] {n.rule} ({n.account}): {_value(n)} {n.operator} "
-                     f"{_num(n.threshold)}")
+    """The one-line subject, e.g. ``[FIRING] Low SMS Delivery Rate (primary): delivery rate
+    88.2 % (threshold 90 %)``; a status: rule names its red checks."""
+    head = f"[{n.event.upper()}] {n.rule} ({_target(n.account)})"
+    by = re.match(r"acknowledged (by [^,]+)", n.note) if n.event == "acknowledged" else None
+    if by:
+        head += f" {by.group(1)}"
+    if n.event == "resolved" and n.note:
+        return _one_line(f"{head}: {n.note.split(':')[0]}")
+    text = statement(n)
+    bad = [check for _account, check, _status, _detail, _link in n.checks]
+    if bad and n.event != "resolved":
+        text += f": {', '.join(dict.fromkeys(bad))}"
+    return _one_line(f"{head}: {text}")
+
+
+def firing_for(n: Notification) -> str:
+    """``since 2026-05-28T20:26:40Z (for 25 min)``; resolved: ``fired from ... to ...``."""
+    if n.event == "resolved":
+        return f"fired from {_iso(n.since)} to {_iso(n.at)} ({explain.span(n.at - n.since)})"
+    lasted = n.at - n.since
+    return f"since {_iso(n.since)} ({'just now' if lasted < 60 else f'for {explain.span(lasted)}'})"
+
+
+def ack_command(n: Notification) -> str:
+    """The command that acknowledges this alert, quoted for a shell."""
+    return f"sms-monitor alerts ack {shell_quote(n.rule)} --target {shell_quote(n.account)}"
 
 
 def body(n: Notification) -> str:
-    """The plain-text e-mail body (also the Alertmanager description)."""
-    what = {"firing": "is firing", "escalated": f"is still firing and escalated to level {n.level}",
-            "repeat": "is still firing", "resolved": "has resolved"}.get(n.event, n.event)
-    return "\n".join([
-        f"The sms-monitor alert rule \"{n.rule}\" {what}.",
-        "",
-        f"Account:    {n.account}",
-        f"Metric:     {n.metric} = {_value(n)} (fires when {n.operator} {_num(n.threshold)})",
-        f"Since:      {_iso(n.since)}",
-        f"This event: {_iso(n.at)}",
-        f"Severity:   {n.severity}, escalation level {n.level}",
-        f"Runbook:    {n.runbook_section}",
-        "",
-        "Confirm with `sms-monitor check`; see `sms-monitor alerts` for every alert's state.",
-    ])
+    """The plain-text e-mail body (also the Alertmanager description): what is wrong, since
+    when, the error codes behind it, and where to look next."""
+    what = {"firing": "is firing", "escalated": "is still firing", "repeat": "is still firing",
+            "resolved": "has resolved", "acknowledged": "was acknowledged"}.get(n.event, n.event)
+    more = f": escalated to level {n.level}" if n.event == "escalated" else ""
+    lines = [_one_line(f"{n.rule} {what} for {where(n.account)}{more}."), ""]
+    window = f", over the last {explain.span(n.window)}" if n.window else ""
+    if n.event == "resolved" and n.note:
+        lines += [f"  {_one_line(n.note)}", f"  last value: {statement(n)}{window}"]
+    else:
+        lines.append(f"  {statement(n)}{window}")
+    lines.append(f"  {firing_for(n)}")
+    reached = "reached " if n.event == "resolved" else ""
+    lines.append(f"  severity {n.severity}, {reached}escalation level {n.level}")
+    if n.event == "acknowledged" and n.note:
+        lines.append(f"  {_one_line(n.note)}")
+    if n.checks and n.event != "resolved":
+        status = explain.status_limit(n.operator, n.threshold)
+        lines += ["", f"Checks at {status}:"]
+        for account, check, state, detail, link in n.checks:
+            lines.append("  " + _one_line(f"{check} ({_target(account)}): {state}"
+                                          + (f", {detail}" if detail else "")))
+            if link:
+                lines.append(f"    {link}")
+    if n.errors and n.event != "resolved":
+        during = f" in the last {explain.span(n.errors_window)}" if n.errors_window else ""
+        lines += ["", f"Top error codes{during}:"]
+        lines += [f"  {line}" for line in explain.error_lines(n.errors)]
+    lines.append("")
+    if n.runbook_url:
+        lines.append(f"Runbook:   {n.runbook_url}")
+    if n.runbook_section and not explain.is_url(n.runbook_section):
+        section = _one_line(n.runbook_section)
+        lines.append(f"           (the practice's runbook: {section})" if n.runbook_url
+                     else f"Runbook:   {section}")
+    if n.dashboard_url:
+        lines.append(f"Dashboard: {n.dashboard_url}")
+    lines.append("")
+    lines.append("Confirm with `sms-monitor check`; `sms-monitor alerts` lists every alert.")
+    if n.event in ("firing", "escalated", "repeat"):
+        lines += ["Acknowledge (no escalation until it resolves):", f"  {ack_command(n)}"]
+    return "\n".join(lines)
+
+
+def details(n: Notification) -> dict[str, Any]:
+    """The explanation as data: what webhooks, PagerDuty's ``custom_details`` and
+    Alertmanager's annotations carry besides the text."""
+    out: dict[str, Any] = {
+        "statement": statement(n),
+        "value_text": explain.quantity(n.in_unit, n.value, n.currency),
+        "threshold_text": (explain.status_limit(n.operator, n.threshold) if n.in_unit == "status"
+                           else explain.quantity(n.in_unit, n.threshold, n.currency,
+                                                 threshold=True)),
+        "since_iso": _iso(n.since), "at_iso": _iso(n.at), "for": explain.span(n.at - n.since),
+        "errors_text": explain.error_lines(n.errors),
+        "checks_text": [_one_line(f"{check} ({_target(account)}): {state}"
+                                  + (f", {detail}" if detail else ""))
+                        for account, check, state, detail, _link in n.checks],
+    }
+    if n.window:
+        out["window_text"] = explain.span(n.window)
+    return out
+
+
+def webhook_json(n: Notification) -> dict[str, Any]:
+    """A JSON webhook's document: every field of the notification, the subject as ``text``,
+    the body as ``description``, the explanation and ``event_id``."""
+    data = asdict(n)
+    data["errors"] = [{"code": c, "count": k, "meaning": explain.error_meaning(c)}
+                      for c, k in n.errors]
+    data["checks"] = [{"account": a, "check": c, "status": st, "detail": d, "runbook_url": u}
+                      for a, c, st, d, u in n.checks]
+    return {**data, **details(n), "text": summary(n), "description": body(n),
+            "event_id": event_id(n.key)}
+
+
+def _slack_escape(text: str) -> str:
+    """Slack's mrkdwn: ``&``, ``<`` and ``>`` are control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_message(n: Notification) -> dict[str, Any]:
+    """A Slack incoming webhook's message: Block Kit, with the subject as ``text`` (the
+    notification's and the fallback's)."""
+    headline = _HEADLINES.get(n.event, n.event.upper())
+    title = _one_line(f"{headline}: {n.rule} ({_target(n.account)})")
+    window = f" over the last {explain.span(n.window)}" if n.window else ""
+    facts = [f"*{_slack_escape(statement(n))}*{window}", _slack_escape(firing_for(n)),
+             f"severity {n.severity}, escalation level {n.level}"]
+    if n.note:
+        facts.insert(0, _slack_escape(_one_line(n.note)))
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(facts)[:3000]}}]
+    if n.checks and n.event != "resolved":
+        lines = [f"• {_slack_escape(line)}" for line in details(n)["checks_text"]]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*Checks at {explain.status_limit(n.operator, n.threshold)}*\n"
+            + "\n".join(lines))[:3000]}})
+    if n.errors and n.event != "resolved":
+        lines = [f"• {_slack_escape(line)}" for line in explain.error_lines(n.errors)]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            "*Top error codes*\n" + "\n".join(lines))[:3000]}})
+    links = [f"<{u}|{label}>" for u, label in ((n.runbook_url, "Runbook"),
+                                                (n.dashboard_url, "Dashboard")) if u]
+    context = " · ".join([*links, f"`{_slack_escape(ack_command(n))}`"]
+                         if n.event in ("firing", "escalated", "repeat") else links)
+    if context:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
+                                                         "text": context[:3000]}]})
+    return {"text": summary(n), "blocks": blocks}
+
+
+PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning"}
+
+
+def dedup_key(rule: str, target: str) -> str:
+    """PagerDuty's ``dedup_key``: one per alert (rule, target), so every event of an alert
+    updates one PagerDuty alert, and a resolve closes it."""
+    key = f"sms-monitor/{rule}/{target}"
+    if len(key) <= 255:
+        return key
+    return f"sms-monitor/{hashlib.sha256(f'{rule}|{target}'.encode()).hexdigest()}"
+
+
+def pagerduty_event(key: str, n: Notification) -> dict[str, Any]:
+    """A PagerDuty Events API v2 event: ``trigger`` for firing, escalated and repeated events,
+    ``acknowledge`` for an acknowledgement, ``resolve`` when it resolves."""
+    action = {"resolved": "resolve", "acknowledged": "acknowledge"}.get(n.event, "trigger")
+    event: dict[str, Any] = {"routing_key": key, "event_action": action,
+                             "dedup_key": dedup_key(n.rule, n.account)}
+    if action != "trigger":
+        return event
+    custom = {"rule": n.rule, "target": n.account, "metric": n.metric, "event": n.event,
+              "escalation_level": n.level, "runbook_section": n.runbook_section,
+              "event_id": event_id(n.key), **details(n)}
+    event["payload"] = {
+        "summary": summary(n)[:1024], "source": f"sms-monitor ({_target(n.account)})",
+        "severity": PAGERDUTY_SEVERITY.get(n.severity, "error"), "timestamp": _iso(n.at),
+        "component": n.account, "group": n.metric, "class": n.rule,
+        "custom_details": custom}
+    event["links"] = [{"href": u, "text": label} for u, label in
+                      ((n.runbook_url, "Runbook"), (n.dashboard_url, "Dashboard")) if u]
+    event["client"] = "sms-monitor"
+    if n.dashboard_url:
+        event["client_url"] = n.dashboard_url
+    return event
 
 
 def smtp_auth_warning(smtp_url: str | None, allow_plain_auth: bool) -> str | None:
@@ -199,17 +442,31 @@ def smtp_auth_warning(smtp_url: str | None, allow_plain_auth: bool) -> str | Non
             "it")
 
 
+def notifier_for(settings: Settings) -> Notifier:
+    """The notifier the settings describe (``[alerts]`` and the SMTP variables)."""
+    cfg = settings.alerts
+    if cfg is None:
+        return Notifier(settings.smtp_url, settings.alert_from)
+    return Notifier(settings.smtp_url, settings.alert_from, cfg.alertmanager_url,
+                    smtp_timeout=cfg.smtp_timeout, webhook_timeout=cfg.webhook_timeout,
+                    webhooks=cfg.webhook_policy, smtp_allow_plain_auth=cfg.smtp_allow_plain_auth,
+                    pagerduty_url=cfg.pagerduty_url)
+
+
 class Notifier:
     def __init__(self, smtp_url: str | None, mail_from: str | None,
                  alertmanager_url: str | None = None, timeout: float | None = None, *,
                  smtp_timeout: float = 120.0, webhook_timeout: float = 30.0,
                  webhooks: WebhookPolicy | None = None, smtp_allow_plain_auth: bool = False,
-                 resolver: Callable[[str, int], Sequence[str]] = resolve) -> None:
+                 resolver: Callable[[str, int], Sequence[str]] = resolve,
+                 pagerduty_url: str = PAGERDUTY_EVENTS_URL) -> None:
         """``smtp_timeout`` limits each step of an e-mail (SMTP allows minutes for the final
         reply), ``webhook_timeout`` a webhook's or Alertmanager's answer; ``timeout`` sets both.
         ``webhooks``: where webhooks may go (by default nowhere); ``smtp_allow_plain_auth``:
-        SMTP credentials may be sent without TLS."""
+        SMTP credentials may be sent without TLS; ``pagerduty_url``: PagerDuty's Events API v2
+        (``pagerduty:`` recipients), held to ``webhooks`` like any webhook."""
         self.smtp_url = smtp_url
+        self.pagerduty_url = pagerduty_url
         self.mail_from = mail_from or "sms-monitor@localhost"
         self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
         self.smtp_timeout = smtp_timeout if timeout is None else timeout
@@ -225,9 +482,15 @@ class Notifier:
             self._email(recipient.strip(), n)
         elif kind == "webhook":
             self._webhook(recipient.strip(), n)
+        elif kind == "slack":
+            self._post_json("Slack webhook", recipient.strip(), slack_message(n),
+                            {"Idempotency-Key": event_id(n.key)})
+        elif kind == "pagerduty":
+            self._post_json("PagerDuty", self.pagerduty_url,
+                            pagerduty_event(routing_key(recipient), n), {}, who=recipient)
         else:
-            raise SendError("recipient is neither an e-mail address nor an https:// URL",
-                            refused="not_allowed")
+            raise SendError("recipient is neither an e-mail address, an https:// URL nor "
+                            "pagerduty:<routing key>", refused=NOT_ALLOWED)
 
     def _email(self, to: str, n: Notification) -> None:
         if not self.smtp_url:
@@ -275,40 +538,48 @@ class Notifier:
                             ) from None
 
     def _webhook(self, url: str, n: Notification) -> None:
+        eid = event_id(n.key)
+        self._post_json("webhook", url, webhook_json(n), {"Idempotency-Key": eid})
+
+    def _post_json(self, what: str, url: str, document: Mapping[str, Any],
+                   headers: Mapping[str, str], who: str = "") -> None:
+        """POST ``document`` to ``url`` through the outbound controls: the allowlist, the
+        addresses its host resolves to now, a checked address, no redirects. ``what`` names
+        the receiver in errors, ``who`` the recipient a refusal shows (masked)."""
         refusal = self.webhooks.check_url(url)
         if refusal is not None:
-            raise _refused(refusal)
+            raise _refused(refusal, what, who)
         parts = urlsplit(url)
         host = normal_host(parts.hostname or "")  # IDNA for a Unicode name
         https = parts.scheme.lower() == "https"
         port = parts.port or (443 if https else 80)
-        checked, refusal = self._addresses(url, host, port)
+        checked, refusal = self._addresses(url, host, port, what)
         if refusal is not None:
-            raise _refused(refusal)
-        eid = event_id(n.key)
-        body_bytes = json.dumps({**asdict(n), "text": summary(n), "event_id": eid}).encode()
+            raise _refused(refusal, what, who)
         shown_host = f"[{host}]" if ":" in host else host
-        headers = {"Host": shown_host if parts.port is None else f"{shown_host}:{port}",
-                   "Content-Type": "application/json", "Idempotency-Key": eid,
-                   "User-Agent": f"sms-monitor/{_version()}"}
+        sent = {"Host": shown_host if parts.port is None else f"{shown_host}:{port}",
+                "Content-Type": "application/json", "User-Agent": f"sms-monitor/{_version()}",
+                **headers}
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        status = self._post(checked, port, https, host, target, body_bytes, headers)
+        status = self._post(checked, port, https, host, target, json.dumps(document).encode(),
+                            sent, what)
         if 300 <= status < 400:
-            raise SendError(f"webhook {host} answered {status} (redirects are not followed)")
+            raise SendError(f"{what} {host} answered {status} (redirects are not followed)")
         if not 200 <= status < 300:
-            raise SendError(f"webhook {host} answered {status}")
+            raise SendError(f"{what} {host} answered {status}")
 
-    def _addresses(self, url: str, host: str, port: int) -> tuple[list[str], Refusal | None]:
+    def _addresses(self, url: str, host: str, port: int, what: str = "webhook"
+                   ) -> tuple[list[str], Refusal | None]:
         """The addresses ``host`` resolves to now, and the refusal of the first refused one
         (one refused address refuses the name: an attacker's DNS may answer with a public
         address and a private one). SendError when it does not resolve."""
         try:
             addresses = list(self.resolver(host, port))
         except (OSError, UnicodeError) as exc:  # socket.gaierror: not resolved (now)
-            raise SendError(f"webhook {host} failed: its name was not resolved "
+            raise SendError(f"{what} {host} failed: its name was not resolved "
                             f"({type(exc).__name__})") from None
         if not addresses:
-            raise SendError(f"webhook {host} failed: its name resolved to no address")
+            raise SendError(f"{what} {host} failed: its name resolved to no address")
         for text in addresses:
             ip = ipaddress.ip_address(text.split("%")[0])
             refusal = self.webhooks.check_address(ip, f"{shown(url)} resolves to")
@@ -316,22 +587,30 @@ class Notifier:
                 return addresses, refusal
         return addresses, None
 
-    def webhook_refusal(self, url: str) -> Refusal | None:
-        """Why a webhook to ``url`` would be refused now (the allowlist, then the addresses
-        its host resolves to now), or None: what ``rules check`` reports before any send.
-        A name that does not resolve now is not a refusal."""
-        refusal = self.webhooks.check_url(url)
+    def webhook_refusal(self, recipient: str) -> Refusal | None:
+        """Why a POST for ``recipient`` (a webhook, a Slack webhook, a PagerDuty routing
+        key: the events URL) would be refused now (the allowlist, then the addresses its
+        host resolves to now), or None: what ``rules check`` reports before any send. A name
+        that does not resolve now is not a refusal."""
+        url = recipient_url(recipient, self.pagerduty_url)
+        if url is None:
+            return None
+        refusal = recipient_refusal(recipient, self.webhooks, self.pagerduty_url)
         if refusal is not None:
             return refusal
         parts = urlsplit(url.strip())
         try:
             port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-            return self._addresses(url, normal_host(parts.hostname or ""), port)[1]
+            refusal = self._addresses(url, normal_host(parts.hostname or ""), port)[1]
         except (SendError, ValueError):
             return None
+        if refusal is not None and recipient_kind(recipient) == "pagerduty":
+            return Refusal(refusal.reason, f"{shown_recipient(recipient)} posts to "
+                                           f"{refusal.detail}")
+        return refusal
 
     def _post(self, addresses: list[str], port: int, https: bool, host: str, target: str,
-              body_bytes: bytes, headers: dict[str, str]) -> int:
+              body_bytes: bytes, headers: dict[str, str], what: str = "webhook") -> int:
         """POST to the first of ``addresses`` that accepts a connection (the name only for
         TLS); the answer's status. No retries, no redirects."""
         timeout = urllib3.Timeout(connect=self.webhook_timeout, read=self.webhook_timeout)
@@ -358,21 +637,29 @@ class Notifier:
             except NewConnectionError as exc:  # refused or unreachable: the next address
                 last = exc
             except Urllib3Error as exc:
-                raise SendError(f"webhook {host} failed: {_urllib3_reason(exc)}") from None
+                raise SendError(f"{what} {host} failed: {_urllib3_reason(exc)}") from None
             finally:
                 pool.close()
-        raise SendError(f"webhook {host} failed: {_urllib3_reason(last)}")
+        raise SendError(f"{what} {host} failed: {_urllib3_reason(last)}")
 
     def send_alertmanager(self, n: Notification) -> None:
         """POST ``n`` as one alert to Alertmanager's ``/api/v2/alerts``; endsAt only when resolved."""
         if not self.alertmanager_url:
             raise SendError("no Alertmanager configured")
+        info = details(n)
+        annotations = {"summary": summary(n), "description": body(n),
+                       "runbook": n.runbook_section, "value": info["value_text"],
+                       "threshold": info["threshold_text"], "since": info["since_iso"]}
+        for name, text in (("runbook_url", n.runbook_url), ("dashboard", n.dashboard_url),
+                           ("top_errors", "; ".join(info["errors_text"])),
+                           ("checks", "; ".join(info["checks_text"])), ("note", n.note)):
+            if text:
+                annotations[name] = text
         alert: dict[str, object] = {
             "labels": {"alertname": re.sub(r"[^A-Za-z0-9]+", "", n.rule.title()) or "SmsMonitorRule",
                        "account": n.account, "severity": n.severity, "metric": n.metric,
                        "source": "sms-monitor", "rule": n.rule},
-            "annotations": {"summary": summary(n), "description": body(n),
-                            "runbook": n.runbook_section},
+            "annotations": annotations,
             "startsAt": _iso(n.since),
         }
         if n.event == "resolved":
@@ -389,8 +676,9 @@ class Notifier:
             raise SendError(f"Alertmanager answered {resp.status_code}")
 
 
-def _refused(refusal: Refusal) -> SendError:
-    return SendError(f"webhook refused: {refusal.detail}", refused=refusal.reason)
+def _refused(refusal: Refusal, what: str = "webhook", who: str = "") -> SendError:
+    detail = f"{shown_recipient(who)} posts to {refusal.detail}" if who else refusal.detail
+    return SendError(f"{what} refused: {detail}", refused=refusal.reason)
 
 
 def _urllib3_reason(exc: Exception | None) -> str:

@@ -2,7 +2,8 @@
 
 A row is the runbook's shape: ``rule_name``, ``rule_type`` (only ``alert`` rows are
 evaluated), ``trigger_conditions`` (JSON object) and ``recipients`` (array of e-mail
-addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
+addresses, https:// URLs (Slack's incoming webhooks among them) or ``pagerduty:<routing
+key>``: a PostgreSQL array, a JSON array or ``{a,b}`` text).
 ``trigger_conditions`` keys (any other key is refused: it is most likely a typo):
 
 - ``metric`` (required): a name of the vocabulary below;
@@ -18,10 +19,10 @@ addresses or https:// URLs: a PostgreSQL array, a JSON array or ``{a,b}`` text).
 - ``repeat``: how often to remind while firing (default 4 hours);
 - ``runbook``: the runbook section to open (default: the metric's).
 
-A webhook recipient must pass ``[alerts] webhook_allow`` (:mod:`sms_monitor.core.outbound`):
-one that does not is *refused*, named with its reason, and never gets a POST; the rule
-still notifies its other recipients. Whether its host resolves to an allowed address is
-known only when sending (the sender checks it then).
+A webhook recipient (PagerDuty's: its events URL) must pass ``[alerts] webhook_allow``
+(:mod:`sms_monitor.core.outbound`): one that does not is *refused*, named with its reason,
+and never gets a POST; the rule still notifies its other recipients. Whether its host
+resolves to an allowed address is known only when sending (the sender checks it then).
 
 Lengths are checked here, so that ``rules check`` refuses what the alert store would: a
 ``rule_name`` of at most :data:`MAX_RULE_NAME` characters without control characters, an
@@ -39,7 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sms_monitor.alerts.notify import recipient_kind
+from sms_monitor.alerts.explain import PAGERDUTY_EVENTS_URL
+from sms_monitor.alerts.notify import recipient_kind, recipient_refusal
 from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.outbound import Refusal, WebhookPolicy
 
@@ -240,8 +242,8 @@ def _recipient_list(raw: object) -> list[object] | None:
     return [None if f == "NULL" else f for f in fields]
 
 
-def _refusal(recipient: str, webhooks: WebhookPolicy) -> Refusal | None:
-    return webhooks.check_url(recipient) if recipient_kind(recipient) == "webhook" else None
+def _refusal(recipient: str, webhooks: WebhookPolicy, pagerduty_url: str) -> Refusal | None:
+    return recipient_refusal(recipient, webhooks, pagerduty_url)
 
 
 def _refused_text(refused: Sequence[tuple[str, str]]) -> str:
@@ -251,12 +253,14 @@ def _refused_text(refused: Sequence[tuple[str, str]]) -> str:
 def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Sequence[str],
                max_window: float, recipient_ok: Callable[[str], bool] = _deliverable,
                always_notified: Sequence[str] = (),
-               webhooks: WebhookPolicy = NO_WEBHOOKS) -> Rule | BrokenRule | None:
+               webhooks: WebhookPolicy = NO_WEBHOOKS,
+               pagerduty_url: str = PAGERDUTY_EVENTS_URL) -> Rule | BrokenRule | None:
     """A Rule, a BrokenRule naming why not, or None for rows that are not alerts.
 
     ``always_notified``: who receives every rule's notifications whatever its row says
     (``[alerts] level1``, Alertmanager); without them a row must name a usable recipient.
-    ``webhooks``: where webhook recipients may go (by default nowhere).
+    ``webhooks``: where webhook recipients may go (by default nowhere), PagerDuty's events
+    URL (``pagerduty_url``) included.
     """
     name = row.get("rule_name")
     name = name.strip() if isinstance(name, str) and name.strip() else "<unnamed rule>"
@@ -323,7 +327,7 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
     deliverable = [r for r in listed if isinstance(r, str) and recipient_ok(r)]
     too_long = [r for r in deliverable if _too_long(r)]
     refusals = {r: refusal for r in deliverable if not _too_long(r)
-                if (refusal := _refusal(r, webhooks)) is not None}
+                if (refusal := _refusal(r, webhooks, pagerduty_url)) is not None}
     refused = tuple((f.reason, f.detail) for f in refusals.values())
     usable = tuple(dict.fromkeys(r for r in deliverable
                                  if not _too_long(r) and r not in refusals))
@@ -355,7 +359,8 @@ def parse_rule(row: Mapping[str, Any], *, accounts: Sequence[str], checks: Seque
 def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], checks: Sequence[str],
                max_window: float, recipient_ok: Callable[[str], bool] = _deliverable,
                always_notified: Sequence[str] = (),
-               webhooks: WebhookPolicy = NO_WEBHOOKS) -> tuple[list[Rule], list[BrokenRule]]:
+               webhooks: WebhookPolicy = NO_WEBHOOKS,
+               pagerduty_url: str = PAGERDUTY_EVENTS_URL) -> tuple[list[Rule], list[BrokenRule]]:
     """Every alert row as a Rule or a BrokenRule (duplicate names too). A usable rule with
     some unusable recipients is a Rule and also a BrokenRule saying how many are skipped
     or refused, and why."""
@@ -365,7 +370,7 @@ def parse_rows(rows: Sequence[Mapping[str, Any]], *, accounts: Sequence[str], ch
     for row in rows:
         parsed = parse_rule(row, accounts=accounts, checks=checks, max_window=max_window,
                             recipient_ok=recipient_ok, always_notified=always_notified,
-                            webhooks=webhooks)
+                            webhooks=webhooks, pagerduty_url=pagerduty_url)
         if parsed is None:
             continue
         if isinstance(parsed, Rule) and parsed.name in names:

@@ -11,6 +11,11 @@ rule name made every save fail on PostgreSQL; 2 holds them as ``TEXT`` and keeps
 definition beside its states (``definition``), so an alert whose rule was removed can still
 be resolved. :meth:`AlertStore.migrate` upgrades a layout 1 store in place.
 
+Layout 4 adds acknowledgements and silences (``alert_mute``: one row per rule, target and
+kind, written by ``sms-monitor alerts ack|silence``, removed by ``unack|unsilence``, at
+expiry or, for an acknowledgement, when its alert resolves) and who did what and why to the
+history (``actor``, ``note``): the audit of both.
+
 Each rule's decisions are saved in a transaction of their own (:meth:`AlertStore.save_rule`):
 a row that cannot be saved holds back only its own rule.
 
@@ -27,7 +32,7 @@ refuses). Either way it is no longer pending; only a delivered row counts as sen
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,14 +62,40 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sms_monitor.alerts.lifecycle import AlertState
 from sms_monitor.storage.sqlite import ensure_directory
 
-SCHEMA_VERSION = 3  # 2: alert_state/alert_history widths; 3: outbox claims
+SCHEMA_VERSION = 4  # 2: alert_state/alert_history widths; 3: outbox claims; 4: mutes, audit
 
 # Columns added to an existing outbox by version 3 (ALTER TABLE ... ADD COLUMN: additive).
 OUTBOX_CLAIM_COLUMNS = {"claimed_by": "VARCHAR(200)", "claim_until": "FLOAT"}
+# Columns added to an existing history by version 4: who (a person, or sms-monitor) and why.
+HISTORY_AUDIT_COLUMNS = {"actor": "TEXT", "note": "TEXT"}
+ACK, SILENCE = "ack", "silence"
+ALL_TARGETS = "*"  # a silence of every target of a rule, those that appear later too
 
 
 class StoreError(Exception):
     """The alert store cannot be used; ``str()`` is one line."""
+
+
+@dataclass(frozen=True)
+class Mute:
+    """An acknowledgement (``ack``: no escalation or reminder of one firing alert until it
+    resolves or ``until``) or a silence (``silence``: no notification of a rule's alert,
+    ``target`` or every target, until ``until``)."""
+
+    rule: str
+    target: str
+    kind: str  # ACK or SILENCE
+    at: float  # when it was given
+    by: str
+    reason: str = ""
+    until: float | None = None  # None: until the alert resolves (an acknowledgement)
+    since: float | None = None  # an acknowledgement's firing alert: its since (one episode)
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+
+HistoryRow = tuple[Any, ...]  # rule, target, event, level, value, at[, actor, note]
 
 
 @dataclass
@@ -74,12 +105,15 @@ class RuleChanges:
     rule: str
     states: list[AlertState] = field(default_factory=list)
     outbox: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # key, to, payload
-    history: list[tuple[str, str, str, int, float | None, float]] = field(default_factory=list)
+    history: list[HistoryRow] = field(default_factory=list)
     forget: list[tuple[str, str]] = field(default_factory=list)  # (rule, target) to delete
     definition: str | None = None  # the rule as JSON, saved with its states
+    mutes: list[Mute] = field(default_factory=list)  # acknowledgements and silences to write
+    unmute: list[tuple[str, str, str]] = field(default_factory=list)  # (rule, target, kind)
 
     def __bool__(self) -> bool:
-        return bool(self.states or self.outbox or self.history or self.forget)
+        return bool(self.states or self.outbox or self.history or self.forget or self.mutes
+                    or self.unmute)
 
 
 class AlertStore:
@@ -117,7 +151,16 @@ class AlertStore:
             Column("id", Integer, primary_key=True, autoincrement=True),
             Column("rule", Text, nullable=False), Column("target", Text, nullable=False),
             Column("event", String(20), nullable=False), Column("level", Integer, nullable=False),
-            Column("value", Float), Column("at", Float, nullable=False))
+            Column("value", Float), Column("at", Float, nullable=False),
+            Column("actor", Text), Column("note", Text))  # layout 4: who and why
+        self.mute = Table(
+            f"{prefix}alert_mute", md,
+            Column("rule", Text, primary_key=True),
+            Column("target", Text, primary_key=True),  # "*": every target of the rule
+            Column("kind", String(20), primary_key=True),  # ack, silence
+            Column("since", Float), Column("until", Float),
+            Column("at", Float, nullable=False), Column("by", Text, nullable=False),
+            Column("reason", Text, nullable=False, default=""))
         self.metadata = md
 
     def migrate(self) -> None:
@@ -143,6 +186,8 @@ class AlertStore:
                     self._upgrade_to_2(conn)
                 if current < 3:
                     self._add_claim_columns(conn)
+                if current < 4:
+                    self._add_columns(conn, self.history, HISTORY_AUDIT_COLUMNS)
                 conn.execute(update(self.version).values(version=SCHEMA_VERSION))
         self.migrated = True
 
@@ -163,10 +208,11 @@ class AlertStore:
                                   "ALTER COLUMN target TYPE TEXT"))
 
     def tables(self) -> set[str]:
-        """Which of the store's tables exist ("state", "outbox", "history", "version"),
-        looked up without creating anything."""
+        """Which of the store's tables exist ("state", "outbox", "history", "version",
+        "mute"), looked up without creating anything."""
         names = {self.state.name: "state", self.outbox.name: "outbox",
-                 self.history.name: "history", self.version.name: "version"}
+                 self.history.name: "history", self.version.name: "version",
+                 self.mute.name: "mute"}
         with self.engine.connect() as conn:
             present = set(inspect(conn).get_table_names(schema=self.metadata.schema))
         return {kind for name, kind in names.items() if name in present}
@@ -178,12 +224,24 @@ class AlertStore:
 
     def _add_claim_columns(self, conn: Connection) -> None:
         """Layout 3: an outbox created before it gets the claim columns (idempotent)."""
-        o = self.outbox
-        have = {c["name"] for c in inspect(conn).get_columns(o.name, schema=o.schema)}
-        table = conn.dialect.identifier_preparer.format_table(o)
-        for name, kind in OUTBOX_CLAIM_COLUMNS.items():
+        self._add_columns(conn, self.outbox, OUTBOX_CLAIM_COLUMNS)
+
+    @staticmethod
+    def _add_columns(conn: Connection, table: Table, columns: Mapping[str, str]) -> None:
+        """Add the columns a table created by an older layout lacks (idempotent)."""
+        have = {c["name"] for c in inspect(conn).get_columns(table.name, schema=table.schema)}
+        quoted = conn.dialect.identifier_preparer.format_table(table)
+        for name, kind in columns.items():
             if name not in have:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {name} {kind}")
+
+    def layout(self) -> int | None:
+        """The layout version recorded in the store, None when it has none (not created);
+        reads only."""
+        if "version" not in self.tables():
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(self.version.c.version))).scalar()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -199,6 +257,27 @@ class AlertStore:
             level=r["level"], last_notified=r["last_notified"], last_value=r["last_value"])
             for r in rows}
 
+    def load_mutes(self) -> list[Mute]:
+        """Every acknowledgement and silence, expired ones too (the engine ends those)."""
+        m = self.mute.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(m.rule, m.target, m.kind, m.at, m.by, m.reason, m.until,
+                                       m.since)).mappings().all()
+        return [Mute(**dict(r)) for r in rows]
+
+    def load_history(self, rule: str | None = None, limit: int = 100, audited: bool = True
+                     ) -> list[dict[str, Any]]:
+        """The newest history rows (of one rule), newest first; ``audited``: with who and why
+        (layout 4; an older store has no such columns)."""
+        h = self.history.c
+        columns = [h.id, h.rule, h.target, h.event, h.level, h.value, h.at,
+                   *((h.actor, h.note) if audited else ())]
+        query = select(*columns).order_by(h.id.desc()).limit(limit)
+        if rule is not None:
+            query = query.where(h.rule == rule)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
     def load_definitions(self) -> dict[str, str]:
         """rule name -> the definition saved with its states (JSON), where there is one."""
         c = self.state.c
@@ -207,7 +286,7 @@ class AlertStore:
             return {str(rule): str(definition) for rule, definition in rows}
 
     def commit(self, states: Iterable[AlertState], outbox: Iterable[tuple[str, str, dict[str, Any]]],
-               history: Iterable[tuple[str, str, str, int, float | None, float]], now: float,
+               history: Iterable[HistoryRow], now: float,
                forget: Iterable[tuple[str, str]] = ()) -> None:
         """Write new states, queue notifications (key, recipient, payload) and history at once."""
         with self.engine.begin() as conn:
@@ -232,13 +311,27 @@ class AlertStore:
         for rule, target in changes.forget:
             conn.execute(delete(self.state).where(self.state.c.rule == rule,
                                                   self.state.c.target == target))
+            conn.execute(delete(self.mute).where(self.mute.c.rule == rule,
+                                                 self.mute.c.target == target))
+        for rule, target, kind in changes.unmute:
+            conn.execute(delete(self.mute).where(self.mute.c.rule == rule,
+                                                 self.mute.c.target == target,
+                                                 self.mute.c.kind == kind))
+        for m in changes.mutes:
+            values = asdict(m)
+            stmt = ins(self.mute).values(**values)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["rule", "target", "kind"],
+                set_={k: stmt.excluded[k] for k in values if k not in ("rule", "target", "kind")}))
         for key, recipient, payload in changes.outbox:
             conn.execute(ins(self.outbox).values(
                 key=key, recipient=recipient, payload=json.dumps(payload), created=now,
                 attempts=0, next_attempt=now).on_conflict_do_nothing())
-        for rule, target, event, level, value, at in changes.history:
+        for rule, target, event, level, value, at, *audit in changes.history:
+            actor, note = (list(audit) + [None, None])[:2]
             conn.execute(insert(self.history).values(rule=rule, target=target, event=event,
-                                                     level=level, value=value, at=at))
+                                                     level=level, value=value, at=at,
+                                                     actor=actor, note=note))
 
     # -- outbox -------------------------------------------------------------
     def unsent(self, limit: int = 1000) -> list[dict[str, Any]]:
@@ -305,6 +398,23 @@ class AlertStore:
             conn.execute(update(o).where(o.c.id == row_id, o.c.claimed_by == owner,
                                          o.c.sent_at.is_(None))
                          .values(claimed_by=None, claim_until=None))
+
+    def last_payload(self, rule: str, target: str) -> dict[str, Any] | None:
+        """The newest notification queued for an alert (what explained it then), or None."""
+        o = self.outbox
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(o.c.payload).where(
+                o.c.key.startswith(f"{rule}|{target}|", autoescape=True))
+                .order_by(o.c.id.desc()).limit(20)).scalars().all()
+        for raw in rows:
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(payload, dict) and (payload.get("rule"), payload.get("account")) == \
+                    (rule, target):
+                return payload
+        return None
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:

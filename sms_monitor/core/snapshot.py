@@ -226,6 +226,9 @@ class AlertView:
     last_notified: float | None
     severity: str
     metric: str
+    acknowledged_by: str | None = None  # who acknowledged it (no escalation while it holds)
+    acknowledged_until: float | None = None  # None: until it resolves
+    silenced_until: float | None = None  # no notification of it until then
 
 
 @dataclass(frozen=True)

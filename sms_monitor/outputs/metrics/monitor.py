@@ -23,6 +23,8 @@ WEBHOOK_OUTCOMES: tuple[tuple[str, str], ...] = (
 NOTIFICATION_OUTCOMES: tuple[tuple[str, str], ...] = (
     ("email", "sent"), ("email", "failed"),
     ("webhook", "sent"), ("webhook", "failed"), ("webhook", "refused"),
+    ("slack", "sent"), ("slack", "failed"), ("slack", "refused"),
+    ("pagerduty", "sent"), ("pagerduty", "failed"), ("pagerduty", "refused"),
     ("alertmanager", "sent"), ("alertmanager", "failed"), ("alertmanager", "refreshed"),
 )
 
@@ -135,11 +137,20 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
         labels=["rule", "target", "severity"])
     level = GaugeMetricFamily("sms_alert_escalation_level",
                               "Escalation level of firing alerts (1-3)", labels=["rule", "target"])
+    acked = GaugeMetricFamily(
+        "sms_alert_acknowledged", "1 while a firing alert is acknowledged (`sms-monitor alerts "
+        "ack`: no escalation or reminder until it resolves or the acknowledgement expires)",
+        labels=["rule", "target"])
+    silenced = GaugeMetricFamily(
+        "sms_alert_silenced", "1 while an alert is silenced (`sms-monitor alerts silence`: no "
+        "notification until the silence ends)", labels=["rule", "target"])
     codes = {"inactive": 0, "pending": 1, "firing": 2}
     for a in al.alerts:
         state.add_metric([a.rule, a.target, a.severity], codes.get(a.state, 0))
         if a.state == "firing":
             level.add_metric([a.rule, a.target], a.level)
+        acked.add_metric([a.rule, a.target], 1 if a.acknowledged_by is not None else 0)
+        silenced.add_metric([a.rule, a.target], 1 if a.silenced_until is not None else 0)
     invalid = GaugeMetricFamily("sms_alert_rule_invalid",
                                 "1 for each alert rule row that cannot be used (see the log), "
                                 "0 for each usable one",
@@ -183,5 +194,5 @@ def alert_metrics(al: AlertsSnapshot) -> Iterator[Metric]:
         labels=["rule"])
     for rule, n in from_zero(al.save_failures, rules):
         save_failures.add_metric([rule], n)
-    yield from (leader, state, level, invalid, refused, sent, gave_up, pending, store, readable,
-                read_failures, save_failures)
+    yield from (leader, state, level, acked, silenced, invalid, refused, sent, gave_up, pending,
+                store, readable, read_failures, save_failures)
