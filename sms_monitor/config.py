@@ -46,7 +46,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from sms_monitor.alerts.explain import DEFAULT_RUNBOOK_URL, PAGERDUTY_EVENTS_URL
+from sms_monitor.alerts.explain import PAGERDUTY_EVENTS_URL
 from sms_monitor.alerts.lifecycle import DEFAULT_LEVELS
 from sms_monitor.core.content import DEFAULT_SPAM_WORDS
 from sms_monitor.core.credentials import (
@@ -548,8 +548,9 @@ class AlertsConfig(Section):
     level3: Annotated[tuple[str, ...], BeforeValidator(_recipients)] = ()
     alertmanager_url: OptionalHttpUrl = None
     # what every notification links to: the runbook (its base URL: the metric's section is
-    # added as an anchor; empty: no link) and the Grafana dashboard (unset: no link)
-    runbook_url: OptionalHttpUrl = DEFAULT_RUNBOOK_URL
+    # added as an anchor; unset: the daemon's own /runbook under external_url, else no link)
+    # and the Grafana dashboard (unset: no link)
+    runbook_url: OptionalHttpUrl = None
     dashboard_url: OptionalHttpUrl = None
     # SMTP credentials only over TLS (smtps://, or STARTTLS) unless this allows them in clear
     smtp_allow_plain_auth: StrictBool = False
@@ -734,6 +735,9 @@ class Settings(AccountDefaults):
     statuspage_url: OptionalHttpUrl = STATUSPAGE_DEFAULT  # empty: disabled
     statuspage_interval: Interval = 120.0
     public_url: OptionalHttpUrl = None  # how Twilio reaches us, for callback signatures
+    # how operators reach sms-monitor's pages (Prometheus's --web.external-url): notifications
+    # link to its /runbook
+    external_url: OptionalHttpUrl = None
     home_country_code: Annotated[str, BeforeValidator(_calling_code)] = "1"  # not "international"
     usage_interval: Interval = 600.0  # between Usage Records reads (spend)
     database_url: Annotated[str | None, BeforeValidator(_database_url)] = Field(None, repr=False)
@@ -811,6 +815,10 @@ class Settings(AccountDefaults):
         config: AlertsConfig = handler({} if value is None else value)
         if not config.enabled or info.data.get("database") is None:
             return None
+        external = info.data.get("external_url")
+        if "runbook_url" not in config.model_fields_set and external:
+            # the runbook the daemon serves itself, with the same anchors as docs/runbook.md
+            config = config.model_copy(update={"runbook_url": f"{external}/runbook"})
         window = info.data.get("window_seconds", 0.0)
         return config.model_copy(update={"max_window": max(config.max_window, window)})
 
@@ -889,6 +897,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "SMS_MONITOR_POLL_INTERVAL": ("poll_interval",),
     "SMS_MONITOR_STATUSPAGE_URL": ("statuspage_url",),
     "SMS_MONITOR_PUBLIC_URL": ("public_url",),
+    "SMS_MONITOR_EXTERNAL_URL": ("external_url",),
     "SMS_MONITOR_DATABASE_URL": ("database_url",),
     "SMS_MONITOR_SMTP_URL": ("smtp_url",),
     "SMS_MONITOR_ALERT_FROM": ("alert_from",),

@@ -164,7 +164,7 @@ def test_the_engine_explains_a_delivery_alert_end_to_end(
     server, state = sim
     alertmanager = Receiver()
     s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}",
-                 dashboard_url=GRAFANA, alertmanager_url=f"http://127.0.0.1:{alertmanager.port}")
+                 dashboard_url=GRAFANA, runbook_url=BASE, alertmanager_url=f"http://127.0.0.1:{alertmanager.port}")
     m = monitor(s, clock)
     try:
         m.run_cycle()
@@ -228,7 +228,7 @@ def test_a_status_overall_rule_names_the_checks_that_are_red(
                      {"r": ["oncall@practice.example"]})
     engine.dispose()
     server, state = sim
-    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}")
+    s = settings(app, server, smtp, f"sqlite:///{tmp_path / 'alerts.db'}", runbook_url=BASE)
     state.set_scenario("out_of_credit")
     m = monitor(s, clock)
     try:

@@ -39,7 +39,7 @@ from tests.test_outbound import Receiver, TlsReceiver, names
 KEY = "R0UTINGKEY0123456789abcdefABCDEF"  # a routing key: a secret
 PD = f"pagerduty:{KEY}"
 SLACK = "https://hooks.slack.com/services/T0001/B0002/s3cretpath"
-RUNBOOK = "https://github.com/sms-monitor/sms-monitor/blob/main/docs/runbook.md#twiliobalancecritical"
+RUNBOOK = "https://sms-monitor.example.org/runbook#twiliobalancecritical"
 FIRING = Notification(
     rule="Low Twilio Balance", account="primary", event="firing", severity="critical",
     metric="account_balance", value=12.4, threshold=20.0, operator="<",

@@ -438,3 +438,16 @@ def test_bad_input_by_hand_is_one_line_and_exit_2(
     lines = out.err.splitlines()
     assert out.out == "" and len(lines) == 1, out.err
     assert lines[0].startswith(f"sms-monitor: configuration error: {expected}")
+
+
+def test_notifications_link_to_the_daemons_own_runbook_under_external_url() -> None:
+    env = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "t" * 32,
+           "SMS_MONITOR_DATABASE_URL": "sqlite://"}
+    alone = load_settings(env)
+    assert alone.alerts is not None and alone.alerts.runbook_url is None  # no link to invent
+    external = load_settings({**env, "SMS_MONITOR_EXTERNAL_URL": "https://sms.internal:9839/"})
+    assert external.alerts is not None
+    assert external.alerts.runbook_url == "https://sms.internal:9839/runbook"
+    own = load_settings({**env, "SMS_MONITOR_EXTERNAL_URL": "https://sms.internal:9839"},
+                        {"alerts": {"runbook_url": "https://wiki.example/runbook.md"}})
+    assert own.alerts is not None and own.alerts.runbook_url == "https://wiki.example/runbook.md"

@@ -14,8 +14,9 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
-# The shipped runbook, on the repository alerts.rules.yml links to: [alerts] runbook_url's default.
-DEFAULT_RUNBOOK_URL = "https://github.com/sms-monitor/sms-monitor/blob/main/docs/runbook.md"
+# A runbook base for examples and tests; the configuration's default is the daemon's own
+# /runbook under external_url (config.py).
+DEFAULT_RUNBOOK_URL = "https://sms-monitor.example.org/runbook"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 TOP_ERRORS = 3  # error codes named in a notification
 ROLLUP, DATABASE = "*", "database"
