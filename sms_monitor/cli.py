@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -18,7 +18,10 @@ from sms_monitor import __version__, logs
 from sms_monitor.config import ConfigError, Settings, load_file, load_settings, parse_listen_address
 from sms_monitor.core.classify import Status
 from sms_monitor.outputs.webconfig import WebConfig
-from sms_monitor.simulator.scenarios import SCENARIOS
+from sms_monitor.simulator.scenarios import DEMO_SCENARIOS, SCENARIOS
+
+if TYPE_CHECKING:
+    from sms_monitor.demo import Demo
 
 log = structlog.get_logger("sms_monitor.cli")
 
@@ -68,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     demo = sub.add_parser("demo", parents=[common, listen],
                           help="the daemon against a built-in simulator: no account needed")
-    demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
+    demo.add_argument("--scenario", default="healthy", choices=DEMO_SCENARIOS)
     sub.add_parser("alerts", parents=[common],
                    help="list notification_rules alerts with state, value and last notification")
     probe = sub.add_parser("probe", parents=[common, listen],
@@ -125,7 +128,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return _run(settings, web=web)
 
 
-def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None) -> int:
+def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None,
+         demo: Demo | None = None) -> int:
     from sms_monitor.app import build
     from sms_monitor.daemon import Daemon
 
@@ -135,9 +139,13 @@ def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None)
         stopping.wait(seconds)
 
     app = build(settings, sleep=pause)
+    controls: dict[str, Any] = {"extra_html": extra_html}
+    if demo is not None:  # the demo's part of the page and its buttons' endpoints
+        demo.attach(app)
+        controls = {"extra_html": demo.extra_html, "actions": demo.actions}
     try:
         server = app.exporter((settings.listen_host, settings.listen_port),
-                              extra_html=extra_html, web_config=web)
+                              web_config=web, **controls)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
               f"{settings.listen_address}{_also(settings.webhook_listen_address)}: "
@@ -371,7 +379,7 @@ def _demo(args: argparse.Namespace, env: Mapping[str, str], web: WebConfig | Non
     print(f"sms-monitor demo: scenario {args.scenario}; simulator at {demo.simulator.url}/; "
           f"practice database {demo.database_path}", file=sys.stderr, flush=True)
     try:
-        return _run(demo.settings, extra_html=demo.extra_html, web=web)
+        return _run(demo.settings, web=web, demo=demo)
     finally:
         demo.stop()
 
