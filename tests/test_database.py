@@ -61,8 +61,8 @@ def client(i: int, phone: str | None, cell: str | None = None, opted: bool = Fal
 
 
 def sms_log(created: datetime, delay: float | None, via: list[str] | None = None,
-            recipients: int = 1) -> dict[str, Any]:
-    return {"message": "m", "status": "sent", "sent_via": via or ["sms"],
+            recipients: int = 1, status: str = "sent") -> dict[str, Any]:
+    return {"message": "m", "status": status, "sent_via": via or ["sms"],
             "recipient_user_ids": list(range(recipients)), "created_at": created,
             "sent_at": None if delay is None else created + timedelta(seconds=delay)}
 
@@ -208,7 +208,8 @@ def practice(url: str, now: datetime) -> None:
         client(4, "+15550100004", opted=True),  # opted out and left alone
     ])
     insert_rows(url, "notification_logs",
-                [sms_log(now - timedelta(seconds=3500 - i * 60), 20) for i in range(57)])
+                [sms_log(now - timedelta(seconds=3500 - i * 60), 20,
+                         status="undelivered" if i % 3 else "delivered") for i in range(57)])
     insert_rows(url, "appointment_notification_settings",
                 [{"client_id": i, "send_via_sms": True, "send_via_email": True}
                  for i in range(1, 5)])
