@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                            help="GET /healthz of the daemon on this host (the container's "
                                 "health check): exit 0 when it answers 200, else 1")
     probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    db = sub.add_parser("db", parents=[common], help="application database tools")
+    db.add_argument("action", choices=["check"],
+                    help="check: verify the [database] table and column mapping against the "
+                         "database (each table, each column and its type, SELECT privilege); "
+                         "one line per problem; exit 0 usable, 1 problems, 2 configuration "
+                         "error, 3 the database could not be reached")
     rules = sub.add_parser("rules", parents=[common], help="notification_rules tools")
     rules.add_argument("action", choices=["check"],
                        help="check: validate every row and say what is wrong with each")
@@ -114,6 +120,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _demo(args, env, web)
         if args.command == "probe":
             return _probe(_settings(args, env, require_accounts=False), web, args.timeout)
+        if args.command == "db":
+            return _db_check(_settings(args, env, require_accounts=False))
         settings = _settings(args, env)
     except ConfigError as exc:
         print(f"sms-monitor: {exc}", file=sys.stderr)
@@ -225,6 +233,32 @@ def _read_rules(settings: Settings) -> list[dict[str, object]]:
         raise RuntimeError(_one_line(exc, settings)) from None
     finally:
         source.close()
+
+
+def _db_check(settings: Settings) -> int:
+    """The [database] mapping against the live database: one line per problem."""
+    from sms_monitor.inputs.schema_check import Unreachable, check_mapping
+
+    logs.configure("warning", secrets=settings.secrets())
+    if settings.database is None:
+        raise ConfigError("SMS_MONITOR_DATABASE_URL", "not set: nothing to check")
+    try:
+        report = check_mapping(settings.database)
+    except Unreachable as exc:
+        line = logs.Redactor(settings.secrets()).clean(str(exc))
+        print(f"sms-monitor: cannot reach the database: {line}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except Exception as exc:  # e.g. a driver that is not installed
+        print(f"sms-monitor: cannot check the database: {_one_line(exc, settings)}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        return 1
+    print(f"OK: {report.tables} tables, {report.columns} columns: each exists with a usable "
+          f"type and may be read")
+    return 0
 
 
 def _rules_check(settings: Settings) -> int:
