@@ -238,12 +238,14 @@ class Demo:
             stamp = datetime.fromtimestamp(switched, UTC).strftime("%H:%M:%S UTC")
             ago = max(0.0, now - switched)
             since = f"switched at {stamp}, {ago:.0f} s ago"
+            outbound_per_second = RATE_PER_MINUTE * (1 - self.state.inbound_share) / 60
+            wait = self.settings.min_samples / outbound_per_second
             restart = (
                 f"<b>The demo restarted the monitor's statistics at the switch:</b> message "
                 f"statistics count only messages created since then "
                 f"({min(ago, WINDOW_SECONDS):.0f} s of the {window:g}-minute window; "
                 f"{self._settled_since()}), and the ratio checks wait for "
-                f"{self.settings.min_samples} settled messages (about half a minute) before "
+                f"{self.settings.min_samples} settled messages (about {wait:.0f} s) before "
                 f"they judge. A monitor of a real account weighs its whole window, so a "
                 f"change like this one takes minutes to show there; the Balance, Account "
                 f"and number probes change on the next poll either way.")
