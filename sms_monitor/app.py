@@ -128,6 +128,12 @@ class App:
                 log.exception("alert_sender_failed", error=type(exc).__name__)
         return snapshot
 
+    def restart_window(self, at: float) -> None:
+        """Forget the messages created before ``at``: every statistics window starts there
+        (or ``window`` back, once that is later). The demo calls it when it switches
+        scenario, so what it shows is the new story's alone."""
+        self.wiring.window_floor = at
+
     def start_sender(self) -> None:
         """Send notifications from a thread of their own from now on (the daemon)."""
         if self.alerts is not None and self.sender is None:

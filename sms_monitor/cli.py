@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -20,7 +20,10 @@ from sms_monitor.core.classify import Status
 from sms_monitor.mixin.cli import add_parser as add_mixin_parser
 from sms_monitor.mixin.cli import run as run_mixin
 from sms_monitor.outputs.webconfig import WebConfig
-from sms_monitor.simulator.scenarios import SCENARIOS
+from sms_monitor.simulator.scenarios import DEMO_SCENARIOS, SCENARIOS
+
+if TYPE_CHECKING:
+    from sms_monitor.demo import Demo
 
 log = structlog.get_logger("sms_monitor.cli")
 
@@ -78,12 +81,18 @@ def _parser() -> argparse.ArgumentParser:
                            "performance data ('delivery_rate'=0.988;0.95:;0.9:;0;1 ...)")
     demo = sub.add_parser("demo", parents=[common, listen_parser("127.0.0.1:9839")],
                           help="the daemon against a built-in simulator: no account needed")
-    demo.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
+    demo.add_argument("--scenario", default="healthy", choices=DEMO_SCENARIOS)
     _alerts_parser(sub, common)
     probe = sub.add_parser("probe", parents=[common, listen],
                            help="GET /healthz of the daemon on this host (the container's "
                                 "health check): exit 0 when it answers 200, else 1")
     probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    db = sub.add_parser("db", parents=[common], help="application database tools")
+    db.add_argument("action", choices=["check"],
+                    help="check: verify the [database] table and column mapping against the "
+                         "database (each table, each column and its type, SELECT privilege); "
+                         "one line per problem; exit 0 usable, 1 problems, 2 configuration "
+                         "error, 3 the database could not be reached")
     rules = sub.add_parser("rules", parents=[common], help="notification_rules tools")
     rules.add_argument("action", choices=["check"],
                        help="check: validate every row and say what is wrong with each")
@@ -168,6 +177,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _demo(args, env, web)
         if args.command == "probe":
             return _probe(_settings(args, env, require_accounts=False), web, args.timeout)
+        if args.command == "db":
+            return _db_check(_settings(args, env, require_accounts=False))
         settings = _settings(args, env)
     except ConfigError as exc:
         print(f"sms-monitor: {exc}", file=sys.stderr)
@@ -188,7 +199,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return _run(settings, web=web)
 
 
-def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None) -> int:
+def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None,
+         demo: Demo | None = None) -> int:
     from sms_monitor.app import build
     from sms_monitor.daemon import Daemon
 
@@ -198,9 +210,13 @@ def _run(settings: Settings, extra_html: str = "", web: WebConfig | None = None)
         stopping.wait(seconds)
 
     app = build(settings, sleep=pause)
+    controls: dict[str, Any] = {"extra_html": extra_html}
+    if demo is not None:  # the demo's part of the page and its buttons' endpoints
+        demo.attach(app)
+        controls = {"extra_html": demo.extra_html, "actions": demo.actions}
     try:
         server = app.exporter((settings.listen_host, settings.listen_port),
-                              extra_html=extra_html, web_config=web)
+                              web_config=web, **controls)
     except OSError as exc:
         print(f"sms-monitor: configuration error: listen address "
               f"{settings.listen_address}{_also(settings.webhook_listen_address)}: "
@@ -284,6 +300,32 @@ def _read_rules(settings: Settings) -> list[dict[str, object]]:
         raise RuntimeError(_one_line(exc, settings)) from None
     finally:
         source.close()
+
+
+def _db_check(settings: Settings) -> int:
+    """The [database] mapping against the live database: one line per problem."""
+    from sms_monitor.inputs.schema_check import Unreachable, check_mapping
+
+    logs.configure("warning", secrets=settings.secrets())
+    if settings.database is None:
+        raise ConfigError("SMS_MONITOR_DATABASE_URL", "not set: nothing to check")
+    try:
+        report = check_mapping(settings.database)
+    except Unreachable as exc:
+        line = logs.Redactor(settings.secrets()).clean(str(exc))
+        print(f"sms-monitor: cannot reach the database: {line}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except Exception as exc:  # e.g. a driver that is not installed
+        print(f"sms-monitor: cannot check the database: {_one_line(exc, settings)}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        return 1
+    print(f"OK: {report.tables} tables, {report.columns} columns: each exists with a usable "
+          f"type and may be read")
+    return 0
 
 
 def _rules_check(settings: Settings) -> int:
@@ -386,7 +428,7 @@ def _demo(args: argparse.Namespace, env: Mapping[str, str], web: WebConfig | Non
     print(f"sms-monitor demo: scenario {args.scenario}; simulator at {demo.simulator.url}/; "
           f"practice database {demo.database_path}", file=sys.stderr, flush=True)
     try:
-        return _run(demo.settings, extra_html=demo.extra_html, web=web)
+        return _run(demo.settings, web=web, demo=demo)
     finally:
         demo.stop()
 

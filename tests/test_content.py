@@ -91,11 +91,33 @@ def test_content_query_groups_seven_days_by_masked_digits(url: str) -> None:
     insert_rows(url, "notification_logs", [
         row(1, "Visit on 3/12 at 10:30", "delivered"),
         row(2, "Visit on 4/1 at 9:00", "undelivered"),
-        row(6.9, "Visit on 5/5 at 8:15", "delivered"),
+        row(6.9, "Visit on 5/5 at 8:15", "Delivered"),  # any case
+        row(3, "Visit on 5/6 at 8:15", "read"),  # delivered and read
+        row(3, "Visit on 5/7 at 8:15", "FAILED"),
+        row(3, "Visit on 5/8 at 8:15", "sent"),  # outcome not known (yet): not settled
+        row(3, "Visit on 5/9 at 8:15", "queued"),
         row(8, "Visit on 6/6 at 8:15", "delivered"),  # older than 7 days
         row(1, "Visit on 7/7 at 7:00", "delivered", via=["email"]),  # not SMS
     ])
     src = source(url)
     with src.engine.connect() as conn:
-        assert src.content(conn, NOW) == [("Visit on #/# at #:#", 3, 2)]
+        # (template, rows, delivered, settled)
+        assert src.content(conn, NOW) == [("Visit on #/# at #:#", 7, 3, 5)]
+
+
+def test_a_status_column_without_outcomes_is_not_judged() -> None:
+    """An application that logs "sent" and never records Twilio's outcome: nothing to judge
+    (unknown), not a false "0/120 delivered"."""
+    facts = DatabaseFacts(invalid_phones={}, queue_delay=1.0, queue_sent=1, queue_unsent=0,
+                          sms_disabled=0, settings_rows=1, opted_out=frozenset(),
+                          client_optout={}, logged_recipients=100)
+    report = content_report([("Your visit is on #/#. Reply STOP.", 120, 0, 0)], None)
+    assert report.under(0.90) == []
+    checks = {c.name: c for c in database_checks(
+        facts, DatabaseView(twilio_in_span=100, content=report), DEFAULT_THRESHOLDS, 10, 0.9, 300)}
+    assert checks["content"].status is Status.UNKNOWN
+    assert "none with 10 delivery outcomes" in checks["content"].detail
+    # with outcomes for some rows, the ratio is over those rows only
+    report = content_report([("Your visit is on #/#. Reply STOP.", 120, 57, 60)], None)
+    assert report.under(0.90) == [] and report.templates[0].delivery_ratio == 0.95
 

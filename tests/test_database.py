@@ -61,8 +61,8 @@ def client(i: int, phone: str | None, cell: str | None = None, opted: bool = Fal
 
 
 def sms_log(created: datetime, delay: float | None, via: list[str] | None = None,
-            recipients: int = 1) -> dict[str, Any]:
-    return {"message": "m", "status": "sent", "sent_via": via or ["sms"],
+            recipients: int = 1, status: str = "sent") -> dict[str, Any]:
+    return {"message": "m", "status": status, "sent_via": via or ["sms"],
             "recipient_user_ids": list(range(recipients)), "created_at": created,
             "sent_at": None if delay is None else created + timedelta(seconds=delay)}
 
@@ -208,7 +208,8 @@ def practice(url: str, now: datetime) -> None:
         client(4, "+15550100004", opted=True),  # opted out and left alone
     ])
     insert_rows(url, "notification_logs",
-                [sms_log(now - timedelta(seconds=3500 - i * 60), 20) for i in range(57)])
+                [sms_log(now - timedelta(seconds=3500 - i * 60), 20,
+                         status="undelivered" if i % 3 else "delivered") for i in range(57)])
     insert_rows(url, "appointment_notification_settings",
                 [{"client_id": i, "send_via_sms": True, "send_via_email": True}
                  for i in range(1, 5)])
@@ -409,17 +410,32 @@ def test_check_json_against_postgresql(pg_url: str, live_simulator: SimulatorSer
 
 
 def test_sqlite_demo_database_gives_every_check(tmp_path: Path) -> None:
-    from sms_monitor.simulator.practice_db import DEMO_OPTED_OUT, DEMO_UNPROCESSED_STOP, seed_demo
+    from sms_monitor.simulator.practice_db import (
+        DEMO_OPTED_OUT,
+        DEMO_UNPROCESSED_STOP,
+        seed_demo,
+        seed_invalid_numbers,
+        unseed_invalid_numbers,
+    )
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     seed_demo(create_engine(url), NOW)
     facts = source(url).poll(NOW, [DEMO_UNPROCESSED_STOP, DEMO_OPTED_OUT],
                              (NOW - timedelta(hours=1), NOW - timedelta(minutes=2)))
     assert facts.up, facts.failures
-    assert facts.invalid_phones == {"phone": 6, "cell_phone": 0}
+    assert facts.invalid_phones == {"phone": 0, "cell_phone": 0}  # a healthy practice
     assert facts.client_optout == {DEMO_UNPROCESSED_STOP: False, DEMO_OPTED_OUT: True}
-    assert facts.queue_delay is not None and 5 <= facts.queue_delay <= 40
+    assert facts.queue_delay is not None and 2 <= facts.queue_delay <= 12
     assert facts.sms_disabled == 8 and facts.settings_rows == 200
+
+    # the demo's invalid_numbers story adds its clients, and takes them out again
+    engine = create_engine(url)
+    assert seed_invalid_numbers(engine) == 6
+    poll = source(url).poll
+    span = (NOW - timedelta(hours=1), NOW - timedelta(minutes=2))
+    assert poll(NOW, [], span).invalid_phones == {"phone": 6, "cell_phone": 0}
+    unseed_invalid_numbers(engine)
+    assert poll(NOW, [], span).invalid_phones == {"phone": 0, "cell_phone": 0}
 
 
 def test_no_transaction_is_left_open_between_polls(pg_url: str, pg_admin: Engine) -> None:

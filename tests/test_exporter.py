@@ -196,11 +196,12 @@ def test_the_database_metrics_of_the_contract(simulator: SimulatorServer, clock:
     from sqlalchemy import create_engine
 
     from sms_monitor.config import load_settings
-    from sms_monitor.simulator.practice_db import seed_demo
+    from sms_monitor.simulator.practice_db import seed_demo, seed_invalid_numbers
     from tests.conftest import demo_env
 
     url = f"sqlite:///{tmp_path / 'practice.db'}"
     seed_demo(create_engine(url), datetime.fromtimestamp(clock(), UTC))
+    seed_invalid_numbers(create_engine(url))  # so the invalid numbers' gauge is not all 0
     settings = load_settings(demo_env(simulator.url) | {"SMS_MONITOR_DATABASE_URL": url},
                              {"number_type": "toll_free", "alerts": {"enabled": False}})
     monitor = build(settings, clock=clock, sleep=SleepRecorder())

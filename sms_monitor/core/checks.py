@@ -35,7 +35,7 @@ def _window_label(seconds: float) -> str:
         return f"{int(seconds // 3600)}h"
     if seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
+    return f"{seconds:.0f}s"  # (a restarted window is a fraction of a second longer)
 
 
 def account_checks(

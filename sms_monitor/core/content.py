@@ -72,46 +72,61 @@ def findings(template: str, practice_name: str | None,
 class TemplateStats:
     id: str
     masked: str  # for the operator's eyes only (sms-monitor check)
-    sent: int
+    sent: int  # rows logged
     delivered: int
     findings: frozenset[str]
+    settled: int = -1  # rows with a delivery outcome (delivered or not); -1: as many as sent
+
+    @property
+    def outcomes(self) -> int:
+        return self.sent if self.settled < 0 else self.settled
 
     @property
     def delivery_ratio(self) -> float:
-        return self.delivered / self.sent if self.sent else 0.0
+        """Delivered among the rows whose outcome is known (0 when none is)."""
+        return self.delivered / self.outcomes if self.outcomes else 0.0
 
 
 @dataclass(frozen=True)
 class ContentReport(Immutable):
     templates: tuple[TemplateStats, ...] = ()  # most sent first, with at least min_sent
     findings: Mapping[str, int] = field(default_factory=dict)  # rule -> templates breaking it
+    min_sent: int = 10
+
+    def judged(self) -> list[TemplateStats]:
+        """Templates with at least ``min_sent`` delivery outcomes: enough to judge."""
+        return [t for t in self.templates if t.outcomes >= self.min_sent]
 
     def under(self, threshold: float) -> list[TemplateStats]:
-        return [t for t in self.templates if t.delivery_ratio < threshold]
+        return [t for t in self.judged() if t.delivery_ratio < threshold]
 
 
-def content_report(rows: Iterable[tuple[str, int, int]], practice_name: str | None,
+def content_report(rows: Iterable[tuple[str, int, int] | tuple[str, int, int, int]],
+                   practice_name: str | None,
                    spam_words: Iterable[str] = DEFAULT_SPAM_WORDS, min_sent: int = 10
                    ) -> ContentReport:
-    """Merge (digit-masked text, sent, delivered) rows into templates and judge them."""
+    """Merge (digit-masked text, sent, delivered[, settled]) rows into templates and judge
+    them. ``settled`` counts the rows with a delivery outcome; without it every row has one.
+    """
     merged: dict[str, list[int]] = {}
-    for text, sent, delivered in rows:
+    for text, sent, delivered, *rest in rows:
         if not isinstance(text, str):
             continue
         key = normalise_template(text)
-        acc = merged.setdefault(key, [0, 0])
+        acc = merged.setdefault(key, [0, 0, 0])
         acc[0] += int(sent)
         acc[1] += int(delivered)
+        acc[2] += int(rest[0]) if rest else int(sent)
     words = tuple(spam_words)
     templates = []
     counts = dict.fromkeys(RULES, 0)
-    for key, (sent, delivered) in merged.items():
+    for key, (sent, delivered, settled) in merged.items():
         if sent < min_sent:
             continue
         found = findings(key, practice_name, words)
         for rule in found:
             counts[rule] += 1
         templates.append(TemplateStats(template_id(key), key[:80], sent, delivered,
-                                       frozenset(found)))
+                                       frozenset(found), settled))
     templates.sort(key=lambda t: (-t.sent, t.id))
-    return ContentReport(tuple(templates), counts)
+    return ContentReport(tuple(templates), counts, min_sent)

@@ -167,13 +167,21 @@ def database_checks(facts: DatabaseFacts, view: DatabaseView, thresholds: Mappin
         failure = facts.failures.get("content")
         checks.append(CheckResult("content", GROUP, Status.UNKNOWN, None, "templates",
                                   f"query failed: {failure}" if failure else "not read yet"))
+    elif report.templates and not report.judged():
+        # e.g. an application that logs "sent" and never records Twilio's outcome: nothing
+        # to judge, rather than every template "0 delivered"
+        checks.append(CheckResult(
+            "content", GROUP, Status.UNKNOWN, None, "templates",
+            f"{len(report.templates)} templates in 7 days, none with {report.min_sent} "
+            f"delivery outcomes in notification_logs.status (delivered, read, undelivered, "
+            f"failed)"))
     else:
         threshold = thresholds["delivery_rate"].bad
         under = report.under(threshold)
         rules = ", ".join(f"{k}: {v}" for k, v in report.findings.items() if v)
         checks.append(CheckResult(
             "content", GROUP, Status.YELLOW if under else Status.GREEN, float(len(under)),
-            "templates", f"{len(under)} of {len(report.templates)} templates delivered under "
+            "templates", f"{len(under)} of {len(report.judged())} templates delivered under "
                          f"{threshold:.0%} in 7 days" + (f"; findings {rules}" if rules else "")))
 
     checks.append(overall_check(GROUP, checks, DB_CONTRACT_CHECKS))

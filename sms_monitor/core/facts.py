@@ -80,7 +80,7 @@ class DatabaseFacts(Immutable):
     client_optout: Mapping[str, bool] | None = None  # candidate number -> any client not opted out
     logged_recipients: int | None = None  # SMS recipients logged in the reconciliation span
     # (digit-masked message text, sent, delivered) of the last 7 days; None when not read
-    content_rows: Sequence[tuple[str, int, int]] | None = None
+    content_rows: Sequence[tuple[str, int, int, int]] | None = None  # text, rows, delivered, settled
     # notification_rules rows with the runbook's column names; None when unreadable
     rule_rows: Sequence[Mapping[str, object]] | None = None
     failures: Mapping[str, str] = field(default_factory=dict)  # query -> one-line reason

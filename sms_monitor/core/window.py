@@ -8,6 +8,7 @@ incremental poll must read (:meth:`MessageWindow.fetch_horizon`).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
@@ -105,12 +106,15 @@ class MessageWindow:
         self.backfilled = False
         self.gaps: list[Gap] = []  # newest first; empty when the window has been read whole
         self.read_at: float | None = None  # our clock at the last read of the log
+        # Messages created before this moment are forgotten and never read again (the demo
+        # restarts its window when it switches scenario; see Wiring.window_floor).
+        self.floor = -math.inf
 
     def __len__(self) -> int:
         return len(self.records)
 
     def start(self, now: float) -> float:
-        return now - self.window_seconds
+        return max(now - self.window_seconds, self.floor)
 
     def upsert(self, record: MessageRecord, keyword_number: str | None = None,
                source: str = "poll") -> None:

@@ -143,6 +143,7 @@ class AccountInput:
         started = time.monotonic()
         now = self.clock()
         settings = self.settings
+        self.window.floor = self._wiring.window_floor  # (the demo may restart the window)
         before = list(self.window.gaps) if self.window.backfilled else None
         horizon = self.window.fetch_horizon(now)
         read_started = now
@@ -150,7 +151,7 @@ class AccountInput:
         result = self.poller.poll(horizon, read_usage=usage_due, gaps=self.window.gaps,
                                   budget=cycle_budget(settings), held=self.window.records)
         now = self.clock()
-        edge = now - settings.window_seconds
+        edge = self._wiring.window_edge(now, settings.window_seconds)
         facts = self._facts_with_usage(result.facts, now)
         future = 0
         if facts.messages_ok:  # a read whose first page failed changes nothing
@@ -195,7 +196,7 @@ class AccountInput:
         source = self.tracker.observe(up and incomplete is None, "; ".join(reasons),
                                       progressing=progressing)
         stats = None if incomplete is not None else window_stats(
-            self.window.records.values(), now, settings.window_seconds,
+            self.window.records.values(), now, max(0.0, now - edge),
             home_code=settings.home_country_code)
         checks = account_checks(self.config.name, facts, stats, dict(settings.thresholds),
                                 settings.min_samples, self.config.throughput_limit,

@@ -16,6 +16,7 @@ of one stage read in parallel.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,3 +74,11 @@ class Wiring:
     # called with the moment an opt-out's grace period ends (the daemon runs a cycle then)
     on_deadline: Callable[[float], None] | None = None
     one_shot: bool = False  # `check`: one cycle, no paging, nothing of the daemon's own
+    # Statistics leave out messages created before this moment: the window restarts there
+    # (see :meth:`window_edge`). Only the demo moves it, when it switches scenario.
+    window_floor: float = -math.inf
+
+    def window_edge(self, now: float, window_seconds: float) -> float:
+        """Where the statistics window starts at ``now``: ``window_seconds`` back, or at
+        :attr:`window_floor` if that is later."""
+        return max(now - window_seconds, self.window_floor)

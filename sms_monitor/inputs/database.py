@@ -18,9 +18,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Text,
     and_,
     any_,
     case,
+    cast,
     create_engine,
     event,
     func,
@@ -77,6 +79,9 @@ def _sqlite_mask_digits(value: object) -> str | None:
 
 
 CONTENT_DAYS = 7
+# notification_logs.status values (any case) that are a delivery outcome, as Twilio names them
+STATUS_DELIVERED = ("delivered", "read")
+STATUS_SETTLED = (*STATUS_DELIVERED, "undelivered", "failed")
 CONTENT_MAX_GROUPS = 5000
 
 
@@ -260,17 +265,27 @@ class DatabaseSource:
             self._is_sms(t.c("sent_via")), created >= start, created < end)).scalar_one()
         return int(total)
 
-    def content(self, conn: Connection, now: datetime) -> list[tuple[str, int, int]]:
-        """The runbook's Issue 2 query, grouped by digit-masked text: 7 days of SMS rows."""
+    def content(self, conn: Connection, now: datetime) -> list[tuple[str, int, int, int]]:
+        """The runbook's Issue 2 query, grouped by digit-masked text: 7 days of SMS rows, as
+        (template, rows, delivered, settled). ``status`` is compared without regard to case:
+        ``delivered`` and ``read`` are delivered; they, ``undelivered`` and ``failed`` are the
+        settled rows a delivery ratio is taken over (:data:`STATUS_DELIVERED`,
+        :data:`STATUS_SETTLED`); any other value (``queued``, ``sent``, NULL, an
+        application's own) is a row whose outcome is not known and is not judged."""
         t = self.names.table("notification_logs")
         masked = self._mask_digits(t.c("message")).label("template")
-        delivered = func.coalesce(func.sum(case((t.c("status") == "delivered", 1), else_=0)), 0)
-        stmt = (select(masked, func.count(), delivered)
+        status = func.lower(cast(t.c("status"), Text))  # (an enum column too)
+
+        def count(values: tuple[str, ...]) -> Any:
+            return func.coalesce(func.sum(case((status.in_(values), 1), else_=0)), 0)
+
+        stmt = (select(masked, func.count(), count(STATUS_DELIVERED), count(STATUS_SETTLED))
                 .where(self._is_sms(t.c("sent_via")),
                        t.c("created_at") >= now - timedelta(days=CONTENT_DAYS),
                        t.c("created_at") <= now, t.c("message").is_not(None))
                 .group_by(masked).order_by(func.count().desc()).limit(CONTENT_MAX_GROUPS))
-        return [(str(text), int(n), int(d)) for text, n, d in conn.execute(stmt)]
+        return [(str(text), int(n), int(d), int(settled))
+                for text, n, d, settled in conn.execute(stmt)]
 
     def rules(self, conn: Connection) -> list[dict[str, object]]:
         """Every notification_rules row, keyed by the runbook's column names."""

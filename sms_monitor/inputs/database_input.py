@@ -57,6 +57,7 @@ class DatabaseInput:
     def __init__(self, config: DatabaseConfig, settings: Settings, wiring: Wiring) -> None:
         self.config = config
         self.settings = settings
+        self.wiring = wiring
         self.clock = wiring.clock
         self.source = DatabaseSource(config)
         self.errors: Counter[tuple[str, str]] = Counter()
@@ -87,13 +88,14 @@ class DatabaseInput:
         now = self.clock()
         accounts = [p for p in ctx.parts.values() if isinstance(p, AccountSnapshot)]
         webhooks = ctx.parts.get(WEBHOOKS)
+        edge = self.wiring.window_edge(now, self.settings.window_seconds)
         view = database_view(
             accounts, webhooks.keywords if isinstance(webhooks, WebhooksPart) else (),
-            now=now, window=self.settings.window_seconds, grace=cfg.optout_grace,
+            now=now, window=max(0.0, now - edge), grace=cfg.optout_grace,
             reconcile_lag=cfg.reconcile_lag)
         content_due = self.content_read_at is None or \
             now - self.content_read_at >= cfg.content_interval
-        edge, span_end = now - self.settings.window_seconds, now - cfg.reconcile_lag
+        span_end = now - cfg.reconcile_lag
         facts = self.source.poll(datetime.fromtimestamp(now, UTC), view.candidates.keys(),
                                  (datetime.fromtimestamp(edge, UTC),
                                   datetime.fromtimestamp(span_end, UTC)),

@@ -29,6 +29,21 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
+# What each column the checks read must hold (``sms-monitor db check`` verifies it; the ids
+# are mapped but never read). examples/schema.sql says what each one means.
+TEXT, BOOLEAN, TIMESTAMP, ARRAY, TEXT_ARRAY, JSON_DOC, TEXT_LIST = (
+    "text", "boolean", "a timestamp", "an array", "an array of text",
+    "json, jsonb or text", "an array of text, or text")
+COLUMN_KINDS: dict[str, dict[str, str]] = {
+    "clients": {"phone": TEXT, "cell_phone": TEXT, "has_opted_out": BOOLEAN},
+    "notification_logs": {"created_at": TIMESTAMP, "sent_at": TIMESTAMP,
+                          "sent_via": TEXT_ARRAY, "recipient_user_ids": ARRAY,
+                          "message": TEXT, "status": TEXT},
+    "notification_rules": {"rule_name": TEXT, "rule_type": TEXT,
+                           "trigger_conditions": JSON_DOC, "recipients": TEXT_LIST},
+    "appointment_notification_settings": {"send_via_sms": BOOLEAN},
+}
+
 # Types of the columns whose values are bound or compared (so each dialect formats them).
 _TYPES: dict[str, Any] = {"created_at": DateTime(timezone=True), "sent_at": DateTime(timezone=True),
           "has_opted_out": Boolean(), "send_via_sms": Boolean()}

@@ -79,7 +79,7 @@ class WebhookInput:
         return True
 
     def read(self, ctx: CycleContext) -> WebhooksPart:
-        edge = ctx.now - self.settings.window_seconds
+        edge = self._wiring.window_edge(ctx.now, self.settings.window_seconds)
         with self._lock:
             while self._inbound and self._inbound[0][1].created < edge:
                 self._inbound.popleft()

@@ -64,7 +64,7 @@ def render_table(snapshot: Snapshot) -> str:
         lines.append("")
         lines.append("TEMPLATES UNDER THE DELIVERY THRESHOLD (7 days, masked):")
         for t in under:
-            lines.append(f"  {t['id']}  {t['delivered']}/{t['sent']} delivered  "
+            lines.append(f"  {t['id']}  {t['delivered']}/{t['settled']} delivered  "
                          f"[{', '.join(t['findings'])}]  {t['template']}")
     lines.append(f"OVERALL: {snapshot.overall.value.upper()}")
     return "\n".join(lines)
@@ -78,9 +78,10 @@ def weak_templates(snapshot: Snapshot) -> list[dict[str, Any]]:
     check = db.check("content")
     if check is None or not check.value:
         return []
-    ranked = sorted(db.content.templates, key=lambda t: t.delivery_ratio)
-    return [{"id": t.id, "template": t.masked, "sent": t.sent, "delivered": t.delivered,
-             "findings": sorted(t.findings)} for t in ranked[:int(check.value)]]
+    ranked = sorted(db.content.judged(), key=lambda t: t.delivery_ratio)
+    return [{"id": t.id, "template": t.masked, "sent": t.sent, "settled": t.outcomes,
+             "delivered": t.delivered, "findings": sorted(t.findings)}
+            for t in ranked[:int(check.value)]]
 
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:

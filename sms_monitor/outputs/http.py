@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 import uvicorn
@@ -60,6 +61,8 @@ BAD_HEAD_REASONS = {"bare LF line ending": "line_ending", "obsolete line folding
                     "repeated Content-Length or Transfer-Encoding": "ambiguous_length",
                     INVALID: "invalid"}
 OPERATORS, WEBHOOKS = "web", "webhooks"
+MAX_ACTION_BODY = 4096  # bytes of a form posted to an action
+Action = Callable[[Mapping[str, str]], str]  # a posted form -> where to redirect
 
 
 def is_loopback(host: str) -> bool:
@@ -196,6 +199,9 @@ class Door:
                 return
             await self._webhook(scope, receive, respond)
             return
+        if self.operators and path in self.server.actions:
+            await self._action(scope, receive, respond)
+            return
         if not self.operators or path not in ("/metrics", "/healthz", "/readyz", "/",
                                               RUNBOOK_PATH):
             await respond(404, b"not found\n", last=method not in ("GET", "HEAD"))
@@ -209,6 +215,42 @@ class Door:
         status, body, ctype = await self.server.run(self.server.page, path,
                                                     _header(scope, b"accept") or "")
         await respond(status, body, ctype)
+
+    async def _action(self, scope: dict[str, Any], receive: Receive,
+                      respond: Callable[..., Awaitable[None]]) -> None:
+        """A form posted to one of the server's actions (the demo's controls): behind the
+        same credentials as the pages, same-origin only; answered with a redirect."""
+        if scope["method"] != "POST":
+            await respond(405, b"method not allowed\n", headers=[("Allow", "POST")], last=True)
+            return
+        if not await self._authorised(scope, respond):
+            return
+        origin, host = _header(scope, b"origin"), _header(scope, b"host")
+        if origin is not None and urlsplit(origin).netloc != host:
+            await respond(403, b"cross-origin form refused\n", last=True)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_ACTION_BODY):
+            await respond(413, b"form too large\n", last=True)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > MAX_ACTION_BODY:
+                await respond(413, b"form too large\n", last=True)
+                return
+            if not message.get("more_body"):
+                break
+        fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        try:
+            location = await self.server.run(self.server.actions[scope["path"]], fields)
+        except ValueError as exc:
+            await respond(400, f"{exc}\n".encode())
+            return
+        await respond(303, headers=[("Location", location)])
 
     async def _authorised(self, scope: dict[str, Any],
                           respond: Callable[..., Awaitable[None]]) -> bool:
@@ -276,13 +318,18 @@ class ExporterServer:
     join_timeout = 5.0
 
     def __init__(self, address: tuple[str, int], holder: SnapshotHolder,
-                 extra_html: str = "", web_config: WebConfig | None = None,
+                 extra_html: str | Callable[[], str] = "",
+                 web_config: WebConfig | None = None,
                  callbacks: CallbackInbox | None = None,
                  areas: Sequence[type[Area]] = (), max_cycle_age: float | None = None,
                  webhook_address: tuple[str, int] | None = None,
                  limits: WebLimits | None = None,
-                 page_options: Mapping[str, Any] | None = None) -> None:
+                 page_options: Mapping[str, Any] | None = None,
+                 actions: Mapping[str, Action] | None = None) -> None:
         """``max_cycle_age``: /healthz fails once no cycle has finished for that long.
+        ``extra_html`` ends the landing page (a function: called for each page).
+        ``actions``: POST paths of the operators' door (the demo's controls), each a
+        function of the posted form that returns where to redirect, or raises ValueError.
 
         Binds at once: an address in use raises OSError here, before anything starts.
         """
@@ -294,6 +341,7 @@ class ExporterServer:
         self.pages = [a() for a in areas]
         self.extra_html = extra_html
         self.page_options = dict(page_options or {})  # landing_page's keywords (levels...)
+        self.actions: Mapping[str, Action] = dict(actions or {})
         self.max_cycle_age = max_cycle_age
         self.authenticator = web_config.authenticator if web_config is not None else None
         self.extra_headers: tuple[tuple[str, str], ...] = \
@@ -391,7 +439,8 @@ class ExporterServer:
             return 503, b"waiting for the first poll cycle\n", TEXT
         if path == RUNBOOK_PATH:
             return 200, runbook_html(), "text/html; charset=utf-8"
-        return 200, landing_page(holder, self.pages, self.extra_html,
+        extra = self.extra_html() if callable(self.extra_html) else self.extra_html
+        return 200, landing_page(holder, self.pages, extra,
                                  **self.page_options).encode(), "text/html; charset=utf-8"
 
     # ------------------------------------------------------------------ lifecycle

@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    delete,
     insert,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -87,17 +88,22 @@ def create_runbook_schema(engine: Engine, names: SchemaNames | None = None) -> M
     return md
 
 
-# Numbers the demo's simulator uses for its story (see seed_demo): a client who sent STOP
-# that the application never processed, and an opted-out client who still gets messages.
+# Numbers the demo's stories use: a client whose STOP the application never processes, and
+# an opted-out client who still gets messages (the ``optout_violations`` scenario).
 DEMO_UNPROCESSED_STOP = "+15550100001"
 DEMO_OPTED_OUT = "+15550100002"
 # An opted-in client the demo page can make reply STOP (through the simulator's webhook).
 DEMO_LIVE_STOP = "+15550100003"
+# Clients the ``invalid_numbers`` story adds, with numbers as a front desk types them.
+INVALID_NUMBER_CLIENTS = tuple(range(10_001, 10_007))
 
 
 def seed_demo(engine: Engine, now: datetime | None = None, clients: int = 200,
               seed: int = 11, logs_per_minute: float = 4.0, log_span: float = 3600.0) -> None:
-    """A small practice: some malformed numbers, SMS logs, one unprocessed STOP."""
+    """A small, healthy practice: every number in E.164, SMS logs of reminders that reach
+    their clients, a few clients who opted out (one of them, ``DEMO_OPTED_OUT``, the one the
+    ``optout_violations`` story keeps messaging) and the runbook's alert rules. The demo's
+    stories add their problems on top (:func:`seed_invalid_numbers`)."""
     now = now or datetime.now(UTC)
     rng = random.Random(seed)
     md = create_runbook_schema(engine)
@@ -105,13 +111,11 @@ def seed_demo(engine: Engine, now: datetime | None = None, clients: int = 200,
     client_rows = []
     for i in range(1, clients + 1):
         phone = f"+1555{rng.randrange(10**7):07d}"
-        if i % 40 == 0:
-            phone = f"(555) {rng.randrange(1000):03d}-{rng.randrange(10000):04d}"  # not E.164
         cell = None if i % 3 else f"+1555{rng.randrange(10**7):07d}"
         client_rows.append({"id": i, "portal_user_id": 1000 + i, "name": f"Client {i}",
                             "phone": phone, "cell_phone": cell, "has_opted_out": i % 50 == 0})
     client_rows.append({"id": clients + 1, "portal_user_id": 1000 + clients + 1,
-                        "name": "Unprocessed STOP", "phone": "555-010-0001",
+                        "name": "Sends STOP, never processed", "phone": DEMO_UNPROCESSED_STOP,
                         "cell_phone": None, "has_opted_out": False})
     client_rows.append({"id": clients + 2, "portal_user_id": 1000 + clients + 2,
                         "name": "Opted out", "phone": DEMO_OPTED_OUT, "cell_phone": None,
@@ -133,6 +137,27 @@ def seed_demo(engine: Engine, now: datetime | None = None, clients: int = 200,
         conn.execute(insert(t["notification_rules"]), rules)
 
 
+def seed_invalid_numbers(engine: Engine, seed: int = 12) -> int:
+    """Add clients whose numbers are not E.164 (national formats, as typed at a front desk);
+    returns how many. :func:`unseed_invalid_numbers` takes them out again."""
+    rng = random.Random(seed)
+    rows = []
+    for i in INVALID_NUMBER_CLIENTS:
+        digits = f"555{rng.randrange(10**7):07d}"
+        phone = rng.choice((f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+                            f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", f"1{digits}"))
+        rows.append({"id": i, "portal_user_id": 1000 + i, "name": f"Client {i}",
+                     "phone": phone, "cell_phone": None, "has_opted_out": False})
+    unseed_invalid_numbers(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(runbook_metadata().tables["clients"]), rows)
+    return len(rows)
+
+
+def unseed_invalid_numbers(engine: Engine) -> None:
+    clients = runbook_metadata().tables["clients"]
+    with engine.begin() as conn:
+        conn.execute(delete(clients).where(clients.c.id.in_(INVALID_NUMBER_CLIENTS)))
 
 
 def log_rows(sent_times: list[float], rng: random.Random, clients: int = 200
@@ -140,18 +165,13 @@ def log_rows(sent_times: list[float], rng: random.Random, clients: int = 200
     """notification_logs rows for SMS handed to Twilio at ``sent_times`` (POSIX seconds)."""
     rows: list[dict[str, object]] = []
     for sent in sent_times:
-        delay = rng.uniform(5, 40)
+        delay = rng.uniform(2, 12)  # the application's queue: seconds before Twilio has it
         sent_at = datetime.fromtimestamp(sent, UTC)
         name = rng.choice(("Ana", "Bo", "Chen", "Dmitri", "Ewa"))
-        if rng.random() < 0.9:
-            text = (f"Hi {name}, Riverside Family Practice reminds you of your appointment on "
-                    f"{rng.randrange(1, 13)}/{rng.randrange(1, 29)} at {rng.randrange(8, 18)}:30. "
-                    "Reply STOP to opt out.")
-            status = "delivered" if rng.random() < 0.97 else "undelivered"
-        else:  # a promotional template the carriers filter
-            text = (f"Hi {name}, FREE flu shots this week! CLICK HERE to book: "
-                    f"www.example.com/{rng.randrange(99)}")
-            status = "delivered" if rng.random() < 0.8 else "undelivered"
+        text = (f"Hi {name}, Riverside Family Practice reminds you of your appointment on "
+                f"{rng.randrange(1, 13)}/{rng.randrange(1, 29)} at {rng.randrange(8, 18)}:30. "
+                "Reply STOP to opt out.")
+        status = "delivered" if rng.random() < 0.97 else "undelivered"
         rows.append({"message": text, "status": status, "sent_via": ["sms"],
                      "recipient_user_ids": [1000 + rng.randrange(1, clients)],
                      "created_at": sent_at - timedelta(seconds=delay), "sent_at": sent_at})

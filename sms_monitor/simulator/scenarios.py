@@ -1,4 +1,5 @@
-"""Named stories the simulator can play; switchable while it runs."""
+"""Named stories the simulator can play, switchable while it runs (:data:`SCENARIOS`), and
+the stories of the practice's own data that the demo plays beside them (:data:`STORIES`)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("healthy", "Everything within the runbook's green band."),
         Scenario(
             "degraded_delivery",
-            "About 87% delivered, under the runbook's 90% alert threshold (red); half the "
-            "failures carry no error code.",
-            delivered=0.87,
+            "About 80% delivered, well under the runbook's 90% alert threshold (red); half "
+            "the failures carry no error code.",
+            delivered=0.80,
             failure_codes=((30003, 0.3), (30005, 0.2), (None, 0.5)),
             latency=6.0,
         ),
@@ -56,3 +57,27 @@ SCENARIOS: dict[str, Scenario] = {
                  rate_limit_every=2),
     )
 }
+
+
+@dataclass(frozen=True)
+class Story:
+    """A demo scenario of the practice database's (``sms-monitor demo``): its problems are
+    seeded into the practice database and the simulator's message log while it plays, and
+    Twilio itself plays ``healthy``."""
+
+    name: str
+    description: str
+
+
+STORIES: dict[str, Story] = {s.name: s for s in (
+    Story("optout_violations",
+          "Twilio is healthy; the practice's application is not: a client's STOP is never "
+          "processed (optout_unprocessed turns red when the application's one-minute grace "
+          "period ends) and reminders keep going to a client who opted out (sent_to_opted_out, "
+          "red at once)."),
+    Story("invalid_numbers",
+          "Six clients' numbers are typed in national formats, not E.164 "
+          "(invalid_phone_numbers, yellow); Twilio is healthy."),
+)}
+# Every name `sms-monitor demo --scenario` and the demo page's buttons take.
+DEMO_SCENARIOS: tuple[str, ...] = (*SCENARIOS, *STORIES)

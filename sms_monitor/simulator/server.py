@@ -22,6 +22,7 @@ import html
 import json
 import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -118,6 +119,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                                  "scenarios": sorted(SCENARIOS)})
                 return
             self.server.state.set_scenario(name)
+            if self.server.on_scenario is not None:
+                self.server.on_scenario(name)
             if "application/x-www-form-urlencoded" in self.headers.get("Content-Type", "") \
                     and self.headers.get("Accept", "").startswith("text/html"):
                 self._send(303, b"", "text/plain", {"Location": "/"})
@@ -256,7 +259,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 })
             return
         if path == "/":
-            self._send(200, _control_page(state, self.server.webhooks).encode(),
+            self._send(200, _control_page(state, self.server.webhooks,
+                                          self.server.home_url).encode(),
                        "text/html; charset=utf-8")
             return
         self._json(404, {"error": "not found"})
@@ -579,7 +583,8 @@ def _number_json(acc: SimAccount, sms: bool) -> dict[str, Any]:
     }
 
 
-def _control_page(state: SimState, webhooks: WebhookSender | None = None) -> str:
+def _control_page(state: SimState, webhooks: WebhookSender | None = None,
+                  home_url: str | None = None) -> str:
     rows = "".join(
         f"<li><form method='post' action='/_simulator/scenario'>"
         f"<input type='hidden' name='name' value='{html.escape(s.name)}'>"
@@ -587,8 +592,10 @@ def _control_page(state: SimState, webhooks: WebhookSender | None = None) -> str
         f"{' <b>(active)</b>' if s.name == state.scenario.name else ''}</form></li>"
         for s in SCENARIOS.values()
     )
+    back = (f"<p><a href='{html.escape(home_url)}'>Back to sms-monitor</a>, whose page "
+            f"switches the demo's scenarios too.</p>" if home_url else "")
     page = (f"<!doctype html><title>Twilio simulator</title><h1>Twilio API simulator</h1>"
-            f"<p>Scenario: <b>{html.escape(state.scenario.name)}</b></p><ul>{rows}</ul>")
+            f"{back}<p>Scenario: <b>{html.escape(state.scenario.name)}</b></p><ul>{rows}</ul>")
     if webhooks is not None:
         snap = webhooks.snapshot()
         status_url = html.escape(snap["status_url"] or "")
@@ -620,6 +627,10 @@ class SimulatorServer(BackgroundHTTPServer):
         self.state = state
         self.closing = threading.Event()  # set on close: answers waiting out a delay go now
         self.webhooks = WebhookSender(state)  # sends nothing until a URL is configured
+        # the demo's: where the control page links back to, and what to tell of a switch
+        # made there (``POST /_simulator/scenario``)
+        self.home_url: str | None = None
+        self.on_scenario: Callable[[str], None] | None = None
         super().__init__(address, SimulatorHandler)
 
     def start(self) -> SimulatorServer:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,7 +167,13 @@ class SimState:
         inbound_share: float = 0.03,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         max_messages: int = DEFAULT_MAX_MESSAGES,
+        even_outcomes: bool = False,
     ) -> None:
+        """``even_outcomes``: spread the scenario's failures evenly over its messages (one in
+        a hundred in ``healthy``, every fifth in ``degraded_delivery``) instead of drawing
+        each message's fate, so any run of messages shows the scenario's delivery rate to
+        within a message: the demo's short windows then show the scenario's colour, not
+        chance's. Error codes, latencies and everything else are still drawn."""
         self._base_clock = clock
         self.offset = 0.0  # seconds the simulated clock runs ahead of ``clock``
         self.rate_per_minute = rate_per_minute
@@ -180,6 +186,8 @@ class SimState:
         self.rng = random.Random(seed)
         self.accounts: dict[str, SimAccount] = {}
         self.scenario: Scenario = SCENARIOS[scenario]
+        self.even_outcomes = even_outcomes
+        self._failures_due = 0.5  # even outcomes: failures owed, a message fails at 1
         self.faults = Faults()
         self._faults_changed = threading.Condition()  # wakes answers waiting out a delay
         # Twilio's status page as the simulator serves it: the messaging components' state
@@ -238,6 +246,7 @@ class SimState:
         with self.lock:
             self.advance()  # messages created so far keep the old story
             self.scenario = SCENARIOS[name]
+            self._failures_due = 0.5
             return self.scenario
 
     def _new_sid(self, prefix: str = "SM") -> str:
@@ -248,7 +257,14 @@ class SimState:
         sc = self.scenario
         r = self.rng.random()
         latency = max(1.5, self.rng.gauss(sc.latency, sc.latency / 4))
-        if r < sc.delivered:
+        if self.even_outcomes:
+            self._failures_due += 1.0 - sc.delivered
+            delivered = self._failures_due < 1.0
+            if not delivered:
+                self._failures_due -= 1.0
+        else:
+            delivered = r < sc.delivered
+        if delivered:
             return "delivered", None, latency
         codes = [c for c, _ in sc.failure_codes]
         weights = [w for _, w in sc.failure_codes]
@@ -258,7 +274,7 @@ class SimState:
     def create_message(self, acc: SimAccount, created: float, *, outbound: bool = True,
                        to: str | None = None, body: str | None = None,
                        status_callback: str | None = None) -> SimMessage:
-        """Append a message created at ``created`` (the caller keeps the list in order)."""
+        """Add a message created at ``created``, in creation order (normally at the end)."""
         with self.lock:
             peer = to or f"+1555{self.rng.randrange(10**7):07d}"
             if outbound:
@@ -271,8 +287,15 @@ class SimState:
             else:
                 msg = SimMessage(self._new_sid(), acc.sid, False, created, "received", None, 0.0,
                                  to=acc.phone_number, from_=peer, body=body or "YES")
-            acc.index[msg.sid] = len(acc.messages)
-            acc.messages.append(msg)
+            msgs = acc.messages
+            if msgs and msgs[-1].created > created:  # after one dated ahead (a demo's story)
+                pos = bisect_right(msgs, created, key=_created)
+                msgs.insert(pos, msg)
+                for i in range(pos, len(msgs)):
+                    acc.index[msgs[i].sid] = i
+            else:
+                acc.index[msg.sid] = len(msgs)
+                msgs.append(msg)
             return msg
 
     def receive(self, sid: str, from_: str, body: str) -> SimMessage:
@@ -342,15 +365,12 @@ class SimState:
 
     def insert_message(self, sid: str, created: float, *, outbound: bool, peer: str,
                        body: str) -> SimMessage:
-        """A message at any time in the past (a scripted part of a story), kept in order."""
+        """A message at any time (a scripted part of a story), kept in creation order; one
+        dated ahead of the clock is listed from now and arrives (its webhook) at its time."""
         with self.lock:
-            self.advance()  # messages already due come first, so the list stays in order
-            acc = self.accounts[sid]
-            msg = self.create_message(acc, created, outbound=outbound, to=peer, body=body)
-            if len(acc.messages) > 1 and acc.messages[-2].created > created:
-                acc.messages.sort(key=_created)
-                acc.index = {m.sid: i for i, m in enumerate(acc.messages)}
-            return msg
+            self.advance()  # messages already due come first
+            return self.create_message(self.accounts[sid], created, outbound=outbound,
+                                       to=peer, body=body)
 
     def spend(self, acc: SimAccount, start: float, end: float) -> tuple[int, float]:
         """(outbound messages, price) billed between ``start`` and ``end``; time before the

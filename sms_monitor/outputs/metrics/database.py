@@ -107,7 +107,7 @@ class DatabaseArea(Area):
             bound = db.check("content")
             if bound is not None and bound.value is not None:
                 under.add_metric([], bound.value)
-            for t in report.templates[:20]:
+            for t in report.judged()[:20]:  # (a template without outcomes has no rate)
                 ratio_t.add_metric([t.id], t.delivery_ratio)
             for rule, n in sorted(report.findings.items()):
                 rules.add_metric([rule], n)
