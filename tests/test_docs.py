@@ -134,3 +134,24 @@ def test_the_cli_reference_lists_every_option_of_every_command() -> None:
         elif m := re.match(r"\| `([^` ]+)", line):
             documented.add((command, m.group(1)))
     assert documented == _cli_options()
+
+
+def test_the_example_configuration_names_every_key() -> None:
+    """Every key of every section appears in examples/sms-monitor.toml, set or commented out
+    (``# key = default``) under its section's header (``[web]`` or ``# [canary]``)."""
+    from sms_monitor.config import SECTIONS
+
+    named: set[tuple[str, str]] = set()
+    section = ""
+    for line in (ROOT / "examples" / "sms-monitor.toml").read_text().splitlines():
+        text = line.lstrip("# ").rstrip()
+        if header := re.fullmatch(r"\[\[?([a-z_]+)(?:\.([a-z_]+))?[^\]]*\]\]?", text):
+            section = header.group(1)
+            named.add(("", section))
+            if header.group(2):
+                named.add((section, header.group(2)))
+            continue
+        for key in re.findall(r"(?:^|[{,]\s*)([a-z_0-9]+)\s*=", text):
+            named.add((section, key))  # [thresholds]: the check's name, then green and red
+    declared = {(name, key) for name, model in SECTIONS.items() for key in model.file_keys()}
+    assert declared - named == set(), "keys missing from examples/sms-monitor.toml"
