@@ -153,6 +153,24 @@ class HttpServerCollector(Collector):
         yield from (open_, limit, refused, expired, bad, auth)
 
 
+class BodyTooLarge(Exception):
+    """The body grew past the limit while it was read (a chunked body has no length)."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """A request's whole body; None when the client went away before it ended."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise BodyTooLarge
+        if not message.get("more_body"):
+            return bytes(body)
+
+
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -233,17 +251,13 @@ class Door:
         if length is not None and (not length.isdigit() or int(length) > MAX_ACTION_BODY):
             await respond(413, b"form too large\n", last=True)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > MAX_ACTION_BODY:
-                await respond(413, b"form too large\n", last=True)
-                return
-            if not message.get("more_body"):
-                break
+        try:
+            body = await read_body(receive, MAX_ACTION_BODY)
+        except BodyTooLarge:
+            await respond(413, b"form too large\n", last=True)
+            return
+        if body is None:
+            return
         fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         try:
             location = await self.server.run(self.server.actions[scope["path"]], fields)
@@ -285,22 +299,18 @@ class Door:
                                   413 if too_large else 400)
             await respond(status, last=True)  # the body is never read: the connection goes
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > MAX_BODY:  # a chunked body grew past the limit
-                await respond(inbox.refuse("too_large", endpoint, source, 413), last=True)
-                return
-            if not message.get("more_body"):
-                break
+        try:
+            body = await read_body(receive, MAX_BODY)
+        except BodyTooLarge:  # a chunked body grew past the limit
+            await respond(inbox.refuse("too_large", endpoint, source, 413), last=True)
+            return
+        if body is None:
+            return
         target = scope["raw_path"].decode("latin-1")
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
         host_url = "" if inbox.public_url else f"{scope['scheme']}://{_header(scope, b'host') or ''}"
-        args = (target, host_url, bytes(body), _header(scope, b"x-twilio-signature"), source)
+        args = (target, host_url, body, _header(scope, b"x-twilio-signature"), source)
         if endpoint == "status":  # an HMAC and a queue append: cheaper here than a thread hop
             status = inbox.handle(*args)
         else:  # an incoming message claims its SID in the audit store (up to a second)
