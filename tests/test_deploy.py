@@ -10,7 +10,6 @@ against the subset of its API written out below, closed (an unknown or misspelt 
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
 import socket
@@ -426,30 +425,3 @@ def test_scraped_job_is_the_one_the_shipped_rules_select() -> None:
     pod_labels = _one(KUBE / "statefulset.yaml")["spec"]["template"]["metadata"]["labels"]
     job = pod_labels[monitor["spec"]["jobLabel"]]
     assert f'job="{job}"' in (ROOT / "alerts.rules.yml").read_text()
-
-
-def _kustomize(kubectl: str, directory: Path) -> list[dict[str, Any]]:
-    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
-
-
-def test_kustomize_builds_the_files_and_the_webhooks_component(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:  # Debian's `kubectl` package: kustomize built in, no cluster needed
-        pytest.skip("kubectl is not installed")
-    built = _kustomize(kubectl, KUBE)
-    listed = [doc for name in _one(KUBE / "kustomization.yaml")["resources"]
-              for doc in _load(KUBE / name)]
-    key = lambda doc: (doc["kind"], doc["metadata"]["name"])  # noqa: E731
-    assert sorted(built, key=key) == sorted(listed, key=key)
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [os.path.relpath(KUBE, overlay)],
-        "components": [os.path.relpath(WEBHOOKS, overlay)]}))
-    with_webhooks = {key(doc): doc for doc in _kustomize(kubectl, overlay)}
-    assert with_webhooks["StatefulSet", "sms-monitor"] == _patched_statefulset()
-    assert with_webhooks["Service", "sms-monitor-webhooks"] == \
-        _one(WEBHOOKS / "service-webhooks.yaml")
