@@ -101,9 +101,20 @@ def _parser() -> argparse.ArgumentParser:
                          help="serve the Twilio API simulator on its own")
     sim.add_argument("--listen", default="127.0.0.1:8099", metavar="HOST:PORT")
     sim.add_argument("--scenario", default="healthy", choices=sorted(SCENARIOS))
-    sim.add_argument("--rate", type=float, default=60.0, help="messages per minute")
+    sim.add_argument("--rate", type=float, default=60.0,
+                     help="messages per minute of the (parent) account")
     sim.add_argument("--history", type=float, default=3600.0,
                      help="seconds of message history to create at start")
+    sim.add_argument("--subaccounts", type=int, default=0, metavar="N",
+                     help="subaccounts of the demo (parent) account, discoverable through the "
+                          "Accounts API with the parent's credentials")
+    sim.add_argument("--subaccount-rate", type=float, default=1.0, metavar="N",
+                     help="messages per minute of each subaccount")
+    sim.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                     help="seconds before every API answer (the delay fault), per request")
+    sim.add_argument("--concurrency-limit", type=int, default=0, metavar="N",
+                     help="answer 429 / 20429 to API requests past N in flight, all accounts "
+                          "together (0: no limit)")
     return parser
 
 
@@ -387,15 +398,28 @@ def _simulate(args: argparse.Namespace) -> int:
     from sms_monitor.simulator.server import SimulatorServer
     from sms_monitor.simulator.state import (
         DEMO_ACCOUNT_SID,
+        DEMO_API_KEY_SECRET,
+        DEMO_API_KEY_SID,
         DEMO_AUTH_TOKEN,
         DEMO_PHONE_NUMBER,
         SimState,
     )
 
     host, port = parse_listen_address("--listen", args.listen)
+    for name, value in (("--subaccounts", args.subaccounts), ("--latency", args.latency),
+                        ("--concurrency-limit", args.concurrency_limit),
+                        ("--subaccount-rate", args.subaccount_rate)):
+        if value < 0:
+            print(f"sms-monitor: configuration error: {name} must not be negative",
+                  file=sys.stderr)
+            return EXIT_CONFIG
     state = SimState(rate_per_minute=args.rate, history_seconds=args.history,
                      scenario=args.scenario)
     state.add_account(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_PHONE_NUMBER)
+    state.add_api_key(DEMO_ACCOUNT_SID, DEMO_API_KEY_SID, DEMO_API_KEY_SECRET)
+    state.add_subaccounts(DEMO_ACCOUNT_SID, args.subaccounts,
+                          rate_per_minute=args.subaccount_rate)
+    state.set_faults({"delay": args.latency, "concurrency_limit": args.concurrency_limit})
     state.advance()
     try:
         server = SimulatorServer((host, port), state)
@@ -408,7 +432,10 @@ def _simulate(args: argparse.Namespace) -> int:
           f"  TWILIO_AUTH_TOKEN=<the simulator's demo token, see sms_monitor/simulator/state.py>\n"
           f"  TWILIO_PHONE_NUMBER={DEMO_PHONE_NUMBER}\n"
           f"  SMS_MONITOR_TWILIO_API_URL={server.url}\n"
-          f"Switch scenarios at {server.url}/", file=sys.stderr, flush=True)
+          f"  API key of the account: {DEMO_API_KEY_SID} (its secret: see state.py)\n"
+          + (f"  {args.subaccounts} subaccounts: GET /2010-04-01/Accounts.json with the "
+             f"account's credentials\n" if args.subaccounts else "")
+          + f"Switch scenarios at {server.url}/", file=sys.stderr, flush=True)
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 

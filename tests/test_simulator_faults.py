@@ -42,7 +42,8 @@ def test_every_fault_is_off_by_default_and_cleared_by_posting_its_default(
     defaults = vars(Faults())
     on = {"malformed_messages": True, "truncated_json": True, "endless_paging": True,
           "server_error_every": 2, "number_not_found": True, "rate_limit_every": 3,
-          "retry_after": 7, "clock_skew": 3600.0, "delay": 0.5}
+          "retry_after": 7, "clock_skew": 3600.0, "delay": 0.5,
+          "concurrency_limit": 5}
     assert set(on) == set(defaults)  # a new fault gets a row here
     assert set_faults(simulator, **on) == on
     assert set_faults(simulator, **defaults) == defaults

@@ -9,7 +9,20 @@ fault is cleared by posting its default),
 ``POST /_simulator/webhooks`` (``status_url``, ``inbound_url``: where signed status callbacks
 and inbound-message webhooks go; an empty value switches one off, a missing one is kept) and
 ``POST /_simulator/inbound`` (``from`` in E.164, ``body``, optional ``account`` SID: a message
-arrives now, and is posted to the inbound webhook if one is configured).
+arrives now, and is posted to the inbound webhook if one is configured) and
+``POST /_simulator/account`` (``sid``, and ``status`` (active, suspended, closed) and/or
+``friendly_name``: change an account, e.g. suspend a subaccount).
+
+Accounts: a parent may have subaccounts (:meth:`SimState.add_subaccounts`). The parent's
+credentials (its SID and auth token, or one of its API keys: ``SK…`` SID and secret) act on
+its own resources and on every subaccount's, as Twilio allows; a subaccount's act on its own
+only. ``GET /2010-04-01/Accounts.json`` lists the authenticated account and its subaccounts
+(filters ``FriendlyName`` and ``Status``; ``PageSize``, ``Page``, ``PageToken`` paging).
+
+Concurrency: with the ``concurrency_limit`` fault (or ``simulate --concurrency-limit``), an API
+request arriving while that many are in flight, all accounts together, is answered at once with
+429 / 20429 and Retry-After (the ``retry_after`` fault); ``GET /_simulator/state`` counts them
+under ``concurrency``. Latency (the ``delay`` fault) is waited per request, concurrently.
 
 Messages created through the API may carry ``StatusCallback``: their status callbacks go there
 instead of to the configured ``status_url`` (see :mod:`sms_monitor.simulator.webhooks`).
@@ -18,6 +31,7 @@ instead of to the configured ``status_url`` (see :mod:`sms_monitor.simulator.web
 from __future__ import annotations
 
 import base64
+import hmac
 import html
 import json
 import re
@@ -33,13 +47,20 @@ from sms_monitor.core.e164 import is_e164
 from sms_monitor.inputs.statuspage import COMPONENT_STATES
 from sms_monitor.simulator.forms import like
 from sms_monitor.simulator.scenarios import SCENARIOS
-from sms_monitor.simulator.state import SimAccount, SimMessage, SimState, rfc2822
+from sms_monitor.simulator.state import (
+    ACCOUNT_STATUSES,
+    SimAccount,
+    SimMessage,
+    SimState,
+    rfc2822,
+)
 from sms_monitor.simulator.webhooks import KEEP, Keep, WebhookSender, check_url
 
 MAX_BODY = 1600  # characters, Twilio's limit for a message body
 
 _BASE = r"^/2010-04-01/Accounts/(?P<acc>AC[0-9a-fA-F]{32})"
 _ROUTES = [
+    (re.compile(r"^/2010-04-01/Accounts\.json$"), "accounts"),
     (re.compile(_BASE + r"\.json$"), "account"),
     (re.compile(_BASE + r"/Balance\.json$"), "balance"),
     (re.compile(_BASE + r"/Messages\.json$"), "messages"),
@@ -83,18 +104,37 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), headers=headers)
 
-    def _authorised(self, acc: SimAccount | None) -> bool:
+    def _principal(self) -> SimAccount | None:
+        """The account the request's credentials are of: an account SID and its auth token,
+        or an API key's SID and secret (the key's account); None if they are neither. A closed
+        account's own credentials authenticate nothing."""
         header = self.headers.get("Authorization", "")
         if not header.startswith("Basic "):
-            return False
+            return None
         try:
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
+            return None
+        state = self.server.state
+        if user.startswith("SK"):
+            secret, sid = state.api_keys.get(user, ("", ""))
+            if not secret or not hmac.compare_digest(secret, password):
+                return None
+            account = state.accounts.get(sid)
+        else:
+            account = state.accounts.get(user)
+            if account is None or not hmac.compare_digest(account.auth_token, password):
+                return None
+        if account is None or account.status == "closed":
+            return None
+        return account
+
+    def _authorised(self, acc: SimAccount | None) -> bool:
+        """The credentials may act on ``acc``: its own, or its parent's."""
+        principal = self._principal()
+        if principal is None:
             return False
-        account = self.server.state.accounts.get(user)
-        if account is None or account.auth_token != password:
-            return False
-        return acc is None or acc.sid == user
+        return acc is None or acc.sid == principal.sid or acc.owner_sid == principal.sid
 
     # -- dispatch ---------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802
@@ -183,6 +223,19 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self._configure_webhooks(_form_or_json(raw, self.headers.get("Content-Type", ""),
                                                    keep_blank=True))
             return
+        if url.path == "/_simulator/account":
+            fields = _form_or_json(raw, self.headers.get("Content-Type", ""))
+            try:
+                acc = self.server.state.set_account(
+                    str(fields.get("sid", "")), status=fields.get("status"),
+                    friendly_name=fields.get("friendly_name"))
+            except (KeyError, ValueError, TypeError) as exc:
+                self._json(400, {"error": f"expected an existing sid, and status in "
+                                          f"{ACCOUNT_STATUSES} or friendly_name: {exc}"})
+                return
+            self._json(200, {"sid": acc.sid, "status": acc.status,
+                             "friendly_name": acc.friendly_name})
+            return
         if url.path == "/_simulator/inbound":
             self._inbound(_form_or_json(raw, self.headers.get("Content-Type", ""),
                                         keep_blank=True))
@@ -254,6 +307,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                     "faults": vars(state.faults),
                     "accounts": {sid: len(a.messages) for sid, a in state.accounts.items()},
                     "requests": state.requests,
+                    "concurrency": state.concurrency(),
                     "now": state.clock(),
                     "webhooks": self.server.webhooks.snapshot(),
                 })
@@ -266,6 +320,20 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         self._json(404, {"error": "not found"})
 
     def _api(self, path: str, query: dict[str, list[str]], method: str = "GET") -> None:
+        state = self.server.state
+        named = re.match(_BASE, path)
+        if not state.enter(named.group("acc") if named else None):
+            with state.lock:
+                state.requests += 1
+            self._json(429, twilio_error(429, 20429, "Too Many Requests"),
+                       headers={"Retry-After": str(state.faults.retry_after)})
+            return
+        try:
+            self._admitted(path, query, method)
+        finally:
+            state.leave()
+
+    def _admitted(self, path: str, query: dict[str, list[str]], method: str) -> None:
         state = self.server.state
         with state.lock:
             state.requests += 1
@@ -294,6 +362,14 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self._json(404, twilio_error(404, 20404, "The requested resource was not found"))
             return
         m, kind = route
+        if kind == "accounts":
+            principal = self._principal()
+            if sc.auth_failure or principal is None:
+                self._json(401, twilio_error(401, 20003, "Authenticate"),
+                           headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+                return
+            self._list_accounts(principal, path, query)
+            return
         acc = state.accounts.get(m.group("acc"))
         if sc.auth_failure or acc is None or not self._authorised(acc):
             self._json(401, twilio_error(401, 20003, "Authenticate"),
@@ -310,16 +386,72 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         elif kind == "message":
             self._fetch_message(acc, m.group("sid"))
         elif kind == "balance":
-            self._json(200, {"account_sid": acc.sid, "balance": f"{sc.balance:.2f}",
+            balance = sc.balance if acc.balance is None else acc.balance
+            self._json(200, {"account_sid": acc.sid, "balance": f"{balance:.2f}",
                              "currency": acc.currency})
         elif kind == "account":
-            self._json(200, _account_json(acc, sc.account_status))
+            self._json(200, _account_json(acc, acc.status or sc.account_status,
+                                          created=acc.created))
         elif kind == "usage":
             self._usage(acc, path, m.group("period"), query)
         else:
             self._list_numbers(acc, path, query)
 
     # -- resources --------------------------------------------------------
+    def _list_accounts(self, principal: SimAccount, path: str,
+                       query: dict[str, list[str]]) -> None:
+        """The authenticated account and its subaccounts, oldest first, filtered; paged as
+        Twilio pages (PageToken ``PA`` + the previous page's last SID wins over Page)."""
+        state = self.server.state
+        q = {k: v[-1] for k, v in query.items()}
+        try:
+            size = int(q.get("PageSize", "50"))
+            page = int(q.get("Page", "0"))
+        except ValueError:
+            self._json(400, twilio_error(400, 20001, "Invalid parameter"))
+            return
+        if not 1 <= size <= 1000 or page < 0:
+            self._json(400, twilio_error(400, 20001, "PageSize must be between 1 and 1000"))
+            return
+        status = q.get("Status")
+        if status is not None and status not in ACCOUNT_STATUSES:
+            self._json(400, twilio_error(400, 20001, f"Invalid Status: {status}"))
+            return
+        name = q.get("FriendlyName")
+        default = state.scenario.account_status
+        with state.lock:
+            family = [a for a in state.accounts.values()
+                      if a.sid == principal.sid or a.owner_sid == principal.sid]
+            family.sort(key=lambda a: (a.owner_sid is not None, a.created))
+            matching = [a for a in family
+                        if (name is None or a.friendly_name == name)
+                        and (status is None or (a.status or default) == status)]
+            start = page * size
+            token = q.get("PageToken")
+            if token:
+                after = next((i for i, a in enumerate(matching) if "PA" + a.sid == token), None)
+                if after is None:
+                    self._json(400, twilio_error(400, 20001, "Invalid PageToken"))
+                    return
+                start = after + 1
+            items = matching[start:start + size]
+            more = start + size < len(matching)
+            body = [_account_json(a, a.status or default, a.owner, a.created) for a in items]
+        params = {k: v for k, v in q.items() if k not in ("Page", "PageToken", "PageSize")}
+        first = _page_uri(path, params, size, 0, None)
+        self._json(200, {
+            "accounts": body,
+            "end": page * size + max(0, len(items) - 1),
+            "first_page_uri": first,
+            "next_page_uri": (_page_uri(path, params, size, page + 1, "PA" + items[-1].sid)
+                              if more and items else None),
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": None if page == 0 else first,
+            "start": page * size,
+            "uri": _page_uri(path, params, size, page, token),
+        })
+
     def _list_messages(self, acc: SimAccount, path: str, query: dict[str, list[str]]) -> None:
         state = self.server.state
         if state.faults.malformed_messages:
@@ -543,14 +675,15 @@ def _page_uri(path: str, params: dict[str, str], size: int, page: int, token: st
     return f"{path}?{urlencode(q)}"
 
 
-def _account_json(acc: SimAccount, status: str) -> dict[str, Any]:
+def _account_json(acc: SimAccount, status: str, owner: str | None = None,
+                  created: float = 1_700_000_000) -> dict[str, Any]:
     base = f"/2010-04-01/Accounts/{acc.sid}"
     return {
         "auth_token": acc.auth_token,
-        "date_created": rfc2822(1_700_000_000),
-        "date_updated": rfc2822(1_700_000_000),
+        "date_created": rfc2822(created),
+        "date_updated": rfc2822(created),
         "friendly_name": acc.friendly_name,
-        "owner_account_sid": acc.sid,
+        "owner_account_sid": owner or acc.owner,
         "sid": acc.sid,
         "status": status,
         "subresource_uris": {"balance": f"{base}/Balance.json",

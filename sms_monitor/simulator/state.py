@@ -12,6 +12,7 @@ happens only once the list is a tenth past either limit.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -30,6 +31,10 @@ log = structlog.get_logger("sms_monitor.simulator")
 DEMO_ACCOUNT_SID = "AC" + "de" * 16
 DEMO_AUTH_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
 DEMO_PHONE_NUMBER = "+15005550006"
+# An API key of the demo (parent) account: the key SID is the user name, the secret the password.
+DEMO_API_KEY_SID = "SK" + "de" * 16
+DEMO_API_KEY_SECRET = "aPIkeYsecret0f7heDem0AcC0unt0001"
+ACCOUNT_STATUSES = ("active", "suspended", "closed")
 PRICE_PER_SEGMENT = 0.0079  # USD, a US long-code SMS
 DEFAULT_RETENTION_SECONDS = 40 * 86400.0  # simulated time a message is kept
 DEFAULT_MAX_MESSAGES = 500_000  # per account
@@ -133,6 +138,18 @@ class SimAccount:
     currency: str = "USD"
     messages: list[SimMessage] = field(default_factory=list)  # ascending by creation
     index: dict[str, int] = field(default_factory=dict)
+    owner_sid: str | None = None  # the parent of a subaccount (None: a parent account)
+    status: str | None = None  # active, suspended or closed (None: the scenario's)
+    balance: float | None = None  # None: the scenario's
+    created: float = 1_700_000_000.0
+    # a subaccount's own message rate, per minute (None: the state's, on the shared clock)
+    rate_per_minute: float | None = None
+    generated_until: float = 0.0  # with an own rate: messages exist up to here
+
+    @property
+    def owner(self) -> str:
+        """The parent's SID (a parent account's is its own, as Twilio reports it)."""
+        return self.owner_sid or self.sid
 
 
 @dataclass
@@ -149,8 +166,12 @@ class Faults:
     clock_skew: float = 0.0  # seconds added to every message's dates in answers (future-dated)
     # extra seconds before every API answer (on top of the scenario's); past the client's
     # timeout it is a hang. A waiting answer goes out as soon as the delay is cleared or
-    # lowered (see SimState.wait_delay), and at once when the simulator stops.
+    # lowered (see SimState.wait_delay), and at once when the simulator stops. Each request
+    # waits on its own thread: concurrent requests wait concurrently (injected latency).
     delay: float = 0.0
+    # Twilio's concurrency limit: an API request arriving while this many are in flight (global,
+    # across every account) is answered at once with 429 / 20429 and ``retry_after``; 0: none.
+    concurrency_limit: int = 0
 
 
 class SimState:
@@ -194,6 +215,15 @@ class SimState:
         # (or "down" / "malformed" for the page itself) and an open incident's name, if any.
         self.statuspage: dict[str, str] = {"component_status": "operational", "incident": ""}
         self.requests = 0
+        # API keys: key SID -> (secret, the account it belongs to)
+        self.api_keys: dict[str, tuple[str, str]] = {}
+        self.history_seconds = history_seconds
+        # the concurrency limit's books (see Faults.concurrency_limit and :meth:`enter`)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.concurrency_rejected = 0  # requests answered 429 for the concurrency limit
+        self.concurrency_rejected_by_account: dict[str, int] = {}
+        self._flight_lock = threading.Lock()
         # Called with the creation times of outbound messages as the clock creates them
         # (the demo uses it to play the application that logs each SMS it sends).
         self.on_outbound: Callable[[list[float]], None] | None = None
@@ -241,6 +271,94 @@ class SimState:
             acc = SimAccount(sid=sid, auth_token=auth_token, phone_number=phone_number)
             self.accounts[sid] = acc
             return acc
+
+    def add_api_key(self, account_sid: str, key_sid: str | None = None,
+                    secret: str | None = None) -> tuple[str, str]:
+        """An API key (``SK…`` SID and secret) of ``account_sid``: it authenticates like the
+        account's auth token (for a parent, on its subaccounts too). Returns (SID, secret)."""
+        with self.lock:
+            if account_sid not in self.accounts:
+                raise KeyError(account_sid)
+            n = len(self.api_keys)
+            key_sid = key_sid or "SK" + _digest(f"key:{account_sid}:{n}")
+            secret = secret or _digest(f"secret:{key_sid}")
+            self.api_keys[key_sid] = (secret, account_sid)
+            return key_sid, secret
+
+    def add_subaccounts(self, parent_sid: str, count: int, *,
+                        statuses: tuple[str, ...] = ("active",),
+                        rate_per_minute: float = 0.0,
+                        name: str = "Clinic {n:04d}") -> list[SimAccount]:
+        """``count`` subaccounts of the parent ``parent_sid`` (an existing account), each with
+        its own SID, auth token, friendly name (``name`` with ``n`` from 1), number, balance
+        and messages (``rate_per_minute`` each, with the state's history behind them);
+        subaccount ``i`` (from 0) gets ``statuses[i % len(statuses)]``. SIDs and tokens are
+        derived from the parent's SID and the subaccount's number: the same every run."""
+        for status in statuses:
+            if status not in ACCOUNT_STATUSES:
+                raise ValueError(f"account status must be one of {ACCOUNT_STATUSES}: {status!r}")
+        with self.lock:
+            parent = self.accounts[parent_sid]
+            if parent.owner_sid is not None:
+                raise ValueError("a subaccount cannot have subaccounts")
+            first = sum(1 for a in self.accounts.values() if a.owner_sid == parent_sid)
+            since = self.clock() - self.history_seconds
+            made = []
+            for i in range(first, first + count):
+                sid = "AC" + _digest(f"sub:{parent_sid}:{i}")
+                acc = SimAccount(sid=sid, auth_token=_digest(f"token:{sid}"),
+                                 phone_number=f"+1555{i + 1:07d}",
+                                 friendly_name=name.format(n=i + 1), owner_sid=parent_sid,
+                                 status=statuses[i % len(statuses)],
+                                 balance=round(20.0 + (i * 37) % 500, 2),
+                                 created=parent.created + 60.0 * (i + 1),
+                                 rate_per_minute=rate_per_minute, generated_until=since)
+                self.accounts[sid] = acc
+                made.append(acc)
+            return made
+
+    def subaccounts(self, parent_sid: str) -> list[SimAccount]:
+        with self.lock:
+            return [a for a in self.accounts.values() if a.owner_sid == parent_sid]
+
+    def set_account(self, sid: str, *, status: str | None = None,
+                    friendly_name: str | None = None) -> SimAccount:
+        """Change an account's status or friendly name (as the Accounts API's POST would)."""
+        if status is not None and status not in ACCOUNT_STATUSES:
+            raise ValueError(f"account status must be one of {ACCOUNT_STATUSES}: {status!r}")
+        with self.lock:
+            acc = self.accounts[sid]
+            if status is not None:
+                acc.status = status
+            if friendly_name is not None:
+                acc.friendly_name = friendly_name[:64]
+            return acc
+
+    # -- the concurrency limit ----------------------------------------------------------
+    def enter(self, account: str | None) -> bool:
+        """Admit an API request, or refuse it (False, counted) when the concurrency limit's
+        requests are in flight already; an admitted request must :meth:`leave`."""
+        limit = self.faults.concurrency_limit
+        with self._flight_lock:
+            if limit > 0 and self.in_flight >= limit:
+                self.concurrency_rejected += 1
+                key = account or "-"
+                self.concurrency_rejected_by_account[key] = (
+                    self.concurrency_rejected_by_account.get(key, 0) + 1)
+                return False
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return True
+
+    def leave(self) -> None:
+        with self._flight_lock:
+            self.in_flight -= 1
+
+    def concurrency(self) -> dict[str, object]:
+        with self._flight_lock:
+            return {"limit": self.faults.concurrency_limit, "in_flight": self.in_flight,
+                    "peak": self.peak_in_flight, "rejected": self.concurrency_rejected,
+                    "rejected_by_account": dict(self.concurrency_rejected_by_account)}
 
     def set_scenario(self, name: str) -> Scenario:
         with self.lock:
@@ -311,21 +429,23 @@ class SimState:
         returns the moment it advanced to (everything due until then exists)."""
         with self.lock:
             now = self.clock()
-            if self.rate_per_minute <= 0 or not self.accounts:
-                self._generated_until = now
-                self._trim_if_due(now)
-                return now
-            step = 60.0 / self.rate_per_minute
-            t = self._generated_until + step
             sent: list[float] = []
-            while t <= now:
-                for acc in self.accounts.values():
-                    inbound = self.rng.random() < self.inbound_share
-                    self.create_message(acc, t, outbound=not inbound)
-                    if not inbound:
-                        sent.append(t)
-                t += step
-            self._generated_until = t - step
+            shared = [a for a in self.accounts.values() if a.rate_per_minute is None]
+            if self.rate_per_minute <= 0 or not shared:
+                self._generated_until = now
+            else:
+                step = 60.0 / self.rate_per_minute
+                t = self._generated_until + step
+                while t <= now:
+                    for acc in shared:
+                        inbound = self.rng.random() < self.inbound_share
+                        self.create_message(acc, t, outbound=not inbound)
+                        if not inbound:
+                            sent.append(t)
+                    t += step
+                self._generated_until = t - step
+            if len(shared) < len(self.accounts):
+                self._advance_own_rates(now)
             self._trim_if_due(now)
         if sent and self.on_outbound is not None:
             try:
@@ -333,6 +453,23 @@ class SimState:
             except Exception as exc:  # the hook is the demo's; the API must answer regardless
                 log.warning("simulator_hook_failed", error=type(exc).__name__)
         return now
+
+    def _advance_own_rates(self, now: float) -> None:
+        """Messages of the accounts with their own rate (subaccounts), each on its own clock;
+        they are not the demo's (no ``on_outbound``)."""
+        for acc in self.accounts.values():
+            rate = acc.rate_per_minute
+            if rate is None:
+                continue
+            if rate <= 0:
+                acc.generated_until = now
+                continue
+            step = 60.0 / rate
+            t = acc.generated_until + step
+            while t <= now:
+                self.create_message(acc, t, outbound=self.rng.random() >= self.inbound_share)
+                t += step
+            acc.generated_until = t - step
 
     # -- trimming ---------------------------------------------------------
     def _trim_if_due(self, now: float) -> None:
@@ -410,3 +547,8 @@ class SimState:
 
 def _created(msg: SimMessage) -> float:
     return msg.created
+
+
+def _digest(text: str) -> str:
+    """32 hex digits derived from ``text`` (stable SIDs and secrets, not security)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
