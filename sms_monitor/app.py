@@ -16,6 +16,7 @@ import structlog
 
 from sms_monitor.config import Settings
 from sms_monitor.core.keywords import KeywordMatcher
+from sms_monitor.core.sharding import ShardPlan
 from sms_monitor.core.snapshot import Snapshot, SnapshotHolder
 from sms_monitor.cycle import run_cycle
 from sms_monitor.inputs import account, database_input, statuspage, stores, webhook_input
@@ -34,6 +35,7 @@ from sms_monitor.outputs.metrics import (
     CostArea,
     DatabaseArea,
     RequestArea,
+    ShardArea,
     StatusPageArea,
     WebhookArea,
     WindowArea,
@@ -70,9 +72,27 @@ UNITS: tuple[Unit, ...] = (
 )
 
 
-def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
+def shard_plan(settings: Settings) -> ShardPlan:
+    """The configured accounts this replica polls, and those it leaves to the others."""
+    return ShardPlan.of(settings.sharding,
+                        [(a.name, a.account_sid) for a in settings.accounts])
+
+
+def shard_settings(settings: Settings, plan: ShardPlan) -> Settings:
+    """``settings`` as this replica's inputs see them: only the accounts it owns, and the
+    canary only on the replica that polls the account it sends from."""
+    if not plan.skipped:
+        return settings
+    owned = set(plan.owned)
+    canary = settings.canary if settings.canary and settings.canary.account in owned else None
+    return settings.model_copy(update={
+        "accounts": tuple(a for a in settings.accounts if a.name in owned), "canary": canary})
+
+
+def build_alert_engine(settings: Settings, clock: Clock,
+                       plan: ShardPlan | None = None) -> AlertEngine:
     from sms_monitor.alerts.engine import AlertEngine
-    from sms_monitor.alerts.leader import Leadership
+    from sms_monitor.alerts.leader import LOCK_KEY, Leadership
     from sms_monitor.alerts.notify import notifier_for, smtp_auth_warning
     from sms_monitor.alerts.store import AlertStore
 
@@ -82,11 +102,17 @@ def build_alert_engine(settings: Settings, clock: Clock) -> AlertEngine:
     warning = smtp_auth_warning(settings.smtp_url, cfg.smtp_allow_plain_auth)
     if warning:
         log.warning("smtp_credentials_without_tls", reason=warning)
+    plan = plan or shard_plan(settings)
+    sharding = plan.sharding
+    # sharded: each shard has a leader of its own, which evaluates the alerts of the
+    # accounts its shard polls (shard 0 also the database's); the roll-up is Prometheus's
     return AlertEngine(
         config=cfg, accounts=[a.name for a in settings.accounts],
         notifier=notifier_for(settings),
-        store=store, leadership=Leadership(cfg.store_url), clock=clock,
-        min_samples=settings.min_samples)
+        store=store, leadership=Leadership(cfg.store_url, sharding.lock_key(LOCK_KEY)),
+        clock=clock, min_samples=settings.min_samples,
+        owned=frozenset(plan.owned) if sharding.sharded else None,
+        shared=sharding.shared)
 
 
 @dataclass
@@ -228,7 +254,13 @@ def build(settings: Settings, *, clock: Clock = time.time,
     one-off ``check`` reports; paging is the daemon's job)."""
     wiring = Wiring(clock=clock, sleep=sleep, monotonic=monotonic,
                     keywords=keyword_matcher(settings), one_shot=not alerts)
-    inputs = tuple(i for unit in units for i in unit.build(settings, wiring))
-    engine = build_alert_engine(settings, clock) if alerts and settings.alerts else None
+    plan = shard_plan(settings)
+    if plan.sharding.sharded:
+        log.info("shard", shard=plan.sharding.shard, total_shards=plan.sharding.total,
+                 owned=len(plan.owned), skipped=len(plan.skipped))
+    mine = shard_settings(settings, plan)
+    inputs = tuple(i for unit in units for i in unit.build(mine, wiring))
+    engine = build_alert_engine(settings, clock, plan) if alerts and settings.alerts else None
     return App(settings=settings, inputs=inputs, wiring=wiring,
-               areas=tuple(a for unit in units for a in unit.areas), alerts=engine)
+               areas=(*(a for unit in units for a in unit.areas), ShardArea.of(plan)),
+               alerts=engine)

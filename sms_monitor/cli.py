@@ -71,7 +71,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Health monitoring and Prometheus exporter for Twilio SMS.")
     parser.add_argument("--version", action="version", version=f"sms-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[common, listen, hooks], help="poll on a schedule and serve /metrics")
+    run = sub.add_parser("run", parents=[common, listen, hooks],
+                         help="poll on a schedule and serve /metrics")
+    run.add_argument("--shard", type=int, metavar="N",
+                     help="this replica's shard, 0 to M-1: it polls only the accounts whose SID "
+                          "hashes to it (default $SMS_MONITOR_SHARD; unset with M > 1: the "
+                          "trailing -<n> of $HOSTNAME, a StatefulSet pod's ordinal)")
+    run.add_argument("--total-shards", type=int, metavar="M",
+                     help="how many replicas divide the accounts (default "
+                          "$SMS_MONITOR_TOTAL_SHARDS or 1)")
     check = sub.add_parser("check", parents=[common],
                            help="poll once, print the checks, exit 0/1/2/3 (Nagios convention)")
     form = check.add_mutually_exclusive_group()
@@ -167,7 +175,8 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str], **kwargs: Any) -
     data = load_file(args.config) if args.config else None
     return load_settings(env, data, listen_address=getattr(args, "listen_address", None),
                          webhook_listen_address=getattr(args, "webhook_listen_address", None),
-                         **kwargs)
+                         shard=getattr(args, "shard", None),
+                         total_shards=getattr(args, "total_shards", None), **kwargs)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -59,6 +59,7 @@ from sms_monitor.core.durations import parse_duration
 from sms_monitor.core.e164 import is_e164
 from sms_monitor.core.keywords import DEFAULT_HELP, DEFAULT_OPTIN, DEFAULT_OPTOUT
 from sms_monitor.core.outbound import AllowEntry, WebhookPolicy, parse_networks, shown
+from sms_monitor.core.sharding import MAX_TOTAL_SHARDS, Sharding, ordinal
 from sms_monitor.core.thresholds import DEFAULT_THRESHOLDS, Threshold
 from sms_monitor.inputs.schema_names import SchemaNames
 
@@ -749,6 +750,11 @@ class Settings(AccountDefaults):
     inbound: InboundConfig | None = Field(None, validate_default=True)
     canary: CanaryConfig | None = None
     web: WebLimits = WebLimits()
+    # several replicas, each polling its share of the accounts (core/sharding.py): this
+    # replica's number, from 0; unset with total_shards > 1, a StatefulSet pod's ordinal
+    # (the trailing -<n> of HOSTNAME)
+    total_shards: Annotated[WholeNumber, Field(ge=1, le=MAX_TOTAL_SHARDS)] = 1
+    shard: Annotated[WholeNumber | None, Field(ge=0)] = Field(None, validate_default=True)
 
     @property
     def listen_host(self) -> str:
@@ -773,6 +779,30 @@ class Settings(AccountDefaults):
                              "there need public_url, the URL Twilio calls, to check signatures "
                              "against")
         return self
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_number(cls, value: int | None, info: ValidationInfo) -> int:
+        """The shard: as set, else the pod's ordinal when sharded; always below the total."""
+        total = info.data.get("total_shards")
+        if total is None:  # total_shards itself is wrong: that is the error reported
+            return value or 0
+        if value is None:
+            if total == 1:
+                return 0
+            host = _env(info).get("HOSTNAME", "")
+            value = ordinal(host)
+            if value is None:
+                raise ValueError(f"not set, and HOSTNAME ({host!r}) has no trailing -<n> "
+                                 "(a StatefulSet pod's ordinal) to take it from")
+        if value >= total:
+            raise ValueError(f"must be below total_shards ({total}), got {value}")
+        return value
+
+    @property
+    def sharding(self) -> Sharding:
+        """This replica's share of the accounts."""
+        return Sharding(self.shard or 0, self.total_shards)
 
     @model_validator(mode="after")
     def _gentle_on_twilio(self) -> Settings:
@@ -895,6 +925,8 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "SMS_MONITOR_LISTEN_ADDRESS": ("listen_address",),
     "SMS_MONITOR_WEBHOOK_LISTEN_ADDRESS": ("webhook_listen_address",),
     "SMS_MONITOR_POLL_INTERVAL": ("poll_interval",),
+    "SMS_MONITOR_SHARD": ("shard",),
+    "SMS_MONITOR_TOTAL_SHARDS": ("total_shards",),
     "SMS_MONITOR_STATUSPAGE_URL": ("statuspage_url",),
     "SMS_MONITOR_PUBLIC_URL": ("public_url",),
     "SMS_MONITOR_EXTERNAL_URL": ("external_url",),
@@ -910,7 +942,8 @@ EMPTY_DISABLES = {"SMS_MONITOR_STATUSPAGE_URL"}  # set but empty: off (others: i
 # The ``primary`` account's keys, from the environment.
 PRIMARY = {"TWILIO_ACCOUNT_SID": "account_sid", "TWILIO_AUTH_TOKEN": "auth_token",
            "TWILIO_PHONE_NUMBER": "phone_number"}
-# Other variables read: SMS_MONITOR_STATE_DIR (the stores' {state_dir}), and any named by
+# Other variables read: SMS_MONITOR_STATE_DIR (the stores' {state_dir}), HOSTNAME (the shard
+# of a StatefulSet pod when total_shards > 1 and shard is unset), and any named by
 # auth_token_env / test_auth_token_env.
 
 
@@ -1104,10 +1137,13 @@ def load_settings(
     *,
     listen_address: str | None = None,
     webhook_listen_address: str | None = None,
+    shard: int | None = None,
+    total_shards: int | None = None,
     require_accounts: bool = True,
 ) -> Settings:
     """Build validated Settings from the file's tables (:func:`load_file`), the environment
-    ``env`` over them, and the ``--web.listen-address`` flag over both."""
+    ``env`` over them, and the ``run`` flags (``--web.listen-address``, ``--shard``...) over
+    both."""
     environment = EnvironmentSource(env)
     from_env = environment()
     names = dict(environment.names)
@@ -1120,6 +1156,11 @@ def load_settings(
         layers.append(InitSettingsSource(_SOURCE_SCHEMA,
                                          {"webhook_listen_address": webhook_listen_address})())
         names[("webhook_listen_address",)] = "--web.webhook-address"
+    for key, flag, number in (("shard", "--shard", shard),
+                              ("total_shards", "--total-shards", total_shards)):
+        if number is not None:
+            layers.append(InitSettingsSource(_SOURCE_SCHEMA, {key: number})())
+            names[(key,)] = flag
     data: dict[str, Any] = {}
     for layer in layers:
         data = _overlay(data, layer)

@@ -58,7 +58,7 @@ from sms_monitor.alerts.store import (
     RuleChanges,
     StoreError,
 )
-from sms_monitor.alerts.values import AlertInputs, explanation, targets, value
+from sms_monitor.alerts.values import ROLLUP, AlertInputs, explanation, targets, value
 from sms_monitor.core.backoff import Backoff
 from sms_monitor.core.checks import CHECK_NAMES
 from sms_monitor.core.dbchecks import DB_CHECK_NAMES
@@ -152,6 +152,19 @@ class AlertEngine:
     # what explains each firing alert, from the last evaluation: for the refresh
     _explained: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _sent_lock: threading.Lock = field(default_factory=threading.Lock)
+    # sharded (core/sharding.py): the accounts this replica's shard polls, whose alerts it
+    # evaluates; None: every account. ``shared``: it also evaluates the database's alerts.
+    # The roll-up (*) needs every account's messages: no shard evaluates it.
+    owned: frozenset[str] | None = None
+    shared: bool = True
+
+    def mine(self, target: str) -> bool:
+        """Whether this replica evaluates (and shows) the alerts of ``target``."""
+        if self.owned is None:
+            return True
+        if target in self.accounts:
+            return target in self.owned
+        return target != ROLLUP and self.shared
 
     @property
     def claim_seconds(self) -> float:
@@ -246,7 +259,7 @@ class AlertEngine:
         by_name = {r.name: r for r in rules}
         for (rule_name, target), st in sorted(states.items()):
             rule = by_name.get(rule_name)
-            if rule is None:
+            if rule is None or not self.mine(target):
                 continue
             ack, silence = mutes_of(mutes, rule_name, target, now)
             acked = ack is not None and ack.active(now) and st.state == FIRING \
@@ -303,6 +316,8 @@ class AlertEngine:
             definition = rule_json(rule)
             changes = batches[rule.name] = RuleChanges(rule.name, definition=definition)
             for target in targets(rule, self.accounts):
+                if not self.mine(target):
+                    continue
                 live.add((rule.name, target))
                 old = states.get((rule.name, target)) or AlertState(rule.name, target)
                 ack, silence = mutes_of(mutes, rule.name, target, now)
@@ -340,7 +355,7 @@ class AlertEngine:
                     self._end_ack(changes, ack, new, now)
             self._end_silences(changes, mutes, rule.name, now)
         self._explained = explained
-        gone = [k for k in states if k not in live and k[0] not in keep]
+        gone = [k for k in states if k not in live and k[0] not in keep and self.mine(k[1])]
         if gone:
             self._retire(gone, states, {r.name: r for r in rules}, saved, batches, now)
         failed: dict[str, str] = {}

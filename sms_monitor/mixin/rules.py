@@ -152,6 +152,14 @@ ALERTS = (
           "No sms-monitor replica can be scraped.",
           "Prometheus has not scraped any sms-monitor target ({selector}) for 5 minutes: SMS "
           "health is not being watched.", "5m", per_account=False),
+    Alert("SmsMonitorAccountCoverage",
+          "sum by (KEEP, account) (sms_monitor_account_owned{}) != 1", "critical",
+          "An account is not polled by exactly one sms-monitor replica.",
+          "Account {{ $labels.account }} is polled by {{ $value }} replicas: 0 when the replica "
+          "of its shard is down or no replica runs that shard number, 2 or more when replicas "
+          "share a shard number or disagree on total_shards (see sms_monitor_shard_info).", "5m",
+          comment="each replica exports every configured account, 1 where it polls it and 0 "
+                  "where another shard does: summed, exactly one replica per account"),
     Alert("SmsMonitorPollsStale",
           'time() - max by (KEEP, source) (sms_monitor_last_success_timestamp_seconds'
           '{source!="statuspage"}) > 600', "warning",
