@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -65,7 +66,8 @@ def test_rendered_once_per_publish_and_reused(served: tuple[ExporterServer, Snap
         assert snapshot_part(server.page("/metrics", "")[1].decode()) == \
             snapshot_part(first.decode())
     assert cache.renders == 2
-    holder.publish(sample_snapshot())  # a new cycle
+    holder.publish(sample_snapshot())  # a new cycle: rendered as it is published
+    assert cache.renders == 3
     server.page("/metrics", "")
     assert cache.renders == 3
     holder.amend_alerts(lambda a: a)  # nothing published yet: unchanged
@@ -81,7 +83,8 @@ def test_alert_state_published_is_a_new_render(served: tuple[ExporterServer, Sna
     server.page("/metrics", "")
     before = server.exposition.renders
     holder.publish_alerts(AlertsSnapshot(leader=True))
-    server.page("/metrics", "")
+    assert server.exposition.renders == before + 1
+    assert "sms_alert_leader 1.0" in server.page("/metrics", "")[1].decode()
     assert server.exposition.renders == before + 1
 
 
@@ -194,3 +197,34 @@ def test_the_setting_is_read_from_the_file() -> None:
     assert load_settings(env, {}).per_account_request_histograms is False
     assert load_settings(env, {"per_account_request_histograms": True}
                          ).per_account_request_histograms is True
+
+
+def test_a_publish_renders_what_scrapers_asked_for(
+        served: tuple[ExporterServer, SnapshotHolder]) -> None:
+    server, holder = served
+    cache = server.exposition
+    holder.publish(sample_snapshot())
+    assert cache.renders == 0  # nobody scraped yet: nothing rendered
+    raw_get(server, {"Accept-Encoding": "gzip"})  # a scraper that wants text, gzipped
+    assert cache.renders == 1
+    holder.publish(sample_snapshot())
+    assert cache.renders == 2  # in publish(), not in the next scrape
+    _, body = raw_get(server, {"Accept-Encoding": "gzip"})
+    assert cache.renders == 2 and "sms_health_status" in gzip.decompress(body).decode()
+    server.stop()
+    holder.publish(sample_snapshot())
+    assert cache.renders == 2  # a stopped server no longer renders
+
+
+def test_a_scrape_during_a_render_gets_the_last_complete_one(
+        served: tuple[ExporterServer, SnapshotHolder]) -> None:
+    server, holder = served
+    cache = server.exposition
+    holder.publish(sample_snapshot())
+    before = server.page("/metrics", "")[1]
+    with cache._lock:  # the publisher rendering the new snapshot
+        holder._published = replace(holder.published, snapshot=snapshot(account("other")))  # type: ignore[arg-type]
+        during = server.page("/metrics", "")[1]
+    assert snapshot_part(during.decode()) == snapshot_part(before.decode())
+    after = server.page("/metrics", "")[1].decode()
+    assert 'account="other"' in after and 'account="other"' not in during.decode()

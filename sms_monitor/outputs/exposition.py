@@ -5,10 +5,13 @@ The exposition has two parts:
 - the **snapshot's families** (every area, the alert state, build info, readiness): they
   change only when the poll loop publishes a snapshot or the alert engine publishes its
   state, i.e. when :attr:`SnapshotHolder.published` is replaced by a new object. They are
-  rendered on the first scrape after such a change (once per format asked for: the classic
-  text format, OpenMetrics), compressed once when a scraper accepts gzip, and reused by
-  every scrape until the next publish. The cache is keyed by the published object's
-  identity, so no hook into the poll loop or the alert engine is needed.
+  rendered once per format asked for (the classic text format, OpenMetrics), compressed
+  once when a scraper accepts gzip, and reused by every scrape until the next publish. The
+  cache is keyed by the published object's identity: nothing else says what changed. The server subscribes
+  :meth:`ExpositionCache.warm` to the holder, so the formats scrapers have asked for are
+  rendered in the publisher's thread right after each publish; a scrape arriving meanwhile
+  is served the previous render, so no scrape waits for one (at 1,000 accounts a render
+  takes seconds). Once ``publish()`` has returned, every scrape sees what it published.
 - the **live families** (``process_*``, the HTTP server's own counters): they change between
   cycles, cost microseconds, and are rendered per scrape and appended.
 
@@ -78,27 +81,57 @@ class ExpositionCache:
         self._entry = _Entry(published=None)
         self._fresh = True  # nothing rendered yet (None is also "not ready")
         self.renders = 0  # snapshot parts rendered (the tests and the benchmark read it)
+        # formats scrapers asked for (content type -> encoder, gzip?): what warm() renders
+        self._wanted: dict[str, tuple[Callable[[CollectorRegistry], bytes], bool]] = {}
 
     def _snapshot_part(self, encoder: Callable[[CollectorRegistry], bytes], ctype: str,
                        compress: bool) -> bytes:
+        wanted = self._wanted.get(ctype)
+        if wanted is None and len(self._wanted) < MAX_FORMATS or \
+                wanted is not None and compress and not wanted[1]:
+            self._wanted[ctype] = (encoder, compress or wanted is not None and wanted[1])
+        if not self._lock.acquire(blocking=False):
+            # the publisher is rendering the next snapshot: the last complete render serves
+            # meanwhile (one cycle old, for at most one render's time)
+            stale = self._entry.formats.get(ctype)
+            if stale is not None and (stale.compressed is not None or not compress):
+                return stale.compressed if compress and stale.compressed else stale.plain
+            self._lock.acquire()
+        try:
+            return self._render_locked(self.holder.published, encoder, ctype, compress)
+        finally:
+            self._lock.release()
+
+    def _render_locked(self, published: Published | None,
+                       encoder: Callable[[CollectorRegistry], bytes], ctype: str,
+                       compress: bool) -> bytes:
+        entry = self._entry
+        if self._fresh or entry.published is not published:
+            entry = self._entry = _Entry(published)
+            self._fresh = False
+        rendered = entry.formats.get(ctype)
+        if rendered is None:
+            plain = encoder(self.snapshot)
+            self.renders += 1
+            if plain.endswith(OPENMETRICS_EOF):  # the live part ends the exposition
+                plain = plain[:-len(OPENMETRICS_EOF)]
+            rendered = _Rendered(plain)
+            if len(entry.formats) < MAX_FORMATS:
+                entry.formats[ctype] = rendered
+        if not compress:
+            return rendered.plain
+        if rendered.compressed is None:
+            rendered.compressed = gzip.compress(rendered.plain, GZIP_LEVEL, mtime=0)
+        return rendered.compressed
+
+    def warm(self) -> None:
+        """Render the formats scrapers have asked for, for what was just published: called
+        by :class:`SnapshotHolder` after each publish, in the publisher's thread, so no
+        scrape waits for a render (a scrape meanwhile gets the previous one)."""
         published = self.holder.published
         with self._lock:
-            entry = self._entry
-            if self._fresh or entry.published is not published:
-                entry = self._entry = _Entry(published)
-                self._fresh = False
-            rendered = entry.formats.get(ctype)
-            if rendered is None:
-                plain = encoder(self.snapshot)
-                self.renders += 1
-                if plain.endswith(OPENMETRICS_EOF):  # the live part ends the exposition
-                    plain = plain[:-len(OPENMETRICS_EOF)]
-                rendered = _Rendered(plain)
-                if len(entry.formats) < MAX_FORMATS:
-                    entry.formats[ctype] = rendered
-            if compress and rendered.compressed is None:
-                rendered.compressed = gzip.compress(rendered.plain, GZIP_LEVEL, mtime=0)
-            return rendered.compressed if compress else rendered.plain  # type: ignore[return-value]
+            for ctype, (encoder, compress) in list(self._wanted.items()):
+                self._render_locked(published, encoder, ctype, compress)
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, str, bool]:
         """(body, content type, gzip-encoded?) for a scrape's Accept and Accept-Encoding."""

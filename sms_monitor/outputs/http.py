@@ -508,6 +508,7 @@ class ExporterServer:
         self._ready.clear()
         self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
+        self.holder.subscribe(self.exposition.warm)  # /metrics rendered as it is published
         self._ready.wait(self.join_timeout)
         if self._failure is not None:
             raise RuntimeError(f"HTTP server failed to start: {self._failure}")
@@ -539,6 +540,7 @@ class ExporterServer:
 
     def stop(self) -> None:
         """Stops serving, closes the listeners and joins the serving thread."""
+        self.holder.unsubscribe(self.exposition.warm)
         for server in self._servers:
             server.should_exit = True
         if self._thread is not None and self._thread is not threading.current_thread():
