@@ -222,8 +222,10 @@ def test_a_scrape_during_a_render_gets_the_last_complete_one(
     cache = server.exposition
     holder.publish(sample_snapshot())
     before = server.page("/metrics", "")[1]
+    published = holder.published
+    assert published is not None
     with cache._lock:  # the publisher rendering the new snapshot
-        holder._published = replace(holder.published, snapshot=snapshot(account("other")))  # type: ignore[arg-type]
+        holder._published = replace(published, snapshot=snapshot(account("other")))
         during = server.page("/metrics", "")[1]
     assert snapshot_part(during.decode()) == snapshot_part(before.decode())
     after = server.page("/metrics", "")[1].decode()
