@@ -182,6 +182,8 @@ class App:
                           + worst_cycle(settings))
         kwargs.setdefault("webhook_address", settings.webhook_listen)
         kwargs.setdefault("limits", settings.web)
+        kwargs.setdefault("per_account_request_histograms",
+                          settings.per_account_request_histograms)
         if settings.alerts is not None:  # the incident page's escalation times
             kwargs.setdefault("page_options", {"levels": settings.alerts.levels})
         return ExporterServer(address, self.holder, callbacks=self.callbacks, areas=self.areas,

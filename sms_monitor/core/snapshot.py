@@ -8,6 +8,8 @@ snapshot and publishes its own state beside it (:class:`Published`), never into 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -348,6 +350,22 @@ class SnapshotHolder:
         self._monotonic = monotonic
         self._since = monotonic()  # the last publish, or the holder's birth
         self._lock = threading.Lock()  # the cycle and the alert sender both publish
+        # called after each publish, in the publisher's thread (the exporter renders /metrics)
+        self._subscribers: list[Callable[[], None]] = []
+
+    def subscribe(self, fn: Callable[[], None]) -> None:
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(fn)
+
+    def _notify(self) -> None:
+        for fn in list(self._subscribers):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a subscriber never stops the cycle
+                logging.getLogger(__name__).exception("snapshot_subscriber_failed")
 
     @property
     def published(self) -> Published | None:
@@ -374,6 +392,7 @@ class SnapshotHolder:
                                         history)
         self._since = self._monotonic()
         self._ready.set()
+        self._notify()
 
     def publish_alerts(self, alerts: AlertsSnapshot) -> None:
         """The alert engine's state for the snapshot already published."""
@@ -381,6 +400,7 @@ class SnapshotHolder:
             p = self._published
             if p is not None:
                 self._published = replace(p, alerts=alerts)
+        self._notify()
 
     def amend_alerts(self, change: Callable[[AlertsSnapshot], AlertsSnapshot]) -> None:
         """Replace the published alert state by ``change(it)`` (the sender's counts after a
@@ -389,6 +409,7 @@ class SnapshotHolder:
             p = self._published
             if p is not None and p.alerts is not None:
                 self._published = replace(p, alerts=change(p.alerts))
+        self._notify()
 
     @property
     def ready(self) -> bool:

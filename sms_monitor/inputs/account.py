@@ -81,6 +81,7 @@ class AccountInput:
         self.poller.keywords = wiring.keywords
         self.window = MessageWindow(retention(settings), settings.settle_seconds)
         self.usage: Usage | None = None
+        self.usage_tried: float | None = None  # the last Usage Records read, good or failed
         self.malformed_total = 0
         self.errors: Counter[tuple[str, str]] = Counter()
         self._last_success: float | None = None
@@ -147,9 +148,14 @@ class AccountInput:
         before = list(self.window.gaps) if self.window.backfilled else None
         horizon = self.window.fetch_horizon(now)
         read_started = now
-        usage_due = self.usage is None or now - self.usage.read_at >= settings.usage_interval
+        # a failed read waits for the interval like a good one (Twilio's Usage Records are
+        # slow and rate limited; retrying each cycle would only add to what failed)
+        usage_due = self.usage_tried is None or now - self.usage_tried >= settings.usage_interval
         result = self.poller.poll(horizon, read_usage=usage_due, gaps=self.window.gaps,
                                   budget=cycle_budget(settings), held=self.window.records)
+        if usage_due and (result.facts.spend_month is not None
+                          or "usage" in result.facts.failures):
+            self.usage_tried = now  # asked (not skipped because Twilio was unreachable)
         now = self.clock()
         edge = self._wiring.window_edge(now, settings.window_seconds)
         facts = self._facts_with_usage(result.facts, now)

@@ -116,6 +116,9 @@ UP_DOWN = ((0, "down", "red"), (1, "up", "green"))
 ALERT_STATES = ((0, "inactive", "green"), (1, "pending", "yellow"), (2, "firing", "red"))
 A = 'account=~"$account"'
 RATE = "[$__rate_interval]"
+# twilio_api_request_duration_seconds has an account label only with
+# per_account_request_histograms: the selected accounts, or the series summed over them all
+REQUESTS = 'account=~"${account}|"'
 OVERALL, NOT_OVERALL = 'check="overall"', 'check!="overall"'
 THROUGHPUT, ACTIVE, DATABASE = 'check="throughput"', 'status="active"', 'account="database"'
 UNSENT, CALLBACK = 'state="unsent"', 'source="callback"'
@@ -129,8 +132,8 @@ def q(metric: str, *matchers: str) -> str:
     return f"{metric}{{{', '.join(matchers)}}}"
 
 
-def quantiles(metric: str, by: str, legend: str) -> list[tuple[str, str]]:
-    return [(f"histogram_quantile({p}, sum by ({by}, le) (rate({q(metric, A)}{RATE})))",
+def quantiles(metric: str, by: str, legend: str, matcher: str = A) -> list[tuple[str, str]]:
+    return [(f"histogram_quantile({p}, sum by ({by}, le) (rate({q(metric, matcher)}{RATE})))",
              f"{legend} p{round(p * 100)}") for p in (0.5, 0.9, 0.99)]
 
 
@@ -273,11 +276,12 @@ ROWS = [
                    "twilio_api_response_time_seconds: the cycle's Balance request (the "
                    "api_response_time check; dashed lines at 3 s and 7 s), and p50/p90/p99 of "
                    "every request from the histogram twilio_api_request_duration_seconds over "
-                   "$__rate_interval (retries counted as separate requests).",
+                   "$__rate_interval (retries counted as separate requests; over every account "
+                   "unless per_account_request_histograms is on).",
                    [(f"max by (account) ({q('twilio_api_response_time_seconds', A)})",
                      "{{account}} Balance probe"),
                     *quantiles("twilio_api_request_duration_seconds_bucket", "account",
-                               "{{account}}")],
+                               "{{account}} requests", REQUESTS)],
                    w=8, unit="s", dashed=True,
                    steps=(("green", None), ("yellow", 3), ("red", 7))),
         timeseries("Requests by code",
@@ -287,9 +291,10 @@ ROWS = [
                      "{{account}} {{code}}")], w=8, unit="reqps", stacked=True),
         timeseries("Request duration p90 by endpoint",
                    "p90 of twilio_api_request_duration_seconds per endpoint over "
-                   "$__rate_interval.",
+                   "$__rate_interval (per account with per_account_request_histograms; "
+                   "else over every account).",
                    [(f"histogram_quantile(0.9, sum by (account, endpoint, le) (rate("
-                     f"{q('twilio_api_request_duration_seconds_bucket', A)}{RATE})))",
+                     f"{q('twilio_api_request_duration_seconds_bucket', REQUESTS)}{RATE})))",
                      "{{account}} {{endpoint}}")], w=8, unit="s"),
     ]),
     Row("Application database", [

@@ -1,6 +1,6 @@
 """The published snapshot → Prometheus metric families, area by area.
 
-The collector is stateless: each scrape reads the current :class:`Published` once (so every
+The collector is stateless: each collection reads the current :class:`Published` once (so every
 family comes from the same cycle) and asks each registered area for its families.
 """
 
@@ -13,16 +13,20 @@ from prometheus_client.registry import Collector
 
 from sms_monitor import __version__
 from sms_monitor.core.snapshot import SnapshotHolder
-from sms_monitor.outputs.metrics import Area, HealthArea, MonitorArea, alert_metrics
+from sms_monitor.outputs.metrics import Area, HealthArea, MonitorArea, RequestArea, alert_metrics
 
 # Shown whatever the inputs: every check's state, and the monitor's own health.
 CORE_AREAS: tuple[type[Area], ...] = (HealthArea, MonitorArea)
 
 
 class SnapshotCollector(Collector):
-    def __init__(self, holder: SnapshotHolder, areas: Sequence[type[Area]] = ()) -> None:
+    def __init__(self, holder: SnapshotHolder, areas: Sequence[type[Area]] = (),
+                 per_account_request_histograms: bool = False) -> None:
         self.holder = holder
         self.areas = [a() for a in (*CORE_AREAS[:1], *areas, *CORE_AREAS[1:])]
+        for area in self.areas:
+            if isinstance(area, RequestArea):
+                area.per_account = per_account_request_histograms
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily("sms_monitor_build_info", "sms-monitor version; always 1",

@@ -128,6 +128,11 @@ class GatedListener(socket.socket):
                 conn.close()
                 continue
             conn.source, conn.registered_fd = source, fd
+            # asyncio sets TCP_NODELAY only on sockets made with proto=IPPROTO_TCP, not ours:
+            # without it a response's head and body (two writes) meet the client's delayed
+            # ACK, and every small response waits 40 ms (Nagle)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if socket.getdefaulttimeout() is None:
                 conn.setblocking(True)  # what socket.accept() does; asyncio sets it non-blocking
             with contextlib.suppress(RuntimeError):  # no loop: a caller outside asyncio

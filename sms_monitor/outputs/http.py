@@ -33,7 +33,6 @@ import structlog
 import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -42,6 +41,7 @@ from sms_monitor.core.snapshot import SnapshotHolder
 from sms_monitor.inputs.webhooks import EMPTY_TWIML, ENDPOINTS, MAX_BODY, CallbackInbox
 from sms_monitor.outputs.basic_auth import MAX_PENDING, AuthOutcome
 from sms_monitor.outputs.collector import SnapshotCollector
+from sms_monitor.outputs.exposition import ExpositionCache
 from sms_monitor.outputs.gate import REFUSED_REASONS, Gate, GatedListener, listen
 from sms_monitor.outputs.http_protocol import INVALID, Limits, protocol_class
 from sms_monitor.outputs.metrics import Area
@@ -74,10 +74,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_registry(holder: SnapshotHolder, areas: Sequence[type[Area]] = ()) -> CollectorRegistry:
+def build_registry(holder: SnapshotHolder, areas: Sequence[type[Area]] = (),
+                   per_account_request_histograms: bool = False,
+                   process: bool = True) -> CollectorRegistry:
+    """The snapshot's families (and, with ``process``, the process's own)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(holder, areas))
-    ProcessCollector(registry=registry)
+    registry.register(SnapshotCollector(holder, areas, per_account_request_histograms))
+    if process:
+        ProcessCollector(registry=registry)
     return registry
 
 
@@ -230,6 +234,13 @@ class Door:
             return
         if path not in OPEN_PATHS and not await self._authorised(scope, respond):
             return
+        if path == "/metrics":
+            body, ctype, gzipped = await self.server.run(
+                self.server.exposition.render, _header(scope, b"accept") or "",
+                _header(scope, b"accept-encoding") or "")
+            await respond(200, body, ctype, headers=[("Vary", "Accept-Encoding")]
+                          + ([("Content-Encoding", "gzip")] if gzipped else []))
+            return
         status, body, ctype = await self.server.run(self.server.page, path,
                                                     _header(scope, b"accept") or "")
         await respond(status, body, ctype)
@@ -335,9 +346,12 @@ class ExporterServer:
                  webhook_address: tuple[str, int] | None = None,
                  limits: WebLimits | None = None,
                  page_options: Mapping[str, Any] | None = None,
-                 actions: Mapping[str, Action] | None = None) -> None:
+                 actions: Mapping[str, Action] | None = None,
+                 per_account_request_histograms: bool = False) -> None:
         """``max_cycle_age``: /healthz fails once no cycle has finished for that long.
         ``extra_html`` ends the landing page (a function: called for each page).
+        ``per_account_request_histograms``: twilio_api_request_duration_seconds by account
+        and endpoint (else by endpoint only).
         ``actions``: POST paths of the operators' door (the demo's controls), each a
         function of the posted form that returns where to redirect, or raises ValueError.
 
@@ -347,7 +361,8 @@ class ExporterServer:
         self.callbacks = callbacks
         self.holder = holder
         self.limits = limits = limits or WebLimits()
-        self.registry = build_registry(holder, areas)
+        # everything, in exposition order (tests and tools read samples from it) ...
+        self.registry = build_registry(holder, areas, per_account_request_histograms)
         self.pages = [a() for a in areas]
         self.extra_html = extra_html
         self.page_options = dict(page_options or {})  # landing_page's keywords (levels...)
@@ -378,6 +393,14 @@ class ExporterServer:
         if webhook_address is not None:
             self.doors.append(Door(self, self.listeners[1], False, serve_hooks))
         self.registry.register(HttpServerCollector(self.listeners))
+        # ... and /metrics as two parts: the snapshot's families rendered once per publish,
+        # the live ones (process, the listeners' counters) per scrape (outputs/exposition.py)
+        live = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=live)
+        live.register(HttpServerCollector(self.listeners))
+        self.exposition = ExpositionCache(
+            holder, build_registry(holder, areas, per_account_request_histograms, process=False),
+            live)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http")
         # incoming messages wait on the audit store: never in the pages' and scrapes' pool
         self._hook_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-webhook")
@@ -432,9 +455,9 @@ class ExporterServer:
     def page(self, path: str, accept: str) -> tuple[int, bytes, str]:
         """An operator's GET: (status, body, content type). Runs on the pool."""
         holder = self.holder
-        if path == "/metrics":
-            encoder, ctype = choose_encoder(accept)
-            return 200, encoder(self.registry), ctype
+        if path == "/metrics":  # uncompressed (the door serves /metrics itself)
+            body, ctype, _ = self.exposition.render(accept)
+            return 200, body, ctype
         if path == "/healthz":
             max_age = self.max_cycle_age
             stalled = holder.stalled_for(max_age) if max_age is not None else None
@@ -485,6 +508,7 @@ class ExporterServer:
         self._ready.clear()
         self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
+        self.holder.subscribe(self.exposition.warm)  # /metrics rendered as it is published
         self._ready.wait(self.join_timeout)
         if self._failure is not None:
             raise RuntimeError(f"HTTP server failed to start: {self._failure}")
@@ -516,6 +540,7 @@ class ExporterServer:
 
     def stop(self) -> None:
         """Stops serving, closes the listeners and joins the serving thread."""
+        self.holder.unsubscribe(self.exposition.warm)
         for server in self._servers:
             server.should_exit = True
         if self._thread is not None and self._thread is not threading.current_thread():

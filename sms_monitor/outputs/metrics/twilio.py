@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from sms_monitor.core.facts import RETRY_REASONS
 from sms_monitor.core.snapshot import Snapshot
+from sms_monitor.core.window import HistogramState
 from sms_monitor.outputs.metrics.base import CACHED, Area, buckets, from_zero
 
 
@@ -220,28 +221,52 @@ class CostArea(Area):
 class RequestArea(Area):
     """Every Twilio API request: counts by status, durations, retries.
 
+    Durations are one histogram per endpoint, summed over the accounts (12 series each);
+    ``per_account_request_histograms = true`` adds the ``account`` label (70 series an
+    account).
+
     Sample::
 
         twilio_api_requests_total{account="primary",code="429",endpoint="messages"} 1.0
-        twilio_api_request_duration_seconds_bucket{account="primary",endpoint="balance",le="0.5"} 2.0
-        twilio_api_request_duration_seconds_count{account="primary",endpoint="balance"} 3.0
-        twilio_api_request_duration_seconds_sum{account="primary",endpoint="balance"} 1.25
+        twilio_api_request_duration_seconds_bucket{endpoint="balance",le="0.5"} 2.0
+        twilio_api_request_duration_seconds_count{endpoint="balance"} 3.0
+        twilio_api_request_duration_seconds_sum{endpoint="balance"} 1.25
         twilio_api_retries_total{account="primary",reason="429"} 1.0
     """
+
+    per_account = False  # set by the collector from per_account_request_histograms
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         total = CounterMetricFamily("twilio_api_requests", "Twilio API requests by HTTP status "
                                     "('error' when no response)", labels=["account", "endpoint", "code"])
         for (account, endpoint, code), n in sorted(snap.requests.counts.items()):
             total.add_metric([account, endpoint, code], n)
-        duration = HistogramMetricFamily("twilio_api_request_duration_seconds",
-                                         "Duration of every Twilio API request",
-                                         labels=["account", "endpoint"])
-        for (account, endpoint), h in sorted(snap.requests.durations.items()):
-            duration.add_metric([account, endpoint], buckets(h), h.total)
+        help_ = "Duration of every Twilio API request"
+        if self.per_account:
+            duration = HistogramMetricFamily("twilio_api_request_duration_seconds",
+                                             help_, labels=["account", "endpoint"])
+            for (account, endpoint), h in sorted(snap.requests.durations.items()):
+                duration.add_metric([account, endpoint], buckets(h), h.total)
+        else:
+            duration = HistogramMetricFamily("twilio_api_request_duration_seconds",
+                                             help_ + ", summed over the accounts",
+                                             labels=["endpoint"])
+            for endpoint, h in sorted(by_endpoint(snap.requests.durations).items()):
+                duration.add_metric([endpoint], buckets(h), h.total)
         retries = CounterMetricFamily("twilio_api_retries", "Twilio requests retried, by reason",
                                       labels=["account", "reason"])
         known = [(a.account, reason) for a in snap.accounts for reason in RETRY_REASONS]
         for (account, reason), n in from_zero(snap.requests.retries, known):
             retries.add_metric([account, reason], n)
         yield from (total, duration, retries)
+
+
+def by_endpoint(durations: Mapping[tuple[str, str], HistogramState]) -> dict[str, HistogramState]:
+    """The accounts' request histograms summed per endpoint (the buckets are the same)."""
+    out: dict[str, HistogramState] = {}
+    for (_, endpoint), h in durations.items():
+        seen = out.get(endpoint)
+        out[endpoint] = h if seen is None else HistogramState(
+            h.bounds, tuple(a + b for a, b in zip(seen.counts, h.counts, strict=True)),
+            seen.total + h.total, seen.count + h.count)
+    return out
