@@ -741,9 +741,10 @@ class Settings(AccountDefaults):
     external_url: OptionalHttpUrl = None
     home_country_code: Annotated[str, BeforeValidator(_calling_code)] = "1"  # not "international"
     usage_interval: Interval = 600.0  # between Usage Records reads (spend)
-    # twilio_api_request_duration_seconds by account and endpoint (70 series an account);
-    # by default by endpoint only, summed over the accounts
-    per_account_request_histograms: bool = False
+    # twilio_api_request_duration_seconds by account and endpoint, as the health contract
+    # names it (70 series an account); false: by endpoint only, summed over the accounts
+    # (a fleet's series budget)
+    per_account_request_histograms: bool = True
     database_url: Annotated[str | None, BeforeValidator(_database_url)] = Field(None, repr=False)
     smtp_url: Annotated[str | None, BeforeValidator(_smtp_url)] = Field(None, repr=False)
     alert_from: str | None = None

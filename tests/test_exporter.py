@@ -29,7 +29,7 @@ CONTRACT_METRICS = {
     "twilio_account_balance": ("gauge", {"account", "currency"}),
     "twilio_account_status": ("gauge", {"account", "status"}),
     "twilio_phone_number_sms_capable": ("gauge", {"account", "phone_number"}),
-    "twilio_api_request_duration_seconds": ("histogram", {"endpoint"}),  # by default
+    "twilio_api_request_duration_seconds": ("histogram", {"account", "endpoint"}),
     "twilio_api_requests": ("counter", {"account", "endpoint", "code"}),  # ..._total
     "twilio_up": ("gauge", {"account"}),
     "sms_monitor_last_success_timestamp_seconds": ("gauge", {"source"}),

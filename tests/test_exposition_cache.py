@@ -1,6 +1,7 @@
 """/metrics rendered once per published snapshot, gzip-compressed when the scraper accepts
 it, OpenMetrics when asked; the live families (process, HTTP server) fresh per scrape; the
-request histograms summed over the accounts unless per_account_request_histograms."""
+request histograms by account (the health contract's labels) unless a fleet turns
+per_account_request_histograms off."""
 
 from __future__ import annotations
 
@@ -170,7 +171,7 @@ def registry(holder: SnapshotHolder, per_account: bool) -> CollectorRegistry:
     return r
 
 
-def test_request_histograms_are_summed_over_the_accounts_by_default() -> None:
+def test_request_histograms_are_summed_over_the_accounts_when_asked() -> None:
     r = registry(two_accounts(), per_account=False)
     name = "twilio_api_request_duration_seconds"
     assert r.get_sample_value(f"{name}_count", {"endpoint": "balance"}) == 5
@@ -183,7 +184,7 @@ def test_request_histograms_are_summed_over_the_accounts_by_default() -> None:
     assert f'{name}_count{{account=' not in text
 
 
-def test_request_histograms_per_account_when_asked() -> None:
+def test_request_histograms_per_account_by_default() -> None:
     r = registry(two_accounts(), per_account=True)
     name = "twilio_api_request_duration_seconds"
     assert r.get_sample_value(f"{name}_count", {"account": "a", "endpoint": "balance"}) == 3
@@ -194,9 +195,10 @@ def test_request_histograms_per_account_when_asked() -> None:
 def test_the_setting_is_read_from_the_file() -> None:
     from sms_monitor.config import load_settings
     env = {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "a" * 32}
-    assert load_settings(env, {}).per_account_request_histograms is False
-    assert load_settings(env, {"per_account_request_histograms": True}
-                         ).per_account_request_histograms is True
+    # the health contract labels the histogram by account and endpoint: that is the default
+    assert load_settings(env, {}).per_account_request_histograms is True
+    assert load_settings(env, {"per_account_request_histograms": False}
+                         ).per_account_request_histograms is False
 
 
 def test_a_publish_renders_what_scrapers_asked_for(

@@ -118,7 +118,7 @@ A = 'account=~"$account"'
 RATE = "[$__rate_interval]"
 # twilio_api_request_duration_seconds has an account label only with
 # per_account_request_histograms: the selected accounts, or the series summed over them all
-REQUESTS = 'account=~"${account}|"'
+REQUESTS = 'account=~"$account|"'
 OVERALL, NOT_OVERALL = 'check="overall"', 'check!="overall"'
 THROUGHPUT, ACTIVE, DATABASE = 'check="throughput"', 'status="active"', 'account="database"'
 UNSENT, CALLBACK = 'state="unsent"', 'source="callback"'

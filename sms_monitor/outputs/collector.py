@@ -21,7 +21,7 @@ CORE_AREAS: tuple[type[Area], ...] = (HealthArea, MonitorArea)
 
 class SnapshotCollector(Collector):
     def __init__(self, holder: SnapshotHolder, areas: Sequence[type[Area]] = (),
-                 per_account_request_histograms: bool = False) -> None:
+                 per_account_request_histograms: bool = True) -> None:
         self.holder = holder
         self.areas = [a() for a in (*CORE_AREAS[:1], *areas, *CORE_AREAS[1:])]
         for area in self.areas:

@@ -75,7 +75,7 @@ def is_loopback(host: str) -> bool:
 
 
 def build_registry(holder: SnapshotHolder, areas: Sequence[type[Area]] = (),
-                   per_account_request_histograms: bool = False,
+                   per_account_request_histograms: bool = True,
                    process: bool = True) -> CollectorRegistry:
     """The snapshot's families (and, with ``process``, the process's own)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -347,7 +347,7 @@ class ExporterServer:
                  limits: WebLimits | None = None,
                  page_options: Mapping[str, Any] | None = None,
                  actions: Mapping[str, Action] | None = None,
-                 per_account_request_histograms: bool = False) -> None:
+                 per_account_request_histograms: bool = True) -> None:
         """``max_cycle_age``: /healthz fails once no cycle has finished for that long.
         ``extra_html`` ends the landing page (a function: called for each page).
         ``per_account_request_histograms``: twilio_api_request_duration_seconds by account

@@ -221,20 +221,20 @@ class CostArea(Area):
 class RequestArea(Area):
     """Every Twilio API request: counts by status, durations, retries.
 
-    Durations are one histogram per endpoint, summed over the accounts (12 series each);
-    ``per_account_request_histograms = true`` adds the ``account`` label (70 series an
-    account).
+    Durations are one histogram per account and endpoint, as the health contract names
+    them (70 series an account); ``per_account_request_histograms = false`` sums them over
+    the accounts (12 series an endpoint in all), for a fleet's series budget.
 
     Sample::
 
         twilio_api_requests_total{account="primary",code="429",endpoint="messages"} 1.0
-        twilio_api_request_duration_seconds_bucket{endpoint="balance",le="0.5"} 2.0
-        twilio_api_request_duration_seconds_count{endpoint="balance"} 3.0
-        twilio_api_request_duration_seconds_sum{endpoint="balance"} 1.25
+        twilio_api_request_duration_seconds_bucket{account="primary",endpoint="balance",le="0.5"} 2.0
+        twilio_api_request_duration_seconds_count{account="primary",endpoint="balance"} 3.0
+        twilio_api_request_duration_seconds_sum{account="primary",endpoint="balance"} 1.25
         twilio_api_retries_total{account="primary",reason="429"} 1.0
     """
 
-    per_account = False  # set by the collector from per_account_request_histograms
+    per_account = True  # set by the collector from per_account_request_histograms
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         total = CounterMetricFamily("twilio_api_requests", "Twilio API requests by HTTP status "
